@@ -1,0 +1,189 @@
+/// @file kernels.hpp
+/// @brief CPU reference kernels (Eigen) for the encoder's forward pass.
+///
+/// Every function takes the backend tag `Cpu` first, then follows the house argument order:
+/// outputs, saved state, inputs, parameters, sizes. Kernels work on run-time extents; the
+/// models check compile-time extents before calling them.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <type_traits>
+
+#include <Eigen/Core>
+
+#include "kadapter/core/backend.hpp"
+#include "kadapter/core/tensor.hpp"
+#include "kadapter/layers/embeddings.hpp"
+#include "kadapter/layers/layernorm.hpp"
+#include "kadapter/layers/linear.hpp"
+
+namespace kadapter {
+
+namespace detail {
+template <class T>
+using RowMajorMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using StridedMap = Eigen::Map<RowMajorMatrix<T>, 0, Eigen::OuterStride<>>;
+template <class T>
+using ConstStridedMap = Eigen::Map<const RowMajorMatrix<T>, 0, Eigen::OuterStride<>>;
+}  // namespace detail
+
+/// @brief `out = in · W^T + b`.
+/// @param[out] out (N, out_features)
+/// @param in (N, in_features)
+/// @param p weight (out_features, in_features), bias (out_features) or empty
+template <class T>
+void linear_forward(Cpu, MatrixView<T> out, MatrixView<const T> in, const LinearParams<T>& p) {
+  KA_ASSERT(in.extent(1) == p.in_features() && out.extent(1) == p.out_features());
+  KA_ASSERT(in.extent(0) == out.extent(0));
+  auto y = out.matrix();
+  y.noalias() = in.matrix() * p.weight.matrix().transpose();
+  if (!p.bias.empty()) y.rowwise() += p.bias.vector().transpose();
+}
+
+/// @brief Row-wise LayerNorm of `a + b` (b may be empty): the residual join of a post-LN layer.
+/// @param[out] out (N, H); may alias @p a or @p b
+/// @param[out] cache mean and rstd per row, or nullptr when no backward will follow
+/// @param a (N, H)
+/// @param b (N, H) or an empty view
+/// @param p gamma and beta, (H) each
+/// @param eps added to the variance
+template <class T>
+void add_layernorm_forward(Cpu, MatrixView<T> out, std::type_identity_t<LayerNormCache<T>>* cache, MatrixView<const T> a,
+                           MatrixView<const T> b, const LayerNormParams<T>& p, T eps) {
+  const index_t rows = a.extent(0), width = a.extent(1);
+  KA_ASSERT(out.extent(0) == rows && out.extent(1) == width && p.gamma.size() == width);
+  KA_ASSERT(b.empty() || (b.extent(0) == rows && b.extent(1) == width));
+  const T* g = p.gamma.data();
+  const T* be = p.beta.data();
+  for (index_t r = 0; r < rows; ++r) {
+    const T* x = a.data() + r * width;
+    const T* y = b.empty() ? nullptr : b.data() + r * width;
+    T* o = out.data() + r * width;
+    // Sum first (out may alias a or b), then two-pass mean and biased variance.
+    T mean = 0;
+    if (y) {
+      for (index_t j = 0; j < width; ++j) o[j] = x[j] + y[j];
+    } else if (o != x) {
+      std::copy(x, x + width, o);
+    }
+    for (index_t j = 0; j < width; ++j) mean += o[j];
+    mean /= static_cast<T>(width);
+    T var = 0;
+    for (index_t j = 0; j < width; ++j) var += (o[j] - mean) * (o[j] - mean);
+    var /= static_cast<T>(width);
+    const T rstd = T(1) / std::sqrt(var + eps);
+    for (index_t j = 0; j < width; ++j) o[j] = (o[j] - mean) * rstd * g[j] + be[j];
+    if (cache) {
+      cache->mean.data()[r] = mean;
+      cache->rstd.data()[r] = rstd;
+    }
+  }
+}
+
+/// @brief Row-wise LayerNorm.
+template <class T>
+void layernorm_forward(Cpu, MatrixView<T> out, std::type_identity_t<LayerNormCache<T>>* cache, MatrixView<const T> in,
+                       const LayerNormParams<T>& p, T eps) {
+  add_layernorm_forward(Cpu{}, out, cache, in, MatrixView<const T>{}, p, eps);
+}
+
+/// @brief GELU, erf form: `x · (1 + erf(x / sqrt 2)) / 2`, in place.
+template <class T>
+void gelu_inplace(Cpu, std::span<T> x) {
+  const T inv_sqrt2 = static_cast<T>(0.70710678118654752440);
+  for (T& v : x) v = v * T(0.5) * (T(1) + std::erf(v * inv_sqrt2));
+}
+
+/// @brief The additive key mask of a batch: 0 for real tokens, @p fill for padding.
+/// @param[out] out (B*T)
+/// @param attention_mask (B*T), 1 for real tokens and 0 for padding
+/// @param fill the value added to the scores of padded keys
+template <class T>
+void additive_key_mask(std::span<T> out, std::span<const std::int64_t> attention_mask, T fill) {
+  KA_ASSERT(out.size() == attention_mask.size());
+  for (std::size_t i = 0; i < out.size(); ++i) out[i] = attention_mask[i] ? T(0) : fill;
+}
+
+/// @brief Multi-head scaled dot-product attention over projected Q, K, V.
+///
+/// For each sequence b and head h (columns h·d..h·d+d-1):
+/// `ctx_bh = softmax(Q_bh K_bh^T / sqrt(d) + mask_b) V_bh`. Heads are read in place through
+/// strided maps; nothing is copied.
+/// @param[out] ctx (B*T, H)
+/// @param[out] probs (B, A, T, T) attention probabilities kept for backward, or nullptr
+/// @param q, k, v (B*T, H)
+/// @param key_mask (B*T) additive mask per key, or empty for no mask
+/// @param batch, seq, heads B, T and A
+/// @param scratch at least T*T elements, used when @p probs is nullptr
+template <class T>
+void attention_forward(Cpu, MatrixView<T> ctx, std::type_identity_t<T>* probs, MatrixView<const T> q,
+                       MatrixView<const T> k, MatrixView<const T> v, std::span<const T> key_mask,
+                       index_t batch, index_t seq, index_t heads, T* scratch) {
+  const index_t width = q.extent(1);
+  const index_t d = width / heads;
+  KA_ASSERT(q.extent(0) == batch * seq && d * heads == width);
+  const T scale = std::sqrt(static_cast<T>(d));
+  using detail::ConstStridedMap;
+  using detail::StridedMap;
+  const Eigen::OuterStride<> stride(width);
+  for (index_t b = 0; b < batch; ++b) {
+    for (index_t h = 0; h < heads; ++h) {
+      const index_t offset = b * seq * width + h * d;
+      ConstStridedMap<T> qh(q.data() + offset, seq, d, stride);
+      ConstStridedMap<T> kh(k.data() + offset, seq, d, stride);
+      ConstStridedMap<T> vh(v.data() + offset, seq, d, stride);
+      StridedMap<T> ch(ctx.data() + offset, seq, d, stride);
+      T* p = probs ? probs + (b * heads + h) * seq * seq : scratch;
+      Eigen::Map<detail::RowMajorMatrix<T>> scores(p, seq, seq);
+      scores.noalias() = qh * kh.transpose();
+      scores /= scale;
+      if (!key_mask.empty()) {
+        Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>> mask(key_mask.data() + b * seq, seq);
+        scores.rowwise() += mask;
+      }
+      for (index_t i = 0; i < seq; ++i) {
+        T* row = p + i * seq;
+        const T mx = *std::max_element(row, row + seq);
+        T sum = 0;
+        for (index_t j = 0; j < seq; ++j) {
+          row[j] = std::exp(row[j] - mx);
+          sum += row[j];
+        }
+        const T inv = T(1) / sum;
+        for (index_t j = 0; j < seq; ++j) row[j] *= inv;
+      }
+      ch.noalias() = scores * vh;
+    }
+  }
+}
+
+/// @brief Embeddings: `LN((word[id] + token_type[tt]) + position[pos])` per token.
+/// @param[out] out (N, H)
+/// @param[out] cache LayerNorm statistics, or nullptr
+/// @param ids, positions (N) token and position ids (already validated)
+/// @param token_types (N), or empty for all zeros
+/// @param p the embedding tables and their LayerNorm
+/// @param eps LayerNorm epsilon
+template <class T>
+void embeddings_forward(Cpu, MatrixView<T> out, std::type_identity_t<LayerNormCache<T>>* cache,
+                        std::span<const std::int64_t> ids, std::span<const std::int64_t> positions,
+                        std::span<const std::int64_t> token_types, const EmbeddingParams<T>& p,
+                        T eps) {
+  const index_t n = out.extent(0), width = out.extent(1);
+  KA_ASSERT(static_cast<index_t>(ids.size()) == n && static_cast<index_t>(positions.size()) == n);
+  for (index_t i = 0; i < n; ++i) {
+    const T* w = p.word.data() + ids[i] * width;
+    const T* t = p.token_type.data() + (token_types.empty() ? 0 : token_types[i]) * width;
+    const T* pos = p.position.data() + positions[i] * width;
+    T* o = out.data() + i * width;
+    for (index_t j = 0; j < width; ++j) o[j] = (w[j] + t[j]) + pos[j];
+  }
+  layernorm_forward(Cpu{}, out, cache, MatrixView<const T>(out), p.norm, eps);
+}
+
+}  // namespace kadapter

@@ -1,0 +1,75 @@
+/// @file workspace.hpp
+/// @brief A growable arena of scratch memory with an allocation counter.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <new>
+
+#include "kadapter/config.hpp"
+
+namespace kadapter {
+
+/// @brief Scratch memory for one element type, handed out as consecutive slices.
+///
+/// A step calls reset(), then take() for each buffer it needs. When the slices asked for
+/// exceed the capacity, the arena grows to fit (one new allocation, counted by
+/// allocations()); later steps of the same or smaller size allocate nothing. Slices stay
+/// valid until the next reset(). Memory is 64-byte aligned.
+template <class T>
+class Workspace {
+ public:
+  Workspace() = default;
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+  Workspace(Workspace&&) noexcept = default;
+  Workspace& operator=(Workspace&&) noexcept = default;
+
+  /// @brief Make room for at least @p count elements (allocates only when growing).
+  void reserve(std::size_t count) {
+    if (count <= capacity_) return;
+    KA_ASSERT(used_ == 0 && "reserve() may not move slices already handed out");
+    data_.reset(static_cast<T*>(::operator new[](count * sizeof(T), std::align_val_t{kAlign})));
+    capacity_ = count;
+    ++allocations_;
+  }
+
+  /// @brief Start a new step: every slice handed out before is released.
+  void reset() noexcept { used_ = 0; }
+
+  /// @brief The next @p count elements (rounded up to keep 64-byte alignment).
+  ///
+  /// Slices must be planned: call reserve() with the step's total before the first take().
+  /// A take() past the capacity is a bug in the caller's planning.
+  T* take(std::size_t count) noexcept {
+    const std::size_t rounded = round_up(count);
+    KA_ASSERT(used_ + rounded <= capacity_ && "Workspace: reserve() the step's total first");
+    T* p = data_.get() + used_;
+    used_ += rounded;
+    return p;
+  }
+
+  /// @brief Elements needed for slices of the given sizes, including alignment padding.
+  static constexpr std::size_t padded(std::size_t count) noexcept { return round_up(count); }
+
+  std::size_t capacity() const noexcept { return capacity_; }
+  std::size_t used() const noexcept { return used_; }
+  /// @brief How many times the arena has allocated memory since construction.
+  std::size_t allocations() const noexcept { return allocations_; }
+
+ private:
+  static constexpr std::size_t kAlign = 64;
+  static constexpr std::size_t kAlignElems = kAlign / sizeof(T) > 0 ? kAlign / sizeof(T) : 1;
+  static constexpr std::size_t round_up(std::size_t n) noexcept {
+    return (n + kAlignElems - 1) / kAlignElems * kAlignElems;
+  }
+  struct Deleter {
+    void operator()(T* p) const noexcept { ::operator delete[](p, std::align_val_t{kAlign}); }
+  };
+  std::unique_ptr<T, Deleter> data_;
+  std::size_t capacity_ = 0;
+  std::size_t used_ = 0;
+  std::size_t allocations_ = 0;
+};
+
+}  // namespace kadapter

@@ -1,0 +1,395 @@
+/// @file encoder.hpp
+/// @brief The frozen RoBERTa/BERT encoder: forward only, no gradient state at all.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <span>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "kadapter/backend/eigen/kernels.hpp"
+#include "kadapter/config/encoder_config.hpp"
+#include "kadapter/core/dtype.hpp"
+#include "kadapter/core/error.hpp"
+#include "kadapter/core/tensor.hpp"
+#include "kadapter/core/workspace.hpp"
+#include "kadapter/layers/embeddings.hpp"
+#include "kadapter/layers/encoder_layer.hpp"
+
+namespace kadapter {
+
+/// @brief How position ids are numbered (RoBERTa; BERT always counts 0..T-1).
+enum class PositionScheme {
+  /// Current HuggingFace: real tokens count from pad_id + 1 in order, padding keeps pad_id.
+  huggingface,
+  /// The K-Adapter authors' code: pad_id + 1 .. pad_id + T for every row, padding included.
+  official,
+};
+
+/// @brief The additive value that masks a padded key in attention.
+enum class MaskFill {
+  lowest,       ///< the dtype's lowest value, as current HuggingFace code adds
+  minus_10000,  ///< -10000, as the K-Adapter authors' (older) code adds
+};
+
+/// @brief Options of one encoder forward pass.
+struct EncodeOptions {
+  PositionScheme positions = PositionScheme::huggingface;
+  MaskFill mask_fill = MaskFill::lowest;
+};
+
+/// @brief A batch of token ids, row-major (B, T), borrowed from the caller.
+struct TokenBatch {
+  index_t batch = 0;                               ///< B
+  index_t seq = 0;                                 ///< T
+  std::span<const std::int64_t> input_ids;         // (B, T)
+  std::span<const std::int64_t> attention_mask;    // (B, T) 1 = real token, 0 = padding
+  std::span<const std::int64_t> token_type_ids;    // (B, T), or empty for all zeros
+};
+
+/// @brief A named parameter tensor of a model: HuggingFace name, shape, and where it lives.
+template <class T>
+struct ParamSlot {
+  std::string name;               ///< e.g. "encoder.layer.0.attention.self.query.weight"
+  std::vector<index_t> shape;     ///< PyTorch shape
+  T* data = nullptr;              ///< into the model's single parameter allocation
+  index_t size() const {
+    index_t n = 1;
+    for (index_t s : shape) n *= s;
+    return n;
+  }
+};
+
+/// @brief All parameters of an encoder, as views into one allocation.
+template <class T>
+struct EncoderParams {
+  EmbeddingParams<T> embeddings;
+  std::vector<EncoderLayerParams<T>> layers;  // L entries
+};
+
+namespace detail {
+
+/// @brief Hands out consecutive views of one flat buffer and records their names.
+template <class T>
+class ParamLayout {
+ public:
+  ParamLayout(T* base, std::vector<ParamSlot<T>>* table) : base_(base), table_(table) {}
+  MatrixView<const T> matrix(const std::string& name, index_t rows, index_t cols) {
+    return MatrixView<const T>(next(name, {rows, cols}), rows, cols);
+  }
+  VectorView<const T> vector(const std::string& name, index_t n) {
+    return VectorView<const T>(next(name, {n}), n);
+  }
+  LinearParams<T> linear(const std::string& name, index_t out, index_t in) {
+    LinearParams<T> p;
+    p.weight = matrix(name + ".weight", out, in);
+    p.bias = vector(name + ".bias", out);
+    return p;
+  }
+  LayerNormParams<T> norm(const std::string& name, index_t n) {
+    LayerNormParams<T> p;
+    p.gamma = vector(name + ".weight", n);
+    p.beta = vector(name + ".bias", n);
+    return p;
+  }
+  index_t used() const noexcept { return used_; }
+
+ private:
+  T* next(const std::string& name, std::vector<index_t> shape) {
+    ParamSlot<T> slot{name, std::move(shape), base_ + used_};
+    used_ += slot.size();
+    table_->push_back(std::move(slot));
+    return table_->back().data;
+  }
+  T* base_;
+  std::vector<ParamSlot<T>>* table_;
+  index_t used_ = 0;
+};
+
+/// @brief Lay out the encoder's parameters in @p base (HuggingFace names, no model prefix).
+template <class T>
+EncoderParams<T> layout_encoder(const EncoderConfig& c, T* base, std::vector<ParamSlot<T>>& table) {
+  ParamLayout<T> lay(base, &table);
+  EncoderParams<T> p;
+  p.embeddings.word = lay.matrix("embeddings.word_embeddings.weight", c.vocab_size, c.hidden);
+  p.embeddings.position =
+      lay.matrix("embeddings.position_embeddings.weight", c.max_positions, c.hidden);
+  p.embeddings.token_type =
+      lay.matrix("embeddings.token_type_embeddings.weight", c.token_types, c.hidden);
+  p.embeddings.norm = lay.norm("embeddings.LayerNorm", c.hidden);
+  for (index_t l = 0; l < c.layers; ++l) {
+    const std::string pre = "encoder.layer." + std::to_string(l) + ".";
+    EncoderLayerParams<T> q;
+    q.query = lay.linear(pre + "attention.self.query", c.hidden, c.hidden);
+    q.key = lay.linear(pre + "attention.self.key", c.hidden, c.hidden);
+    q.value = lay.linear(pre + "attention.self.value", c.hidden, c.hidden);
+    q.attn_output = lay.linear(pre + "attention.output.dense", c.hidden, c.hidden);
+    q.attn_norm = lay.norm(pre + "attention.output.LayerNorm", c.hidden);
+    q.intermediate = lay.linear(pre + "intermediate.dense", c.ffn, c.hidden);
+    q.output = lay.linear(pre + "output.dense", c.hidden, c.ffn);
+    q.output_norm = lay.norm(pre + "output.LayerNorm", c.hidden);
+    p.layers.push_back(q);
+  }
+  KA_ASSERT(lay.used() == c.parameter_count());
+  return p;
+}
+
+inline std::string batch_position(index_t i, index_t seq) {
+  return "[" + std::to_string(i / seq) + "][" + std::to_string(i % seq) + "]";
+}
+
+}  // namespace detail
+
+/// @brief Hidden states of a batch, numbered as HuggingFace numbers them: 0 is the embedding
+/// output, k the output of encoder layer k (1-based). Only the indices asked for are stored.
+template <class T>
+class HiddenStates {
+ public:
+  /// @brief Storage for the states @p keep of an encoder with @p num_layers layers
+  /// (an empty @p keep keeps all L + 1 states).
+  explicit HiddenStates(index_t num_layers, std::vector<index_t> keep = {})
+      : num_layers_(num_layers), keep_(std::move(keep)) {
+    if (keep_.empty())
+      for (index_t k = 0; k <= num_layers; ++k) keep_.push_back(k);
+    std::sort(keep_.begin(), keep_.end());
+    keep_.erase(std::unique(keep_.begin(), keep_.end()), keep_.end());
+    for (index_t k : keep_)
+      if (k < 0 || k > num_layers)
+        throw Error("hidden state " + std::to_string(k) + " does not exist: the encoder has " +
+                    std::to_string(num_layers) + " layers, so states are numbered 0.." +
+                    std::to_string(num_layers));
+  }
+
+  /// @brief Whether state @p k is stored.
+  bool has(index_t k) const noexcept {
+    return std::binary_search(keep_.begin(), keep_.end(), k);
+  }
+  /// @brief The stored indices, ascending.
+  const std::vector<index_t>& kept() const noexcept { return keep_; }
+  index_t num_layers() const noexcept { return num_layers_; }
+  index_t batch() const noexcept { return batch_; }
+  index_t seq() const noexcept { return seq_; }
+  index_t hidden() const noexcept { return hidden_; }
+
+  /// @brief State @p k as a (B, T, H) view; it must be one of kept().
+  TensorView<const T, dynamic, dynamic, dynamic> operator[](index_t k) const {
+    return {slot_const(k), batch_, seq_, hidden_};
+  }
+
+  /// @brief Size the storage for (B, T, H); allocates only when it grows.
+  void prepare(index_t batch, index_t seq, index_t hidden) {
+    batch_ = batch;
+    seq_ = seq;
+    hidden_ = hidden;
+    const std::size_t need = static_cast<std::size_t>(batch * seq * hidden) * keep_.size();
+    if (storage_.size() < need) storage_.resize(need);
+  }
+
+  /// @brief Mutable storage of state @p k (for the encoder that fills it).
+  T* slot(index_t k) { return const_cast<T*>(slot_const(k)); }
+
+ private:
+  const T* slot_const(index_t k) const {
+    auto it = std::lower_bound(keep_.begin(), keep_.end(), k);
+    if (it == keep_.end() || *it != k)
+      throw std::out_of_range("hidden state " + std::to_string(k) + " was not kept");
+    return storage_.data() + (it - keep_.begin()) * batch_ * seq_ * hidden_;
+  }
+  index_t num_layers_;
+  std::vector<index_t> keep_;
+  index_t batch_ = 0, seq_ = 0, hidden_ = 0;
+  std::vector<T> storage_;
+};
+
+/// @brief A frozen, forward-only RoBERTa/BERT encoder.
+///
+/// It owns its parameters in one allocation and has no gradients, no activation cache and no
+/// backward pass: nothing is stored for training, and the hidden states that adapters read
+/// are plain outputs.
+///
+/// @tparam C compile-time sizes (a preset such as `roberta_large`), or `dynamic_encoder` for
+///           sizes given at run time; both compute the same numbers.
+/// @tparam T compute type, float or double.
+template <EncoderConfig C, ComputeScalar T = float>
+class FrozenEncoder {
+ public:
+  /// @brief The compile-time config (`dynamic_encoder` when sizes are run-time).
+  static constexpr EncoderConfig static_config = C;
+  /// @brief The compute type.
+  using scalar_type = T;
+  static constexpr bool is_dynamic = C.is_dynamic();
+  /// @brief H as a compile-time extent, or `dynamic`.
+  static constexpr index_t static_hidden = is_dynamic ? dynamic : C.hidden;
+  static_assert(is_dynamic || C.valid(), "invalid compile-time encoder config");
+
+  /// @brief A (B, T, H) view of one hidden state, H static when the config is.
+  using StateView = TensorView<const T, dynamic, dynamic, static_hidden>;
+
+  /// @brief An encoder of the compile-time sizes (parameters zero until loaded).
+  FrozenEncoder()
+    requires(!is_dynamic)
+      : FrozenEncoder(C) {}
+
+  /// @brief An encoder of run-time sizes @p cfg. For a static config, @p cfg must equal it.
+  explicit FrozenEncoder(const EncoderConfig& cfg) : cfg_(cfg) {
+    if (!cfg.valid())
+      throw Error("encoder config is inconsistent: sizes must be positive, hidden (" +
+                  std::to_string(cfg.hidden) + ") divisible by heads (" +
+                  std::to_string(cfg.heads) + "), pad id inside the vocabulary");
+    if (!is_dynamic && cfg != C)
+      throw Error("encoder config does not match the compile-time preset " + preset_name(C));
+    params_storage_.assign(static_cast<std::size_t>(cfg_.parameter_count()), T(0));
+    params_ = detail::layout_encoder(cfg_, params_storage_.data(), table_);
+  }
+
+  FrozenEncoder(const FrozenEncoder&) = delete;
+  FrozenEncoder& operator=(const FrozenEncoder&) = delete;
+
+  /// @brief The sizes of this encoder.
+  const EncoderConfig& config() const noexcept { return cfg_; }
+  /// @brief Parameter views, by layer.
+  const EncoderParams<T>& params() const noexcept { return params_; }
+  /// @brief Every parameter with its HuggingFace name (no `roberta.`/`bert.` prefix).
+  const std::vector<ParamSlot<T>>& parameter_table() const noexcept { return table_; }
+  /// @brief All parameters as one flat array, in parameter_table() order.
+  std::span<T> parameters() noexcept { return params_storage_; }
+  /// @brief How often the scratch arena has allocated (stays constant once warmed up).
+  std::size_t workspace_allocations() const noexcept { return ws_.allocations(); }
+
+  /// @brief Run the encoder on @p in and store the hidden states @p out keeps.
+  ///
+  /// @param[out] out hidden states; sized here (allocates only when it must grow)
+  /// @param in token ids, attention mask and optional token types, (B, T) each
+  /// @param opt position numbering and mask fill
+  /// @throws Error when an id, token type or position falls outside the model's tables
+  void forward(HiddenStates<T>& out, const TokenBatch& in, const EncodeOptions& opt = {}) {
+    const index_t B = in.batch, S = in.seq, H = cfg_.hidden, F = cfg_.ffn, N = B * S;
+    if (out.num_layers() != cfg_.layers)
+      throw Error("HiddenStates was made for " + std::to_string(out.num_layers()) +
+                  " layers, the encoder has " + std::to_string(cfg_.layers));
+    validate(in);
+    out.prepare(B, S, H);
+
+    // Plan the step's scratch: token positions, key mask, two ping-pong states, q, k, v, ctx,
+    // the FFN activations and one (T, T) score block.
+    const std::size_t n = static_cast<std::size_t>(N);
+    using WS = Workspace<T>;
+    const std::size_t need = WS::padded(n) + 6 * WS::padded(n * H) +
+                       WS::padded(n * F) + WS::padded(static_cast<std::size_t>(S * S));
+    ws_.reset();
+    ws_.reserve(need);
+    positions_.resize(n);  // grows only when N grows
+    make_positions(in, opt.positions);
+    std::span<T> key_mask(ws_.take(n), n);
+    const T fill = opt.mask_fill == MaskFill::lowest ? std::numeric_limits<T>::lowest() : T(-10000);
+    additive_key_mask<T>(key_mask, in.attention_mask, fill);
+    T* ping[2] = {ws_.take(n * H), ws_.take(n * H)};
+    T* q = ws_.take(n * H);
+    T* k = ws_.take(n * H);
+    T* v = ws_.take(n * H);
+    T* ctx = ws_.take(n * H);
+    T* ffn = ws_.take(n * F);
+    T* scores = ws_.take(static_cast<std::size_t>(S * S));
+
+    const T eps = static_cast<T>(cfg_.layer_norm_eps);
+    T* x = out.has(0) ? out.slot(0) : ping[0];
+    embeddings_forward(Cpu{}, MatrixView<T>(x, N, H), nullptr, in.input_ids,
+                       std::span<const std::int64_t>(positions_), in.token_type_ids,
+                       params_.embeddings, eps);
+    for (index_t l = 0; l < cfg_.layers; ++l) {
+      const auto& p = params_.layers[static_cast<std::size_t>(l)];
+      T* y = out.has(l + 1) ? out.slot(l + 1) : (x == ping[0] ? ping[1] : ping[0]);
+      MatrixView<const T> xin(x, N, H);
+      linear_forward(Cpu{}, MatrixView<T>(q, N, H), xin, p.query);
+      linear_forward(Cpu{}, MatrixView<T>(k, N, H), xin, p.key);
+      linear_forward(Cpu{}, MatrixView<T>(v, N, H), xin, p.value);
+      attention_forward(Cpu{}, MatrixView<T>(ctx, N, H), nullptr, MatrixView<const T>(q, N, H),
+                        MatrixView<const T>(k, N, H), MatrixView<const T>(v, N, H),
+                        std::span<const T>(key_mask), B, S, cfg_.heads, scores);
+      // attention output projection into q (free now), residual + LayerNorm into k
+      linear_forward(Cpu{}, MatrixView<T>(q, N, H), MatrixView<const T>(ctx, N, H), p.attn_output);
+      add_layernorm_forward(Cpu{}, MatrixView<T>(k, N, H), nullptr, MatrixView<const T>(q, N, H),
+                            xin, p.attn_norm, eps);
+      linear_forward(Cpu{}, MatrixView<T>(ffn, N, F), MatrixView<const T>(k, N, H), p.intermediate);
+      gelu_inplace(Cpu{}, std::span<T>(ffn, n * F));
+      linear_forward(Cpu{}, MatrixView<T>(v, N, H), MatrixView<const T>(ffn, N, F), p.output);
+      add_layernorm_forward(Cpu{}, MatrixView<T>(y, N, H), nullptr, MatrixView<const T>(v, N, H),
+                            MatrixView<const T>(k, N, H), p.output_norm, eps);
+      x = y;
+    }
+  }
+
+  /// @brief State @p k of @p states as a (B, T, H) view whose H is static for a preset.
+  StateView state(const HiddenStates<T>& states, index_t k) const {
+    auto v = states[k];
+    return StateView(v.data(), v.extent(0), v.extent(1), v.extent(2));
+  }
+
+  /// @brief The position ids of the last forward pass, (B, T).
+  std::span<const std::int64_t> last_positions() const noexcept { return positions_; }
+
+ private:
+  void validate(const TokenBatch& in) const {
+    const std::size_t n = static_cast<std::size_t>(in.batch * in.seq);
+    if (in.batch < 0 || in.seq < 0 || in.input_ids.size() != n || in.attention_mask.size() != n ||
+        (!in.token_type_ids.empty() && in.token_type_ids.size() != n))
+      throw Error("token batch: input_ids, attention_mask and token_type_ids must each hold B*T = " +
+                  std::to_string(n) + " values");
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::int64_t id = in.input_ids[i];
+      if (id < 0 || id >= cfg_.vocab_size)
+        throw Error("input_ids" + detail::batch_position(static_cast<index_t>(i), in.seq) + " = " +
+                    std::to_string(id) + " is outside the vocabulary [0, " +
+                    std::to_string(cfg_.vocab_size) + ")");
+      const std::int64_t m = in.attention_mask[i];
+      if (m != 0 && m != 1)
+        throw Error("attention_mask" + detail::batch_position(static_cast<index_t>(i), in.seq) +
+                    " = " + std::to_string(m) + ", expected 0 or 1");
+      if (!in.token_type_ids.empty()) {
+        const std::int64_t t = in.token_type_ids[i];
+        if (t < 0 || t >= cfg_.token_types)
+          throw Error("token_type_ids" + detail::batch_position(static_cast<index_t>(i), in.seq) +
+                      " = " + std::to_string(t) + " is outside [0, " +
+                      std::to_string(cfg_.token_types) + ")");
+      }
+    }
+  }
+
+  void make_positions(const TokenBatch& in, PositionScheme scheme) {
+    const index_t offset = cfg_.position_offset();
+    const bool count_real_tokens =
+        cfg_.family == Family::roberta && scheme == PositionScheme::huggingface;
+    for (index_t b = 0; b < in.batch; ++b) {
+      index_t real = 0;
+      for (index_t t = 0; t < in.seq; ++t) {
+        const std::size_t i = static_cast<std::size_t>(b * in.seq + t);
+        std::int64_t pos;
+        if (count_real_tokens) {
+          // HuggingFace: cumulative count of non-pad ids; padding keeps pad_id.
+          pos = in.input_ids[i] == cfg_.pad_id ? cfg_.pad_id : offset + real++;
+        } else {
+          pos = offset + t;
+        }
+        if (pos >= cfg_.max_positions)
+          throw Error("sequence too long: token " + detail::batch_position(static_cast<index_t>(i), in.seq) +
+                      " needs position id " + std::to_string(pos) + " but the model has " +
+                      std::to_string(cfg_.max_positions) + " positions");
+        positions_[i] = pos;
+      }
+    }
+  }
+
+  EncoderConfig cfg_;
+  std::vector<T> params_storage_;
+  std::vector<ParamSlot<T>> table_;
+  EncoderParams<T> params_;
+  Workspace<T> ws_;
+  std::vector<std::int64_t> positions_;
+};
+
+}  // namespace kadapter

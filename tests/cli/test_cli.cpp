@@ -1,0 +1,131 @@
+// `kadapter encode` end to end: the binary encodes the fixture batch; its output equals the
+// HuggingFace reference; bad flags and files give clear errors and a non-zero exit.
+#define BOOST_TEST_MODULE cli
+#include <boost/test/unit_test.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "kadapter/kadapter.hpp"
+#include "support/compare.hpp"
+
+namespace fs = std::filesystem;
+using namespace kadapter;
+
+namespace {
+
+const fs::path kEnc = fs::path(KA_FIXTURE_DIR) / "encoder";
+
+struct Run {
+  int code;
+  std::string output;  // stdout and stderr together
+};
+
+struct TempDir {
+  fs::path path = fs::temp_directory_path() / ("kadapter_cli_" + std::to_string(::getpid()));
+  TempDir() { fs::create_directories(path); }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+Run run(const std::string& args, const fs::path& tmp) {
+  const fs::path log = tmp / "log.txt";
+  const std::string cmd = std::string("'") + KA_CLI + "' " + args + " > '" + log.string() + "' 2>&1";
+  const int status = std::system(cmd.c_str());
+  std::ifstream f(log);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ss.str()};
+}
+
+void compare_outputs(const fs::path& out, const fs::path& expected, const std::string& prefix,
+                     index_t layers) {
+  io::SafetensorsFile got(out), ref(expected);
+  for (index_t k = 0; k <= layers; ++k) {
+    const std::string name = "hidden_states." + std::to_string(k);
+    BOOST_REQUIRE(got.contains(name));
+    BOOST_TEST((got.info(name).dtype == DType::F32));
+    const auto a = got.read<double>(name);
+    const auto b = ref.read<double>(prefix + name);
+    BOOST_TEST(test::relative_error(std::span<const double>(a), std::span<const double>(b)) < 1e-5);
+    BOOST_TEST(test::max_error_over_max(std::span<const double>(a), std::span<const double>(b)) < 1e-5);
+  }
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(encode_writes_every_hidden_state) {
+  TempDir tmp;
+  const fs::path out = tmp.path / "out.safetensors";
+  const std::string base = "encode --model '" + (kEnc / "tiny_roberta").string() + "' --batch '" +
+                           (kEnc / "tiny_roberta" / "batch.safetensors").string() + "' --out '" +
+                           out.string() + "'";
+  Run r = run(base, tmp.path);
+  BOOST_TEST_INFO(r.output);
+  BOOST_REQUIRE_EQUAL(r.code, 0);
+  compare_outputs(out, kEnc / "tiny_roberta" / "expected.safetensors", "", 2);
+
+  r = run(base + " --positions official", tmp.path);
+  BOOST_REQUIRE_EQUAL(r.code, 0);
+  compare_outputs(out, kEnc / "tiny_roberta" / "expected.safetensors", "official.", 2);
+
+  r = run(base + " --dtype f64 --states 0,2", tmp.path);
+  BOOST_REQUIRE_EQUAL(r.code, 0);
+  io::SafetensorsFile some(out);
+  BOOST_TEST(some.names() == (std::vector<std::string>{"hidden_states.0", "hidden_states.2"}));
+}
+
+BOOST_AUTO_TEST_CASE(encode_bert_with_token_types) {
+  TempDir tmp;
+  const fs::path out = tmp.path / "bert.safetensors";
+  Run r = run("encode --model '" + (kEnc / "tiny_bert").string() + "' --batch '" +
+                  (kEnc / "tiny_bert" / "batch.safetensors").string() + "' --out '" +
+                  out.string() + "'",
+              tmp.path);
+  BOOST_TEST_INFO(r.output);
+  BOOST_REQUIRE_EQUAL(r.code, 0);
+  compare_outputs(out, kEnc / "tiny_bert" / "expected.safetensors", "", 3);
+}
+
+BOOST_AUTO_TEST_CASE(bad_flags_and_files_fail_clearly) {
+  TempDir tmp;
+  const std::string model = "--model '" + (kEnc / "tiny_roberta").string() + "'";
+  const std::string batch = "--batch '" + (kEnc / "tiny_roberta" / "batch.safetensors").string() + "'";
+  const std::string out = "--out '" + (tmp.path / "o.safetensors").string() + "'";
+  auto fails = [&](const std::string& args, const std::string& words) {
+    const Run r = run(args, tmp.path);
+    BOOST_TEST_INFO(args << " ->\n" << r.output);
+    BOOST_TEST(r.code == 2);
+    BOOST_TEST(r.output.find(words) != std::string::npos);
+  };
+  fails("frobnicate", "unknown command 'frobnicate'");
+  fails("encode " + model + " " + batch, "missing required option --out");
+  fails("encode " + model + " " + batch + " " + out + " --positions weird",
+        "--positions 'weird' is not one of: huggingface, official");
+  fails("encode " + model + " " + batch + " " + out + " --bogus 1", "unknown option --bogus");
+  fails("encode " + model + " " + batch + " " + out + " --states 0,x", "--states '0,x'");
+  fails("encode " + model + " " + batch + " " + out + " --states 0,9",
+        "hidden state 9 does not exist");
+  // The weights file given as the batch: no input_ids in it.
+  fails("encode " + model + " --batch '" + (kEnc / "tiny_roberta" / "model.safetensors").string() +
+            "' " + out,
+        "model.safetensors: missing tensor 'input_ids'");
+  // A batch whose ids do not fit the vocabulary of the model.
+  fails("encode --model '" + (kEnc / "tiny_bert").string() + "' " + batch + " " + out,
+        "batch.safetensors: input_ids[1][1] = 60 is outside the vocabulary [0, 50)");
+  {
+    io::SafetensorsWriter w;
+    const std::int64_t ids[4] = {0, 5, 6, 2};
+    const std::int64_t mask[3] = {1, 1, 1};
+    w.add<std::int64_t>("input_ids", {1, 4}, std::span<const std::int64_t>(ids));
+    w.add<std::int64_t>("attention_mask", {1, 3}, std::span<const std::int64_t>(mask));
+    w.write(tmp.path / "mismatch.safetensors");
+  }
+  fails("encode " + model + " --batch '" + (tmp.path / "mismatch.safetensors").string() + "' " + out,
+        "tensor 'attention_mask' has shape [1, 3], expected [1, 4] like input_ids");
+  BOOST_TEST(!fs::exists(tmp.path / "o.safetensors"));  // nothing half-written on failure
+}
