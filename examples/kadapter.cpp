@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "cli/encode.hpp"
+#include "cli/grads.hpp"
 
 namespace {
 
@@ -12,6 +13,7 @@ constexpr const char* kUsage =
     "usage: kadapter <command> [options]\n"
     "commands:\n"
     "  encode   run the frozen encoder on a batch and write its hidden states\n"
+    "  grads    one forward and backward pass of a task model: loss, logits, gradients\n"
     "Run 'kadapter <command> --help' for the options of a command.\n";
 
 }  // namespace
@@ -29,6 +31,7 @@ int main(int argc, char** argv) {
   const std::vector<std::string> args(argv + 2, argv + argc);
   try {
     if (command == "encode") return kadapter::cli::run_encode(args);
+    if (command == "grads") return kadapter::cli::run_grads(args);
     std::fprintf(stderr, "kadapter: unknown command '%s'\n%s", command.c_str(), kUsage);
     return 2;
   } catch (const kadapter::Error& e) {

@@ -37,6 +37,12 @@ class Workspace {
   /// @brief Start a new step: every slice handed out before is released.
   void reset() noexcept { used_ = 0; }
 
+  /// @brief Release the slices handed out after the point @p mark (a value of used()).
+  void rewind(std::size_t mark) noexcept {
+    KA_ASSERT(mark <= used_);
+    used_ = mark;
+  }
+
   /// @brief The next @p count elements (rounded up to keep 64-byte alignment).
   ///
   /// Slices must be planned: call reserve() with the step's total before the first take().

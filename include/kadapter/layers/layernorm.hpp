@@ -13,10 +13,17 @@ struct LayerNormParams {
   VectorView<const T> beta;   // (H), PyTorch's `bias`
 };
 
-/// @brief What the backward pass needs from the forward pass, one value per row.
+/// @brief Gradients of a LayerNorm's parameters.
+template <class T>
+struct LayerNormGrads {
+  VectorView<T> gamma;  // (H)
+  VectorView<T> beta;   // (H)
+};
+
+/// @brief What the backward pass needs from the forward pass.
 template <class T>
 struct LayerNormCache {
-  VectorView<T> mean;  // (N)
+  MatrixView<T> xhat;  // (N, H) normalised input (x - mean) * rstd
   VectorView<T> rstd;  // (N) 1 / sqrt(var + eps)
 };
 

@@ -16,4 +16,11 @@ struct LinearParams {
   index_t out_features() const noexcept { return weight.extent(0); }
 };
 
+/// @brief Gradients of a Linear layer's parameters (same shapes as LinearParams).
+template <class T>
+struct LinearGrads {
+  MatrixView<T> weight;  // (out_features, in_features)
+  VectorView<T> bias;    // (out_features), empty for a layer without bias
+};
+
 }  // namespace kadapter

@@ -14,12 +14,14 @@
 
 #include "kadapter/backend/eigen/kernels.hpp"
 #include "kadapter/config/encoder_config.hpp"
+#include "kadapter/core/aligned.hpp"
 #include "kadapter/core/dtype.hpp"
 #include "kadapter/core/error.hpp"
 #include "kadapter/core/tensor.hpp"
 #include "kadapter/core/workspace.hpp"
 #include "kadapter/layers/embeddings.hpp"
 #include "kadapter/layers/encoder_layer.hpp"
+#include "kadapter/models/parameters.hpp"
 
 namespace kadapter {
 
@@ -52,19 +54,6 @@ struct TokenBatch {
   std::span<const std::int64_t> token_type_ids;    // (B, T), or empty for all zeros
 };
 
-/// @brief A named parameter tensor of a model: HuggingFace name, shape, and where it lives.
-template <class T>
-struct ParamSlot {
-  std::string name;               ///< e.g. "encoder.layer.0.attention.self.query.weight"
-  std::vector<index_t> shape;     ///< PyTorch shape
-  T* data = nullptr;              ///< into the model's single parameter allocation
-  index_t size() const {
-    index_t n = 1;
-    for (index_t s : shape) n *= s;
-    return n;
-  }
-};
-
 /// @brief All parameters of an encoder, as views into one allocation.
 template <class T>
 struct EncoderParams {
@@ -74,47 +63,10 @@ struct EncoderParams {
 
 namespace detail {
 
-/// @brief Hands out consecutive views of one flat buffer and records their names.
-template <class T>
-class ParamLayout {
- public:
-  ParamLayout(T* base, std::vector<ParamSlot<T>>* table) : base_(base), table_(table) {}
-  MatrixView<const T> matrix(const std::string& name, index_t rows, index_t cols) {
-    return MatrixView<const T>(next(name, {rows, cols}), rows, cols);
-  }
-  VectorView<const T> vector(const std::string& name, index_t n) {
-    return VectorView<const T>(next(name, {n}), n);
-  }
-  LinearParams<T> linear(const std::string& name, index_t out, index_t in) {
-    LinearParams<T> p;
-    p.weight = matrix(name + ".weight", out, in);
-    p.bias = vector(name + ".bias", out);
-    return p;
-  }
-  LayerNormParams<T> norm(const std::string& name, index_t n) {
-    LayerNormParams<T> p;
-    p.gamma = vector(name + ".weight", n);
-    p.beta = vector(name + ".bias", n);
-    return p;
-  }
-  index_t used() const noexcept { return used_; }
-
- private:
-  T* next(const std::string& name, std::vector<index_t> shape) {
-    ParamSlot<T> slot{name, std::move(shape), base_ + used_};
-    used_ += slot.size();
-    table_->push_back(std::move(slot));
-    return table_->back().data;
-  }
-  T* base_;
-  std::vector<ParamSlot<T>>* table_;
-  index_t used_ = 0;
-};
-
 /// @brief Lay out the encoder's parameters in @p base (HuggingFace names, no model prefix).
 template <class T>
 EncoderParams<T> layout_encoder(const EncoderConfig& c, T* base, std::vector<ParamSlot<T>>& table) {
-  ParamLayout<T> lay(base, &table);
+  ParamLayout<T> lay(base, nullptr, &table, false);
   EncoderParams<T> p;
   p.embeddings.word = lay.matrix("embeddings.word_embeddings.weight", c.vocab_size, c.hidden);
   p.embeddings.position =
@@ -122,19 +74,8 @@ EncoderParams<T> layout_encoder(const EncoderConfig& c, T* base, std::vector<Par
   p.embeddings.token_type =
       lay.matrix("embeddings.token_type_embeddings.weight", c.token_types, c.hidden);
   p.embeddings.norm = lay.norm("embeddings.LayerNorm", c.hidden);
-  for (index_t l = 0; l < c.layers; ++l) {
-    const std::string pre = "encoder.layer." + std::to_string(l) + ".";
-    EncoderLayerParams<T> q;
-    q.query = lay.linear(pre + "attention.self.query", c.hidden, c.hidden);
-    q.key = lay.linear(pre + "attention.self.key", c.hidden, c.hidden);
-    q.value = lay.linear(pre + "attention.self.value", c.hidden, c.hidden);
-    q.attn_output = lay.linear(pre + "attention.output.dense", c.hidden, c.hidden);
-    q.attn_norm = lay.norm(pre + "attention.output.LayerNorm", c.hidden);
-    q.intermediate = lay.linear(pre + "intermediate.dense", c.ffn, c.hidden);
-    q.output = lay.linear(pre + "output.dense", c.hidden, c.ffn);
-    q.output_norm = lay.norm(pre + "output.LayerNorm", c.hidden);
-    p.layers.push_back(q);
-  }
+  for (index_t l = 0; l < c.layers; ++l)
+    p.layers.push_back(lay.encoder_layer("encoder.layer." + std::to_string(l) + ".", c.hidden, c.ffn));
   KA_ASSERT(lay.used() == c.parameter_count());
   return p;
 }
@@ -187,7 +128,7 @@ class HiddenStates {
     seq_ = seq;
     hidden_ = hidden;
     const std::size_t need = static_cast<std::size_t>(batch * seq * hidden) * keep_.size();
-    if (storage_.size() < need) storage_.resize(need);
+    if (storage_.size() < need) storage_.resize(need);  // AlignedVector: 64-byte aligned
   }
 
   /// @brief Mutable storage of state @p k (for the encoder that fills it).
@@ -203,7 +144,7 @@ class HiddenStates {
   index_t num_layers_;
   std::vector<index_t> keep_;
   index_t batch_ = 0, seq_ = 0, hidden_ = 0;
-  std::vector<T> storage_;
+  AlignedVector<T> storage_;
 };
 
 /// @brief A frozen, forward-only RoBERTa/BERT encoder.
@@ -275,26 +216,20 @@ class FrozenEncoder {
     validate(in);
     out.prepare(B, S, H);
 
-    // Plan the step's scratch: token positions, key mask, two ping-pong states, q, k, v, ctx,
-    // the FFN activations and one (T, T) score block.
+    // Plan the step's scratch: the key mask, two ping-pong states and one layer's scratch.
     const std::size_t n = static_cast<std::size_t>(N);
     using WS = Workspace<T>;
-    const std::size_t need = WS::padded(n) + 6 * WS::padded(n * H) +
-                       WS::padded(n * F) + WS::padded(static_cast<std::size_t>(S * S));
+    const LayerDims dims{B, S, H, cfg_.heads, F, cfg_.layer_norm_eps};
     ws_.reset();
-    ws_.reserve(need);
+    ws_.reserve(WS::padded(n) + 2 * WS::padded(n * H) +
+                encoder_layer_forward_scratch<T>(dims, false));
     positions_.resize(n);  // grows only when N grows
     make_positions(in, opt.positions);
     std::span<T> key_mask(ws_.take(n), n);
     const T fill = opt.mask_fill == MaskFill::lowest ? std::numeric_limits<T>::lowest() : T(-10000);
     additive_key_mask<T>(key_mask, in.attention_mask, fill);
     T* ping[2] = {ws_.take(n * H), ws_.take(n * H)};
-    T* q = ws_.take(n * H);
-    T* k = ws_.take(n * H);
-    T* v = ws_.take(n * H);
-    T* ctx = ws_.take(n * H);
-    T* ffn = ws_.take(n * F);
-    T* scores = ws_.take(static_cast<std::size_t>(S * S));
+    const std::size_t mark = ws_.used();
 
     const T eps = static_cast<T>(cfg_.layer_norm_eps);
     T* x = out.has(0) ? out.slot(0) : ping[0];
@@ -302,24 +237,11 @@ class FrozenEncoder {
                        std::span<const std::int64_t>(positions_), in.token_type_ids,
                        params_.embeddings, eps);
     for (index_t l = 0; l < cfg_.layers; ++l) {
-      const auto& p = params_.layers[static_cast<std::size_t>(l)];
       T* y = out.has(l + 1) ? out.slot(l + 1) : (x == ping[0] ? ping[1] : ping[0]);
-      MatrixView<const T> xin(x, N, H);
-      linear_forward(Cpu{}, MatrixView<T>(q, N, H), xin, p.query);
-      linear_forward(Cpu{}, MatrixView<T>(k, N, H), xin, p.key);
-      linear_forward(Cpu{}, MatrixView<T>(v, N, H), xin, p.value);
-      attention_forward(Cpu{}, MatrixView<T>(ctx, N, H), nullptr, MatrixView<const T>(q, N, H),
-                        MatrixView<const T>(k, N, H), MatrixView<const T>(v, N, H),
-                        std::span<const T>(key_mask), B, S, cfg_.heads, scores);
-      // attention output projection into q (free now), residual + LayerNorm into k
-      linear_forward(Cpu{}, MatrixView<T>(q, N, H), MatrixView<const T>(ctx, N, H), p.attn_output);
-      add_layernorm_forward(Cpu{}, MatrixView<T>(k, N, H), nullptr, MatrixView<const T>(q, N, H),
-                            xin, p.attn_norm, eps);
-      linear_forward(Cpu{}, MatrixView<T>(ffn, N, F), MatrixView<const T>(k, N, H), p.intermediate);
-      gelu_inplace(Cpu{}, std::span<T>(ffn, n * F));
-      linear_forward(Cpu{}, MatrixView<T>(v, N, H), MatrixView<const T>(ffn, N, F), p.output);
-      add_layernorm_forward(Cpu{}, MatrixView<T>(y, N, H), nullptr, MatrixView<const T>(v, N, H),
-                            MatrixView<const T>(k, N, H), p.output_norm, eps);
+      ws_.rewind(mark);
+      encoder_layer_forward(Cpu{}, MatrixView<T>(y, N, H), nullptr, MatrixView<const T>(x, N, H),
+                            std::span<const T>(key_mask), params_.layers[static_cast<std::size_t>(l)],
+                            dims, nullptr, ws_);
       x = y;
     }
   }
@@ -385,7 +307,7 @@ class FrozenEncoder {
   }
 
   EncoderConfig cfg_;
-  std::vector<T> params_storage_;
+  AlignedVector<T> params_storage_;
   std::vector<ParamSlot<T>> table_;
   EncoderParams<T> params_;
   Workspace<T> ws_;

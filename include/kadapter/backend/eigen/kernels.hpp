@@ -16,6 +16,7 @@
 #include <Eigen/Core>
 
 #include "kadapter/core/backend.hpp"
+#include "kadapter/core/random.hpp"
 #include "kadapter/core/tensor.hpp"
 #include "kadapter/layers/embeddings.hpp"
 #include "kadapter/layers/layernorm.hpp"
@@ -47,7 +48,7 @@ void linear_forward(Cpu, MatrixView<T> out, MatrixView<const T> in, const Linear
 
 /// @brief Row-wise LayerNorm of `a + b` (b may be empty): the residual join of a post-LN layer.
 /// @param[out] out (N, H); may alias @p a or @p b
-/// @param[out] cache mean and rstd per row, or nullptr when no backward will follow
+/// @param[out] cache normalised input and rstd per row, or nullptr when no backward follows
 /// @param a (N, H)
 /// @param b (N, H) or an empty view
 /// @param p gamma and beta, (H) each
@@ -77,10 +78,15 @@ void add_layernorm_forward(Cpu, MatrixView<T> out, std::type_identity_t<LayerNor
     for (index_t j = 0; j < width; ++j) var += (o[j] - mean) * (o[j] - mean);
     var /= static_cast<T>(width);
     const T rstd = T(1) / std::sqrt(var + eps);
-    for (index_t j = 0; j < width; ++j) o[j] = (o[j] - mean) * rstd * g[j] + be[j];
     if (cache) {
-      cache->mean.data()[r] = mean;
+      T* xhat = cache->xhat.data() + r * width;
+      for (index_t j = 0; j < width; ++j) {
+        xhat[j] = (o[j] - mean) * rstd;
+        o[j] = xhat[j] * g[j] + be[j];
+      }
       cache->rstd.data()[r] = rstd;
+    } else {
+      for (index_t j = 0; j < width; ++j) o[j] = (o[j] - mean) * rstd * g[j] + be[j];
     }
   }
 }
@@ -97,6 +103,14 @@ template <class T>
 void gelu_inplace(Cpu, std::span<T> x) {
   const T inv_sqrt2 = static_cast<T>(0.70710678118654752440);
   for (T& v : x) v = v * T(0.5) * (T(1) + std::erf(v * inv_sqrt2));
+}
+
+/// @brief Dropout in place: element i is multiplied by @p d.factor(i) (0 or 1 / (1 - p)).
+/// Applying it to the gradient in the backward pass is its own backward.
+template <class T>
+void dropout_inplace(Cpu, std::span<T> x, const Dropout& d) {
+  if (!d.active()) return;
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] *= d.factor<T>(i);
 }
 
 /// @brief The additive key mask of a batch: 0 for real tokens, @p fill for padding.
@@ -119,11 +133,14 @@ void additive_key_mask(std::span<T> out, std::span<const std::int64_t> attention
 /// @param q, k, v (B*T, H)
 /// @param key_mask (B*T) additive mask per key, or empty for no mask
 /// @param batch, seq, heads B, T and A
-/// @param scratch at least T*T elements, used when @p probs is nullptr
+/// @param scratch at least 2*T*T elements
+/// @param dropout dropout on the attention probabilities (element index
+///        ((b*A + h)*T + i)*T + j), or nullptr; @p probs keeps the values before dropout
 template <class T>
 void attention_forward(Cpu, MatrixView<T> ctx, std::type_identity_t<T>* probs, MatrixView<const T> q,
                        MatrixView<const T> k, MatrixView<const T> v, std::span<const T> key_mask,
-                       index_t batch, index_t seq, index_t heads, T* scratch) {
+                       index_t batch, index_t seq, index_t heads, T* scratch,
+                       const Dropout* dropout = nullptr) {
   const index_t width = q.extent(1);
   const index_t d = width / heads;
   KA_ASSERT(q.extent(0) == batch * seq && d * heads == width);
@@ -157,7 +174,15 @@ void attention_forward(Cpu, MatrixView<T> ctx, std::type_identity_t<T>* probs, M
         const T inv = T(1) / sum;
         for (index_t j = 0; j < seq; ++j) row[j] *= inv;
       }
-      ch.noalias() = scores * vh;
+      if (dropout && dropout->active()) {
+        Eigen::Map<detail::RowMajorMatrix<T>> dropped(scratch + seq * seq, seq, seq);
+        const std::uint64_t base = static_cast<std::uint64_t>((b * heads + h) * seq * seq);
+        for (index_t i = 0; i < seq * seq; ++i)
+          dropped.data()[i] = p[i] * dropout->factor<T>(base + static_cast<std::uint64_t>(i));
+        ch.noalias() = dropped * vh;
+      } else {
+        ch.noalias() = scores * vh;
+      }
     }
   }
 }

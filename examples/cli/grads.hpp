@@ -1,0 +1,311 @@
+// `kadapter grads`: one forward and backward pass of a task model on one batch, writing the
+// loss, the logits and every parameter gradient under the authors' names.
+#pragma once
+
+#include <cstdio>
+#include <map>
+#include <regex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "cli/args.hpp"
+#include "cli/encode.hpp"
+#include "kadapter/io/checkpoint.hpp"
+#include "kadapter/kadapter.hpp"
+#include "kadapter/models/task_model.hpp"
+
+namespace kadapter::cli {
+
+namespace detail {
+
+inline Task parse_task(const std::string& s) {
+  if (s == "fac") return Task::fac;
+  if (s == "lin") return Task::lin;
+  if (s == "entity-typing") return Task::entity_typing;
+  if (s == "relation") return Task::relation;
+  return Task::multiple_choice;
+}
+
+/// Adapter sizes from the tensors of an adapter checkpoint: `PREFIX{k}.down_project.weight`
+/// (Ha, H), `PREFIX{k}.encoder.layer.{j}.intermediate.dense.weight` (F, Ha).
+inline AdapterConfig adapter_config_from(const io::SafetensorsFile& f, const std::string& prefix,
+                                         index_t heads, index_t skip,
+                                         const std::vector<long long>& plug_in) {
+  const std::string file = f.path().string();
+  std::set<index_t> adapters, layers;
+  const std::regex down("^" + std::regex_replace(prefix, std::regex(R"(\.)"), R"(\.)") +
+                        R"((\d+)\.down_project\.weight$)");
+  const std::regex layer("^" + std::regex_replace(prefix, std::regex(R"(\.)"), R"(\.)") +
+                         R"(0\.encoder\.layer\.(\d+)\.)");
+  for (const auto& n : f.names()) {
+    std::smatch m;
+    if (std::regex_search(n, m, down)) adapters.insert(std::stoll(m[1]));
+    if (std::regex_search(n, m, layer)) layers.insert(std::stoll(m[1]));
+  }
+  if (adapters.empty()) throw Error(file + ": no tensor " + prefix + "0.down_project.weight");
+  const index_t K = static_cast<index_t>(adapters.size());
+  if (*adapters.rbegin() != K - 1)
+    throw Error(file + ": adapter layers under " + prefix + " are not numbered 0.." + std::to_string(K - 1));
+  if (static_cast<index_t>(plug_in.size()) != K)
+    throw Error(file + ": holds " + std::to_string(K) + " adapter layers under " + prefix +
+                " but --adapter-list names " + std::to_string(plug_in.size()) + " plug-in points");
+  if (K > static_cast<index_t>(kMaxPlugPoints))
+    throw Error(file + ": more than " + std::to_string(kMaxPlugPoints) + " adapter layers");
+  const auto& dshape = f.info(prefix + "0.down_project.weight").shape;
+  if (dshape.size() != 2) throw Error(file + ": " + prefix + "0.down_project.weight must be 2-D");
+  AdapterConfig c;
+  c.size = dshape[0];
+  c.hidden = dshape[1];
+  c.layers = static_cast<index_t>(layers.size());
+  c.heads = heads;
+  c.skip_layers = skip;
+  c.count = K;
+  for (index_t k = 0; k < K; ++k) c.plug_in[static_cast<std::size_t>(k)] = plug_in[static_cast<std::size_t>(k)];
+  c.ffn = c.size * 4;
+  if (c.layers > 0) {
+    const std::string inter = prefix + "0.encoder.layer.0.intermediate.dense.weight";
+    if (!f.contains(inter)) throw Error(file + ": missing tensor " + inter);
+    c.ffn = f.info(inter).shape.at(0);
+  }
+  if (c.size % heads != 0)
+    throw Error("--adapter-heads " + std::to_string(heads) + " does not divide the adapter width " +
+                std::to_string(c.size) + " read from " + file);
+  return c;
+}
+
+inline index_t rows_of(const io::SafetensorsFile& f, const std::string& name) {
+  if (!f.contains(name)) throw Error(f.path().string() + ": missing tensor " + name);
+  return f.info(name).shape.at(0);
+}
+
+/// A float (B, T) or (B, C) tensor of the batch file, shape-checked.
+template <class T>
+std::vector<T> read_float_field(const io::SafetensorsFile& f, const std::string& field,
+                                std::vector<std::int64_t> shape) {
+  if (!f.contains(field)) throw Error(f.path().string() + ": missing tensor '" + field + "'");
+  if (!is_floating(f.info(field).dtype))
+    throw Error(f.path().string() + ": tensor '" + field + "' has dtype " +
+                std::string(dtype_name(f.info(field).dtype)) + ", expected F32");
+  return f.read<T>(field, shape);
+}
+
+}  // namespace detail
+
+/// What `kadapter grads` computes, as a request (the command line fills it).
+struct GradsRequest {
+  std::string model, adapter, batch;  ///< backbone dir, adapter/head tensors, batch file
+  std::string task;                   ///< fac | lin | entity-typing | relation | multiple-choice
+  std::vector<long long> adapter_list;
+  index_t heads = 0, skip = 0, choices = 4;
+  std::string fusion;                 ///< "", "concat" or "add"
+  bool official = false;
+};
+
+/// Loss, logits and every parameter gradient of one forward/backward pass.
+template <class T>
+struct GradsResult {
+  T loss{};
+  std::vector<T> logits;
+  std::vector<std::int64_t> logits_shape;
+  struct Grad {
+    std::string name;
+    std::vector<std::int64_t> shape;
+    std::vector<T> values;
+  };
+  std::vector<Grad> grads;
+  index_t sequences = 0;
+};
+
+template <class T>
+GradsResult<T> compute_grads(const GradsRequest& req) {
+  using namespace detail;
+  const Task task = parse_task(req.task);
+  const bool official = req.official;
+  io::SafetensorsFile adapter_file(req.adapter);
+  io::SafetensorsFile batch_file(req.batch);
+  const std::vector<long long>& plug_in = req.adapter_list;
+  const index_t heads = req.heads;
+  const index_t skip = req.skip;
+
+  // Which adapters the file holds, and their sizes.
+  TaskConfig tc;
+  tc.task = task;
+  tc.compat = official ? Compat::official : Compat::standard;
+  tc.dropout = 0.0f;
+  std::string first_prefix;
+  if (tc.pretraining()) {
+    tc.adapters = {task == Task::fac ? "fac" : "lin"};
+    first_prefix = "adapter.";
+  } else {
+    for (const char* name : {"fac", "lin"})
+      if (adapter_file.contains(std::string(name) + "_adapter.adapter.0.down_project.weight"))
+        tc.adapters.push_back(name);
+    if (!tc.adapters.empty()) first_prefix = tc.adapters[0] + "_adapter.adapter.";
+  }
+  AdapterConfig ac;
+  if (!first_prefix.empty()) {
+    ac = adapter_config_from(adapter_file, first_prefix, heads, skip, plug_in);
+    for (std::size_t j = 1; j < tc.adapters.size(); ++j)
+      if (!(adapter_config_from(adapter_file, tc.adapters[j] + "_adapter.adapter.", heads, skip,
+                                plug_in) == ac))
+        throw Error(adapter_file.path().string() + ": the " + tc.adapters[j] +
+                    " adapter's sizes differ from the " + tc.adapters[0] + " adapter's");
+  }
+  const std::string& fusion_flag = req.fusion;
+  if (!tc.pretraining()) {
+    const bool has_concat = adapter_file.contains("task_dense.weight");
+    tc.fusion = has_concat ? Fusion::concat : Fusion::add;
+    if (!fusion_flag.empty() && fusion_flag != (has_concat ? "concat" : "add"))
+      throw Error(adapter_file.path().string() + ": --fusion " + fusion_flag + " but the file " +
+                  (has_concat ? "holds task_dense.* (concat fusion)" : "has no task_dense.* (add fusion)"));
+  }
+  tc.num_labels = rows_of(adapter_file, task == Task::multiple_choice ? "classifier.weight" : "out_proj.weight");
+  if (task == Task::multiple_choice) tc.num_labels = req.choices;
+
+  return io::with_encoder_dir<T>(req.model, [&](auto& enc, const io::EncoderLoadReport&) {
+    const EncoderConfig& ec = enc.config();
+    if (first_prefix.empty()) {  // head only: the adapter config only carries H
+      ac.hidden = ec.hidden;
+      ac.size = ac.heads = ac.ffn = 1;
+      ac.count = 1;
+    }
+    if (ac.hidden != ec.hidden)
+      throw Error(adapter_file.path().string() + ": adapters project from H = " +
+                  std::to_string(ac.hidden) + " but the backbone has H = " + std::to_string(ec.hidden));
+    for (long long p : plug_in)
+      if (p > ec.layers)
+        throw Error("--adapter-list names hidden state " + std::to_string(p) +
+                    " but the backbone has states 0.." + std::to_string(ec.layers));
+    TaskModel<dynamic_adapter, T> model(tc, ac);
+    io::load_parameters(model.parameters(), adapter_file);
+
+    // The batch.
+    index_t B = -1, S = -1;
+    const auto ids = read_token_field(batch_file, "input_ids", B, S);
+    const auto mask = read_token_field(batch_file, "attention_mask", B, S);
+    std::vector<std::int64_t> labels;
+    std::vector<T> targets, subj, obj, start;
+    if (task == Task::lin) {
+      labels = read_token_field(batch_file, "labels", B, S);
+    } else if (task == Task::entity_typing) {
+      targets = read_float_field<T>(batch_file, "labels", {B, tc.num_labels});
+    } else {
+      const std::vector<std::int64_t> want{task == Task::multiple_choice ? B / tc.num_labels : B};
+      if (!batch_file.contains("labels")) throw Error(batch_file.path().string() + ": missing tensor 'labels'");
+      labels = batch_file.read<std::int64_t>("labels", want);
+    }
+    if (task == Task::fac || task == Task::relation) {
+      subj = read_float_field<T>(batch_file, "subj_special_start_id", {B, S});
+      obj = read_float_field<T>(batch_file, "obj_special_start_id", {B, S});
+    }
+    if (task == Task::entity_typing) start = read_float_field<T>(batch_file, "start_id", {B, S});
+
+    // The frozen backbone: keep the plug-in points and the last state.
+    std::vector<index_t> keep(plug_in.begin(), plug_in.end());
+    keep.push_back(ec.layers);
+    HiddenStates<T> states(ec.layers, keep);
+    EncodeOptions eo;
+    if (official) {
+      eo.positions = PositionScheme::official;
+      eo.mask_fill = MaskFill::minus_10000;
+    }
+    try {
+      enc.forward(states, TokenBatch{B, S, ids, mask, {}}, eo);
+    } catch (const Error& e) {
+      throw Error(batch_file.path().string() + ": " + e.what());
+    }
+    TaskBatch<T> tb;
+    tb.batch = B;
+    tb.seq = S;
+    tb.hidden = &states;
+    tb.last = ec.layers;
+    tb.attention_mask = mask;
+    tb.labels = labels;
+    tb.targets = targets;
+    tb.subj = subj;
+    tb.obj = obj;
+    tb.start = start;
+    StepInfo step;
+    step.training = true;  // keep activations; dropout is 0
+    T loss;
+    try {
+      loss = model.forward(tb, step);
+    } catch (const Error& e) {
+      throw Error(batch_file.path().string() + ": " + e.what());
+    }
+    model.backward();
+
+    GradsResult<T> r;
+    r.loss = loss;
+    r.sequences = B;
+    const auto logits = model.logits();
+    r.logits.assign(logits.data(), logits.data() + logits.size());
+    r.logits_shape = {logits.extent(0), logits.extent(1)};
+    if (task == Task::lin) r.logits_shape = {B, S, logits.extent(1)};
+    for (const auto& s : model.parameters().table())
+      if (s.grad)
+        r.grads.push_back({s.name, std::vector<std::int64_t>(s.shape.begin(), s.shape.end()),
+                           std::vector<T>(s.grad, s.grad + s.size())});
+    return r;
+  });
+}
+
+namespace detail {
+
+template <class T>
+int run_grads_typed(const Args& args) {
+  GradsRequest req;
+  req.model = args.get("model");
+  req.adapter = args.get("adapter");
+  req.batch = args.get("batch");
+  req.task = args.get("task");
+  req.adapter_list = args.integer_list("adapter-list");
+  req.heads = static_cast<index_t>(args.integer("adapter-heads", 1, 4096));
+  req.skip = static_cast<index_t>(args.integer("adapter-skip-layers", 0, 64));
+  req.choices = static_cast<index_t>(args.integer("choices", 2, 64));
+  req.fusion = args.get("fusion");
+  req.official = args.get("compat") == "official";
+  const GradsResult<T> r = compute_grads<T>(req);
+  io::SafetensorsWriter w;
+  w.add<T>("loss", {}, std::span<const T>(&r.loss, 1));
+  w.add<T>("logits", r.logits_shape, std::span<const T>(r.logits));
+  for (const auto& g : r.grads) w.add<T>(g.name + ".grad", g.shape, std::span<const T>(g.values));
+  w.set_metadata("task", req.task);
+  w.set_metadata("compat", req.official ? "official" : "standard");
+  w.write(args.get("out"));
+  std::fprintf(stderr, "%s: loss %.8g over %lld sequences; wrote logits and %zu gradients to %s\n",
+               req.task.c_str(), static_cast<double>(r.loss), static_cast<long long>(r.sequences),
+               r.grads.size(), args.get("out").c_str());
+  return 0;
+}
+
+}  // namespace detail
+
+inline int run_grads(const std::vector<std::string>& argv) {
+  Args args("grads",
+            {{"model", "DIR", "backbone directory with config.json and model.safetensors", true, ""},
+             {"adapter", "IN.safetensors", "adapters and head under the authors' state-dict names", true, ""},
+             {"batch", "BATCH.safetensors", "input_ids, attention_mask, labels and marker rows as the authors' batches hold them", true, ""},
+             {"task", "fac|lin|entity-typing|relation|multiple-choice", "the task model", true, ""},
+             {"adapter-list", "LIST", "plug-in points, e.g. 0,11,22", true, ""},
+             {"adapter-heads", "N", "attention heads inside the adapters", true, ""},
+             {"adapter-skip-layers", "K", "skip connections every K adapter layers (0: none)", false, "0"},
+             {"fusion", "concat|add", "downstream fusion (checked against the file's tensors)", false, ""},
+             {"choices", "C", "multiple choice: sequences per question", false, "4"},
+             {"compat", "standard|official", "official: the authors' quirks (see docs/compat.md)", false, "standard"},
+             {"dtype", "f32|f64", "compute precision", false, "f32"},
+             {"out", "OUT.safetensors", "receives loss, logits and NAME.grad", true, ""}},
+            argv);
+  if (args.help()) {
+    std::fputs(args.usage().c_str(), stdout);
+    return 0;
+  }
+  args.choice("task", {"fac", "lin", "entity-typing", "relation", "multiple-choice"});
+  args.choice("compat", {"standard", "official"});
+  if (args.has("fusion")) args.choice("fusion", {"concat", "add"});
+  if (args.choice("dtype", {"f32", "f64"}) == "f64") return detail::run_grads_typed<double>(args);
+  return detail::run_grads_typed<float>(args);
+}
+
+}  // namespace kadapter::cli

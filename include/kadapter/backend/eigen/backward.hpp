@@ -1,0 +1,312 @@
+/// @file backward.hpp
+/// @brief CPU backward kernels (Eigen) for the trainable parts: adapters and task heads.
+///
+/// Derivations are in docs/backward.md; each function is checked against finite
+/// differences in double precision (tests/layers). Parameter gradients accumulate; the
+/// activation gradient is written according to its GradientMode.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <span>
+
+#include <Eigen/Core>
+
+#include "kadapter/backend/eigen/kernels.hpp"
+#include "kadapter/core/error.hpp"
+#include "kadapter/core/gradient_mode.hpp"
+
+namespace kadapter {
+
+/// @brief Backward of `out = in · W^T + b`.
+///
+/// dW += d_out^T · in, db += column sums of d_out, d_in (=|+=) d_out · W.
+/// @param[out] d_in (N, in_features), written per @p in_mode
+/// @param[in,out] grads accumulated parameter gradients, or nullptr for a frozen layer
+/// @param d_out (N, out_features)
+/// @param in (N, in_features) the forward input
+/// @param p the forward parameters
+template <class T>
+void linear_backward(Cpu, MatrixView<T> d_in, GradientMode in_mode,
+                     const std::type_identity_t<LinearGrads<T>>* grads,
+                     MatrixView<const T> d_out, MatrixView<const T> in,
+                     const LinearParams<T>& p) {
+  if (grads) {
+    grads->weight.matrix().noalias() += d_out.matrix().transpose() * in.matrix();
+    if (!grads->bias.empty()) grads->bias.vector() += d_out.matrix().colwise().sum().transpose();
+  }
+  if (in_mode != GradientMode::Ignore)
+    write_gradient(d_in.matrix(), d_out.matrix() * p.weight.matrix(), in_mode);
+}
+
+/// @brief `out = concat(in_0, ..., in_{K-1}) · W^T + b` without forming the concatenation:
+/// W's columns are split in K blocks of the inputs' widths.
+/// @param[out] out (N, out_features)
+/// @param inputs K views (N, w_k) with sum of w_k = in_features
+template <class T>
+void linear_concat_forward(Cpu, MatrixView<T> out, std::span<const MatrixView<const T>> inputs,
+                           const LinearParams<T>& p) {
+  auto y = out.matrix();
+  const auto w = p.weight.matrix();
+  index_t col = 0;
+  for (std::size_t k = 0; k < inputs.size(); ++k) {
+    const index_t width = inputs[k].extent(1);
+    if (k == 0) {
+      y.noalias() = inputs[k].matrix() * w.middleCols(col, width).transpose();
+    } else {
+      y.noalias() += inputs[k].matrix() * w.middleCols(col, width).transpose();
+    }
+    col += width;
+  }
+  KA_ASSERT(col == p.in_features());
+  if (!p.bias.empty()) y.rowwise() += p.bias.vector().transpose();
+}
+
+/// @brief Backward of linear_concat_forward: each d_inputs[k] written per @p mode (an empty
+/// view skips that input).
+template <class T>
+void linear_concat_backward(Cpu, std::span<const MatrixView<T>> d_inputs, GradientMode mode,
+                            const std::type_identity_t<LinearGrads<T>>* grads,
+                            MatrixView<const T> d_out,
+                            std::span<const MatrixView<const T>> inputs,
+                            const LinearParams<T>& p) {
+  const auto w = p.weight.matrix();
+  index_t col = 0;
+  for (std::size_t k = 0; k < inputs.size(); ++k) {
+    const index_t width = inputs[k].extent(1);
+    if (grads)
+      grads->weight.matrix().middleCols(col, width).noalias() +=
+          d_out.matrix().transpose() * inputs[k].matrix();
+    if (!d_inputs[k].empty())
+      write_gradient(d_inputs[k].matrix(), d_out.matrix() * w.middleCols(col, width), mode);
+    col += width;
+  }
+  if (grads && !grads->bias.empty())
+    grads->bias.vector() += d_out.matrix().colwise().sum().transpose();
+}
+
+/// @brief Backward of `y = LN(x)` (x may be a residual sum a + b).
+///
+/// With xhat = (x - mean) · rstd and g = d_y ∘ gamma:
+/// `d_x = rstd · (g - mean(g) - xhat · mean(g ∘ xhat))`,
+/// d_gamma += Σ_rows d_y ∘ xhat, d_beta += Σ_rows d_y.
+/// @param[out] d_in (N, H), written per @p mode; may alias @p d_out when mode is Overwrite
+template <class T>
+void layernorm_backward(Cpu, MatrixView<T> d_in, GradientMode mode,
+                        const std::type_identity_t<LayerNormGrads<T>>* grads,
+                        MatrixView<const T> d_out, const LayerNormCache<T>& cache,
+                        const LayerNormParams<T>& p) {
+  const index_t rows = d_out.extent(0), width = d_out.extent(1);
+  const T* gamma = p.gamma.data();
+  if (grads) {
+    T* dg = grads->gamma.data();
+    T* db = grads->beta.data();
+    for (index_t r = 0; r < rows; ++r) {
+      const T* dy = d_out.data() + r * width;
+      const T* xh = cache.xhat.data() + r * width;
+      for (index_t j = 0; j < width; ++j) {
+        dg[j] += dy[j] * xh[j];
+        db[j] += dy[j];
+      }
+    }
+  }
+  if (mode == GradientMode::Ignore) return;
+  const T inv_width = T(1) / static_cast<T>(width);
+  for (index_t r = 0; r < rows; ++r) {
+    const T* dy = d_out.data() + r * width;
+    const T* xh = cache.xhat.data() + r * width;
+    T* dx = d_in.data() + r * width;
+    T mean_g = 0, mean_gx = 0;
+    for (index_t j = 0; j < width; ++j) {
+      const T g = dy[j] * gamma[j];
+      mean_g += g;
+      mean_gx += g * xh[j];
+    }
+    mean_g *= inv_width;
+    mean_gx *= inv_width;
+    const T rstd = cache.rstd.data()[r];
+    for (index_t j = 0; j < width; ++j) {
+      const T v = rstd * (dy[j] * gamma[j] - mean_g - xh[j] * mean_gx);
+      dx[j] = mode == GradientMode::Overwrite ? v : dx[j] + v;
+    }
+  }
+}
+
+/// @brief Backward of erf-GELU in place: `d ← d · (Φ(x) + x · φ(x))`.
+/// @param[in,out] d (N) gradient of the GELU output in, of its input out
+/// @param pre (N) the GELU input x
+template <class T>
+void gelu_backward_inplace(Cpu, std::span<T> d, std::span<const T> pre) {
+  const T inv_sqrt2 = static_cast<T>(0.70710678118654752440);
+  const T inv_sqrt_2pi = static_cast<T>(0.39894228040143267794);
+  for (std::size_t i = 0; i < d.size(); ++i) {
+    const T x = pre[i];
+    const T cdf = T(0.5) * (T(1) + std::erf(x * inv_sqrt2));
+    const T pdf = inv_sqrt_2pi * std::exp(T(-0.5) * x * x);
+    d[i] *= cdf + x * pdf;
+  }
+}
+
+/// @brief Backward of attention_forward.
+///
+/// Per sequence b and head h, with P the probabilities (before dropout), P' = dropout(P):
+/// `dV = P'^T dC`, `dP' = dC V^T`, `dP = dropout(dP')`,
+/// `dS = P ∘ (dP - rowsum(dP ∘ P))`, `dQ = dS K / sqrt(d)`, `dK = dS^T Q / sqrt(d)`.
+/// @param[out] d_q, d_k, d_v (B*T, H), overwritten
+/// @param d_ctx (B*T, H)
+/// @param probs (B, A, T, T) as saved by the forward pass
+/// @param scratch at least 2*T*T elements
+template <class T>
+void attention_backward(Cpu, MatrixView<T> d_q, MatrixView<T> d_k, MatrixView<T> d_v,
+                        MatrixView<const T> d_ctx, MatrixView<const T> q, MatrixView<const T> k,
+                        MatrixView<const T> v, const T* probs, index_t batch, index_t seq,
+                        index_t heads, T* scratch, const Dropout* dropout = nullptr) {
+  const index_t width = q.extent(1);
+  const index_t d = width / heads;
+  const T inv_scale = T(1) / std::sqrt(static_cast<T>(d));
+  using detail::ConstStridedMap;
+  using detail::StridedMap;
+  using Mat = detail::RowMajorMatrix<T>;
+  const Eigen::OuterStride<> stride(width);
+  const bool drop = dropout && dropout->active();
+  for (index_t b = 0; b < batch; ++b) {
+    for (index_t h = 0; h < heads; ++h) {
+      const index_t offset = b * seq * width + h * d;
+      ConstStridedMap<T> qh(q.data() + offset, seq, d, stride);
+      ConstStridedMap<T> kh(k.data() + offset, seq, d, stride);
+      ConstStridedMap<T> vh(v.data() + offset, seq, d, stride);
+      ConstStridedMap<T> dch(d_ctx.data() + offset, seq, d, stride);
+      StridedMap<T> dqh(d_q.data() + offset, seq, d, stride);
+      StridedMap<T> dkh(d_k.data() + offset, seq, d, stride);
+      StridedMap<T> dvh(d_v.data() + offset, seq, d, stride);
+      const T* pptr = probs + (b * heads + h) * seq * seq;
+      Eigen::Map<const Mat> P(pptr, seq, seq);
+      Eigen::Map<Mat> dP(scratch, seq, seq);
+      Eigen::Map<Mat> work(scratch + seq * seq, seq, seq);
+      const std::uint64_t base = static_cast<std::uint64_t>((b * heads + h) * seq * seq);
+      if (drop) {
+        for (index_t i = 0; i < seq * seq; ++i)
+          work.data()[i] = pptr[i] * dropout->factor<T>(base + static_cast<std::uint64_t>(i));
+        dvh.noalias() = work.transpose() * dch;
+      } else {
+        dvh.noalias() = P.transpose() * dch;
+      }
+      dP.noalias() = dch * vh.transpose();
+      if (drop)
+        for (index_t i = 0; i < seq * seq; ++i)
+          dP.data()[i] *= dropout->factor<T>(base + static_cast<std::uint64_t>(i));
+      // dS = P ∘ (dP - rowsum(dP ∘ P)), scaled by 1/sqrt(d) (the score scaling).
+      for (index_t i = 0; i < seq; ++i) {
+        T dot = 0;
+        for (index_t j = 0; j < seq; ++j) dot += dP(i, j) * P(i, j);
+        for (index_t j = 0; j < seq; ++j) work(i, j) = P(i, j) * (dP(i, j) - dot) * inv_scale;
+      }
+      dqh.noalias() = work * kh;
+      dkh.noalias() = work.transpose() * qh;
+    }
+  }
+}
+
+/// @brief `out[b] = Σ_t weights[b, t] · features[b, t]`: the authors' `bmm` of a one-hot
+/// row with the features (any weights work).
+/// @param[out] out (B, H)
+/// @param weights (B, T)
+/// @param features (B*T, H)
+template <class T>
+void weighted_rows_forward(Cpu, MatrixView<T> out, MatrixView<const T> weights,
+                           MatrixView<const T> features) {
+  const index_t batch = weights.extent(0), seq = weights.extent(1), width = features.extent(1);
+  for (index_t b = 0; b < batch; ++b) {
+    Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>> w(weights.data() + b * seq, seq);
+    Eigen::Map<const detail::RowMajorMatrix<T>> f(features.data() + b * seq * width, seq, width);
+    Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>> o(out.data() + b * width, width);
+    o.noalias() = w * f;
+  }
+}
+
+/// @brief Backward of weighted_rows_forward: `d_features[b, t] += weights[b, t] · d_out[b]`.
+template <class T>
+void weighted_rows_backward(Cpu, MatrixView<T> d_features, MatrixView<const T> d_out,
+                            MatrixView<const T> weights) {
+  const index_t batch = weights.extent(0), seq = weights.extent(1), width = d_out.extent(1);
+  for (index_t b = 0; b < batch; ++b) {
+    Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>> w(weights.data() + b * seq, seq);
+    Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>> g(d_out.data() + b * width, width);
+    Eigen::Map<detail::RowMajorMatrix<T>> df(d_features.data() + b * seq * width, seq, width);
+    df.noalias() += w * g;
+  }
+}
+
+/// @brief Mean softmax cross-entropy over the counted rows, and its gradient.
+///
+/// Row r counts when `row_weight` is empty or row_weight[r] != 0, and labels[r] != -100
+/// (PyTorch's ignore_index). Columns with `column_mask[r, c] == 0` (when given) are left out
+/// of the softmax. `d_logits = (softmax - onehot) / count` for counted rows, 0 elsewhere.
+/// @param[out] d_logits (N, C), overwritten (may be empty to skip the gradient)
+/// @param logits (N, C)
+/// @param labels (N), each in [0, C) or -100
+/// @param row_weight (N) 0/1 per row, or empty for all rows
+/// @param column_mask (N, C) 0/1, or empty for none
+/// @return the mean loss (0 when no row counts)
+/// @throws Error when a counted label is outside [0, C) or on a masked column
+template <class T>
+T cross_entropy(Cpu, MatrixView<T> d_logits, MatrixView<const T> logits,
+                std::span<const std::int64_t> labels, std::span<const std::int64_t> row_weight = {},
+                std::span<const std::int64_t> column_mask = {}) {
+  const index_t n = logits.extent(0), c = logits.extent(1);
+  index_t count = 0;
+  for (index_t r = 0; r < n; ++r)
+    if ((row_weight.empty() || row_weight[r] != 0) && labels[r] != -100) ++count;
+  double total = 0;
+  for (index_t r = 0; r < n; ++r) {
+    T* dr = d_logits.empty() ? nullptr : d_logits.data() + r * c;
+    const bool counted = (row_weight.empty() || row_weight[r] != 0) && labels[r] != -100;
+    if (!counted) {
+      if (dr) std::fill(dr, dr + c, T(0));
+      continue;
+    }
+    const std::int64_t y = labels[r];
+    const std::int64_t* cm = column_mask.empty() ? nullptr : column_mask.data() + r * c;
+    if (y < 0 || y >= c || (cm && cm[y] == 0))
+      throw Error("label " + std::to_string(y) + " of row " + std::to_string(r) +
+                  " is outside the " + std::to_string(c) + " classes" +
+                  (cm ? " or on a masked column" : ""));
+    const T* x = logits.data() + r * c;
+    T mx = std::numeric_limits<T>::lowest();
+    for (index_t j = 0; j < c; ++j)
+      if (!cm || cm[j]) mx = std::max(mx, x[j]);
+    T sum = 0;
+    for (index_t j = 0; j < c; ++j)
+      if (!cm || cm[j]) sum += std::exp(x[j] - mx);
+    total += static_cast<double>(std::log(sum) + mx - x[y]);
+    if (dr) {
+      const T inv = T(1) / (sum * static_cast<T>(count));
+      for (index_t j = 0; j < c; ++j) dr[j] = (!cm || cm[j]) ? std::exp(x[j] - mx) * inv : T(0);
+      dr[y] -= T(1) / static_cast<T>(count);
+    }
+  }
+  return count ? static_cast<T>(total / static_cast<double>(count)) : T(0);
+}
+
+/// @brief Mean binary cross-entropy with logits over all N·C elements, and its gradient
+/// `d = (sigmoid(x) - y) / (N·C)`.
+/// @param[out] d_logits (N, C), overwritten (may be empty)
+/// @param targets (N, C) in [0, 1]
+template <class T>
+T bce_with_logits(Cpu, MatrixView<T> d_logits, MatrixView<const T> logits,
+                  MatrixView<const T> targets) {
+  const index_t total = logits.size();
+  double loss = 0;
+  for (index_t i = 0; i < total; ++i) {
+    const T x = logits.data()[i], y = targets.data()[i];
+    // max(x, 0) - x y + log(1 + exp(-|x|)): stable for large |x|
+    loss += static_cast<double>(std::max(x, T(0)) - x * y + std::log1p(std::exp(-std::abs(x))));
+    if (!d_logits.empty()) {
+      const T s = x >= 0 ? T(1) / (T(1) + std::exp(-x)) : std::exp(x) / (T(1) + std::exp(x));
+      d_logits.data()[i] = (s - y) / static_cast<T>(total);
+    }
+  }
+  return static_cast<T>(loss / static_cast<double>(total));
+}
+
+}  // namespace kadapter

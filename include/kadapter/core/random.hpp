@@ -1,0 +1,51 @@
+/// @file random.hpp
+/// @brief Counter-based random numbers and the dropout masks drawn from them.
+///
+/// A value is a pure function of (seed, stream, index): no generator state, so a mask can be
+/// regenerated in the backward pass instead of stored, the result does not depend on thread
+/// scheduling, and a GPU kernel can draw the same numbers.
+#pragma once
+
+#include <cstdint>
+
+#include "kadapter/config.hpp"
+
+namespace kadapter {
+
+/// @brief SplitMix64 finaliser: a bijective 64-bit mix with good avalanche.
+KA_HOST_DEVICE constexpr std::uint64_t mix64(std::uint64_t z) noexcept {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+/// @brief A uniform number in [0, 1) (24 random bits) for element @p index of @p stream.
+KA_HOST_DEVICE constexpr float uniform01(std::uint64_t seed, std::uint64_t stream,
+                                         std::uint64_t index) noexcept {
+  const std::uint64_t h = mix64(mix64(seed ^ mix64(stream)) + index);
+  return static_cast<float>(h >> 40) * (1.0f / 16777216.0f);
+}
+
+/// @brief Dropout of one tensor in one step: drop with probability @p p, scale survivors
+/// by 1 / (1 - p). Inactive (identity) when p == 0 or outside training.
+struct Dropout {
+  float p = 0.0f;               ///< drop probability
+  std::uint64_t seed = 0;       ///< run seed
+  std::uint64_t stream = 0;     ///< unique per (step, tensor): see dropout_stream()
+  bool active() const noexcept { return p > 0.0f; }
+  /// @brief The multiplier of element @p index: 0 or 1 / (1 - p).
+  template <class T>
+  T factor(std::uint64_t index) const noexcept {
+    return uniform01(seed, stream, index) < p ? T(0) : T(1) / (T(1) - static_cast<T>(p));
+  }
+};
+
+/// @brief Stream id of the dropout at @p site (a fixed number per dropout layer in a model)
+/// in training step @p step and micro-batch @p micro.
+constexpr std::uint64_t dropout_stream(std::uint64_t step, std::uint64_t micro,
+                                       std::uint64_t site) noexcept {
+  return mix64(mix64(step) ^ (micro << 20) ^ site);
+}
+
+}  // namespace kadapter

@@ -1,0 +1,202 @@
+/// @file checkpoint.hpp
+/// @brief Save and load a model's parameters (and optimizer state) as safetensors under the
+/// authors' state-dict names.
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "kadapter/core/error.hpp"
+#include "kadapter/io/safetensors.hpp"
+#include "kadapter/models/parameters.hpp"
+#include "kadapter/train/optimizer.hpp"
+
+namespace kadapter::io {
+
+/// @brief Write every tensor of @p store under its name (F32, or F64 when @p as_f64).
+template <class T>
+void save_parameters(const ParameterStore<T>& store, const std::filesystem::path& path,
+                     const std::map<std::string, std::string>& metadata = {}, bool as_f64 = false) {
+  SafetensorsWriter w;
+  for (const auto& s : store.table()) {
+    std::vector<std::int64_t> shape(s.shape.begin(), s.shape.end());
+    if (as_f64) {
+      std::vector<double> v(s.data, s.data + s.size());
+      w.add<double>(s.name, shape, std::span<const double>(v));
+    } else {
+      std::vector<float> v(s.data, s.data + s.size());
+      w.add<float>(s.name, shape, std::span<const float>(v));
+    }
+  }
+  for (const auto& [k, v] : metadata) w.set_metadata(k, v);
+  w.write(path);
+}
+
+/// @brief Options of load_parameters.
+struct LoadOptions {
+  /// Tensors of the file with these name prefixes are skipped without complaint.
+  std::vector<std::string> ignore_prefixes;
+  /// When not empty, only tensors of the file with one of these prefixes are read.
+  std::vector<std::string> only_prefixes;
+  /// Rename: a file tensor starting with `from` is read as `to` + rest (applied first match).
+  std::vector<std::pair<std::string, std::string>> rename;
+  /// Model tensors with these prefixes may be absent from the file (they keep their values).
+  std::vector<std::string> optional_prefixes;
+  /// Complain about file tensors that match no model tensor.
+  bool strict_unexpected = true;
+};
+
+/// @brief Load the tensors of @p store from @p file. Missing, unexpected and wrongly shaped
+/// tensors are all reported in one Error that names each.
+/// @return the names that were loaded
+template <class T>
+std::vector<std::string> load_parameters(ParameterStore<T>& store, const SafetensorsFile& file,
+                                         const LoadOptions& opt = {}) {
+  auto starts = [](const std::string& s, const std::string& p) { return s.rfind(p, 0) == 0; };
+  std::map<std::string, std::string> model_to_file;
+  std::vector<std::string> unexpected;
+  for (const auto& name : file.names()) {
+    bool ignored = false;
+    for (const auto& p : opt.ignore_prefixes) ignored = ignored || starts(name, p);
+    if (!opt.only_prefixes.empty()) {
+      bool wanted = false;
+      for (const auto& p : opt.only_prefixes) wanted = wanted || starts(name, p);
+      ignored = ignored || !wanted;
+    }
+    if (ignored) continue;
+    std::string mapped = name;
+    for (const auto& [from, to] : opt.rename)
+      if (starts(name, from)) {
+        mapped = to + name.substr(from.size());
+        break;
+      }
+    if (store.find(mapped)) {
+      model_to_file[mapped] = name;
+    } else if (opt.strict_unexpected) {
+      unexpected.push_back(name);
+    }
+  }
+  std::vector<std::string> missing, misshaped, loaded;
+  for (const auto& s : store.table()) {
+    auto it = model_to_file.find(s.name);
+    if (it == model_to_file.end()) {
+      bool optional = false;
+      for (const auto& p : opt.optional_prefixes) optional = optional || starts(s.name, p);
+      if (!optional) missing.push_back(s.name);
+      continue;
+    }
+    const TensorInfo& info = file.info(it->second);
+    const std::vector<index_t> shape(info.shape.begin(), info.shape.end());
+    if (shape != s.shape) {
+      std::string want = "[";
+      for (std::size_t i = 0; i < s.shape.size(); ++i) want += (i ? ", " : "") + std::to_string(s.shape[i]);
+      misshaped.push_back(it->second + " has shape " + info.shape_string() + ", expected " + want + "]");
+    } else if (!is_floating(info.dtype)) {
+      misshaped.push_back(it->second + " has dtype " + std::string(dtype_name(info.dtype)) +
+                          ", expected a floating type");
+    }
+  }
+  if (!missing.empty() || !misshaped.empty() || !unexpected.empty()) {
+    std::string msg = file.path().string() + ": tensors do not fit the model";
+    auto list = [&msg](const char* what, const std::vector<std::string>& v) {
+      if (v.empty()) return;
+      msg += "\n  " + std::to_string(v.size()) + " " + what + ":";
+      for (const auto& s : v) msg += "\n    " + s;
+    };
+    list("missing", missing);
+    list("wrongly shaped or typed", misshaped);
+    list("unexpected", unexpected);
+    throw Error(msg);
+  }
+  for (const auto& s : store.table()) {
+    auto it = model_to_file.find(s.name);
+    if (it == model_to_file.end()) continue;
+    file.read_into<T>(it->second, std::span<T>(s.data, static_cast<std::size_t>(s.size())));
+    loaded.push_back(s.name);
+  }
+  return loaded;
+}
+
+/// @brief Load a pre-trained adapter (a fac or lin pre-training checkpoint) into the
+/// downstream adapter named @p adapter_name: keeps only `adapter.*` tensors and reads them
+/// as `NAME_adapter.adapter.*`; the pre-training head (com_dense, self_attention, dense,
+/// out_proj) is dropped, as the authors' load_pretrained_adapter does.
+template <class T>
+void load_pretrained_adapter(ParameterStore<T>& store, const SafetensorsFile& file,
+                             const std::string& adapter_name) {
+  const std::string target = adapter_name + "_adapter.adapter.";
+  LoadOptions opt;
+  opt.only_prefixes = {"adapter."};
+  opt.rename = {{"adapter.", target}};
+  // Everything of the model except this adapter keeps its values.
+  std::set<std::string> prefixes;
+  for (const auto& s : store.table())
+    if (s.name.rfind(target, 0) != 0) prefixes.insert(s.name);
+  opt.optional_prefixes.assign(prefixes.begin(), prefixes.end());
+  bool any = false;
+  for (const auto& n : file.names()) any = any || n.rfind("adapter.", 0) == 0;
+  if (!any)
+    throw Error(file.path().string() + ": no adapter.* tensors (expected a fac or lin "
+                                       "pre-training checkpoint)");
+  load_parameters(store, file, opt);
+}
+
+/// @brief Save AdamW's moments and step count (`adamw.m.NAME`, `adamw.v.NAME`, metadata
+/// `adamw.steps`) plus caller metadata (scheduler step, data position, seed).
+template <class T>
+void save_optimizer(const ParameterStore<T>& store, AdamW<T>& opt, const std::filesystem::path& path,
+                    std::map<std::string, std::string> metadata = {}) {
+  SafetensorsWriter w;
+  auto& m = opt.first_moment();
+  auto& v = opt.second_moment();
+  for (const auto& s : store.table()) {
+    if (!s.trainable) continue;
+    std::vector<std::int64_t> shape(s.shape.begin(), s.shape.end());
+    const std::size_t n = static_cast<std::size_t>(s.size()), o = static_cast<std::size_t>(s.offset);
+    if (m.size() == store.values().size()) {
+      w.add<T>("adamw.m." + s.name, shape, std::span<const T>(m.data() + o, n));
+      w.add<T>("adamw.v." + s.name, shape, std::span<const T>(v.data() + o, n));
+    }
+  }
+  metadata["adamw.steps"] = std::to_string(opt.steps());
+  for (const auto& [k, val] : metadata) w.set_metadata(k, val);
+  w.write(path);
+}
+
+/// @brief Restore what save_optimizer wrote; returns the file's metadata.
+template <class T>
+std::map<std::string, std::string> load_optimizer(const ParameterStore<T>& store, AdamW<T>& opt,
+                                                  const std::filesystem::path& path) {
+  SafetensorsFile f(path);
+  auto it = f.metadata().find("adamw.steps");
+  if (it == f.metadata().end())
+    throw Error(path.string() + ": metadata field \"adamw.steps\" is missing (not an optimizer state)");
+  std::int64_t steps = 0;
+  try {
+    steps = std::stoll(it->second);
+  } catch (...) {
+    throw Error(path.string() + ": metadata \"adamw.steps\" = \"" + it->second + "\" is not an integer");
+  }
+  auto& m = opt.first_moment();
+  auto& v = opt.second_moment();
+  m.assign(store.values().size(), T(0));
+  v.assign(store.values().size(), T(0));
+  if (steps > 0)
+    for (const auto& s : store.table()) {
+      if (!s.trainable) continue;
+      const std::vector<std::int64_t> shape(s.shape.begin(), s.shape.end());
+      const std::size_t n = static_cast<std::size_t>(s.size()), o = static_cast<std::size_t>(s.offset);
+      const auto mm = f.read<T>("adamw.m." + s.name, shape);
+      const auto vv = f.read<T>("adamw.v." + s.name, shape);
+      std::copy(mm.begin(), mm.end(), m.begin() + static_cast<std::ptrdiff_t>(o));
+      std::copy(vv.begin(), vv.end(), v.begin() + static_cast<std::ptrdiff_t>(o));
+      (void)n;
+    }
+  opt.set_steps(steps);
+  return f.metadata();
+}
+
+}  // namespace kadapter::io

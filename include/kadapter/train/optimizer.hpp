@@ -1,0 +1,129 @@
+/// @file optimizer.hpp
+/// @brief AdamW as the K-Adapter authors run it (pytorch_transformers' AdamW), the linear
+/// warmup-then-decay schedule, and global-norm gradient clipping, over a ParameterStore.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "kadapter/core/aligned.hpp"
+#include "kadapter/core/error.hpp"
+#include "kadapter/models/parameters.hpp"
+
+namespace kadapter {
+
+/// @brief Hyper-parameters of AdamW.
+struct AdamWConfig {
+  double lr = 5e-5;            ///< peak learning rate
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;           ///< the authors' adam_epsilon default
+  double weight_decay = 0.0;   ///< decoupled; not applied to biases and LayerNorm weights
+  bool correct_bias = true;
+};
+
+/// @brief Linear warmup from 0 to the peak over `warmup` steps, then linear decay to 0 at
+/// `total` steps (pytorch_transformers' WarmupLinearSchedule).
+struct WarmupLinearSchedule {
+  std::int64_t warmup = 0;
+  std::int64_t total = 1;
+  /// @brief The multiplier of the peak learning rate after @p step scheduler steps.
+  double factor(std::int64_t step) const noexcept {
+    if (step < warmup) return static_cast<double>(step) / static_cast<double>(std::max<std::int64_t>(1, warmup));
+    return std::max(0.0, static_cast<double>(total - step) /
+                             static_cast<double>(std::max<std::int64_t>(1, total - warmup)));
+  }
+};
+
+/// @brief Scale every gradient so their global L2 norm is at most @p max_norm
+/// (torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6) when below 1).
+/// @return the norm before clipping
+template <class T>
+double clip_grad_norm(ParameterStore<T>& store, double max_norm) {
+  double sq = 0;
+  for (const auto& s : store.table()) {
+    if (!s.grad) continue;
+    for (index_t i = 0; i < s.size(); ++i) sq += static_cast<double>(s.grad[i]) * s.grad[i];
+  }
+  const double norm = std::sqrt(sq);
+  const double coef = max_norm / (norm + 1e-6);
+  if (coef < 1.0)
+    for (const auto& s : store.table()) {
+      if (!s.grad) continue;
+      for (index_t i = 0; i < s.size(); ++i) s.grad[i] = static_cast<T>(s.grad[i] * coef);
+    }
+  return norm;
+}
+
+/// @brief Multiply every gradient by @p factor (e.g. 1 / accumulation steps).
+template <class T>
+void scale_gradients(ParameterStore<T>& store, double factor) {
+  for (const auto& s : store.table())
+    if (s.grad)
+      for (index_t i = 0; i < s.size(); ++i) s.grad[i] = static_cast<T>(s.grad[i] * factor);
+}
+
+/// @brief AdamW over every trainable tensor of a ParameterStore; moments are one flat array
+/// each, parallel to the parameters.
+///
+/// One step, per element, as pytorch_transformers.AdamW does it:
+/// ```
+/// m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2
+/// p -= lr · sqrt(1 - b2^t) / (1 - b1^t) · m / (sqrt(v) + eps)      (bias-corrected step)
+/// p -= lr · weight_decay · p                                       (after the Adam update)
+/// ```
+template <class T>
+class AdamW {
+ public:
+  explicit AdamW(const AdamWConfig& cfg = {}) : cfg_(cfg) {}
+
+  const AdamWConfig& config() const noexcept { return cfg_; }
+  /// @brief Optimizer steps taken so far.
+  std::int64_t steps() const noexcept { return t_; }
+
+  /// @brief One update of every trainable parameter with learning rate @p lr.
+  void step(ParameterStore<T>& store, double lr) {
+    const std::size_t n = store.values().size();
+    if (m_.size() != n) {
+      if (t_ != 0) throw Error("AdamW state does not match the model's parameter count");
+      m_.assign(n, T(0));
+      v_.assign(n, T(0));
+    }
+    ++t_;
+    double step_size = lr;
+    if (cfg_.correct_bias)
+      step_size = lr * std::sqrt(1.0 - std::pow(cfg_.beta2, static_cast<double>(t_))) /
+                  (1.0 - std::pow(cfg_.beta1, static_cast<double>(t_)));
+    const T b1 = static_cast<T>(cfg_.beta1), b2 = static_cast<T>(cfg_.beta2);
+    const T eps = static_cast<T>(cfg_.eps), ss = static_cast<T>(step_size);
+    for (const auto& s : store.table()) {
+      if (!s.trainable || !s.grad) continue;
+      const T decay = s.decay ? static_cast<T>(lr * cfg_.weight_decay) : T(0);
+      T* p = s.data;
+      T* m = m_.data() + s.offset;
+      T* v = v_.data() + s.offset;
+      for (index_t i = 0; i < s.size(); ++i) {
+        const T g = s.grad[i];
+        m[i] = b1 * m[i] + (T(1) - b1) * g;
+        v[i] = b2 * v[i] + (T(1) - b2) * g * g;
+        p[i] -= ss * (m[i] / (std::sqrt(v[i]) + eps));
+        if (decay != T(0)) p[i] -= decay * p[i];
+      }
+    }
+  }
+
+  /// @brief First and second moments (flat, parallel to the parameters) and the step count,
+  /// for checkpoints.
+  AlignedVector<T>& first_moment() noexcept { return m_; }
+  AlignedVector<T>& second_moment() noexcept { return v_; }
+  void set_steps(std::int64_t t) noexcept { t_ = t; }
+
+ private:
+  AdamWConfig cfg_;
+  AlignedVector<T> m_, v_;
+  std::int64_t t_ = 0;
+};
+
+}  // namespace kadapter

@@ -1,0 +1,122 @@
+// Task-model checkpoints under the authors' names: round trip, the authors' tensor names,
+// pre-trained adapters loaded into downstream models, and clear errors.
+#define BOOST_TEST_MODULE task_checkpoint
+#include <boost/test/unit_test.hpp>
+
+#include <filesystem>
+#include <unistd.h>
+
+#include "kadapter/kadapter.hpp"
+
+namespace fs = std::filesystem;
+using namespace kadapter;
+
+namespace {
+
+struct TempDir {
+  fs::path path = fs::temp_directory_path() / ("kadapter_taskckpt_" + std::to_string(::getpid()));
+  TempDir() { fs::create_directories(path); }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+AdapterConfig adapter() { return AdapterConfig{8, 4, 2, 2, 8, 0, 3, {0, 1, 2}, 1e-5}; }
+
+TaskConfig task(Task t, index_t labels, std::vector<std::string> adapters) {
+  TaskConfig c;
+  c.task = t;
+  c.num_labels = labels;
+  c.adapters = std::move(adapters);
+  return c;
+}
+
+bool has(const ParameterStore<float>& s, const std::string& name) { return s.find(name) != nullptr; }
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(tensor_names_are_the_authors) {
+  TaskModel<dynamic_adapter, float> fac(task(Task::fac, 5, {"fac"}), adapter());
+  BOOST_TEST(has(fac.parameters(), "adapter.0.down_project.weight"));
+  BOOST_TEST(has(fac.parameters(), "adapter.0.encoder.layer.1.attention.self.query.weight"));
+  BOOST_TEST(has(fac.parameters(), "adapter.2.encoder.layer.0.attention.output.LayerNorm.bias"));
+  BOOST_TEST(has(fac.parameters(), "adapter.1.encoder.layer.0.intermediate.dense.weight"));
+  BOOST_TEST(has(fac.parameters(), "adapter.1.encoder.layer.1.output.dense.bias"));
+  BOOST_TEST(has(fac.parameters(), "adapter.2.up_project.bias"));
+  BOOST_TEST(has(fac.parameters(), "com_dense.weight"));
+  BOOST_TEST(has(fac.parameters(), "dense.weight"));
+  BOOST_TEST(has(fac.parameters(), "out_proj.bias"));
+  TaskModel<dynamic_adapter, float> lin(task(Task::lin, 6, {"lin"}), adapter());
+  BOOST_TEST(has(lin.parameters(), "self_attention.self.key.weight"));
+  BOOST_TEST(has(lin.parameters(), "self_attention.output.LayerNorm.weight"));
+  TaskModel<dynamic_adapter, float> et(task(Task::entity_typing, 9, {"fac", "lin"}), adapter());
+  BOOST_TEST(has(et.parameters(), "fac_adapter.adapter.2.up_project.bias"));
+  BOOST_TEST(has(et.parameters(), "lin_adapter.adapter.0.encoder.layer.0.attention.self.value.bias"));
+  BOOST_TEST(has(et.parameters(), "task_dense_fac.weight"));
+  BOOST_TEST(has(et.parameters(), "task_dense_lin.bias"));
+  BOOST_TEST(has(et.parameters(), "task_dense.weight"));
+  BOOST_TEST(et.parameters().find("task_dense.weight")->shape == (std::vector<index_t>{8, 16}));
+  TaskModel<dynamic_adapter, float> qa(task(Task::multiple_choice, 4, {"fac"}), adapter());
+  BOOST_TEST(has(qa.parameters(), "classifier.weight"));
+  // Every parameter is counted once: adapters plus heads.
+  BOOST_TEST(static_cast<index_t>(fac.parameters().values().size()) ==
+             adapter().parameter_count() + (8 * 16 + 8) + (8 * 16 + 8) + (5 * 8 + 5));
+}
+
+BOOST_AUTO_TEST_CASE(round_trip_and_pretrained_adapter) {
+  TempDir tmp;
+  TaskModel<dynamic_adapter, float> fac(task(Task::fac, 5, {"fac"}), adapter());
+  init_parameters(fac.parameters(), 3, 0.1);
+  io::save_parameters(fac.parameters(), tmp.path / "fac.safetensors");
+  TaskModel<dynamic_adapter, float> again(task(Task::fac, 5, {"fac"}), adapter());
+  io::load_parameters(again.parameters(), io::SafetensorsFile(tmp.path / "fac.safetensors"));
+  BOOST_TEST(std::equal(fac.parameters().values().begin(), fac.parameters().values().end(),
+                        again.parameters().values().begin()));
+
+  // A downstream model takes the adapter (not the pre-training head) from the checkpoint.
+  TaskModel<dynamic_adapter, float> et(task(Task::entity_typing, 9, {"fac", "lin"}), adapter());
+  init_parameters(et.parameters(), 4);
+  const std::vector<float> before(et.parameters().values().begin(), et.parameters().values().end());
+  io::load_pretrained_adapter(et.parameters(), io::SafetensorsFile(tmp.path / "fac.safetensors"), "fac");
+  for (const auto& s : et.parameters().table()) {
+    if (s.name.rfind("fac_adapter.adapter.", 0) == 0) {
+      const auto* src = fac.parameters().find(s.name.substr(std::string("fac_adapter.").size()));
+      BOOST_REQUIRE(src);
+      BOOST_TEST(std::equal(s.data, s.data + s.size(), src->data), s.name);
+    } else {
+      BOOST_TEST(std::equal(s.data, s.data + s.size(), before.begin() + s.offset), s.name);
+    }
+  }
+  // The lin head's checkpoint works as well, and a file without adapters is refused.
+  BOOST_CHECK_THROW(io::load_pretrained_adapter(et.parameters(),
+                                                io::SafetensorsFile(tmp.path / "fac.safetensors"), "et"),
+                    Error);
+}
+
+BOOST_AUTO_TEST_CASE(mismatches_are_reported_together) {
+  TempDir tmp;
+  TaskModel<dynamic_adapter, float> fac(task(Task::fac, 5, {"fac"}), adapter());
+  io::save_parameters(fac.parameters(), tmp.path / "fac.safetensors");
+  // Three relations instead of five, and one adapter layer fewer.
+  TaskModel<dynamic_adapter, float> other(task(Task::fac, 3, {"fac"}),
+                                          AdapterConfig{8, 4, 2, 2, 8, 0, 2, {0, 1}, 1e-5});
+  BOOST_CHECK_EXCEPTION(
+      io::load_parameters(other.parameters(), io::SafetensorsFile(tmp.path / "fac.safetensors")),
+      Error, [&](const Error& e) {
+        const std::string m = e.what();
+        BOOST_TEST_INFO(m);
+        return m.find("fac.safetensors") != std::string::npos &&
+               m.find("out_proj.weight has shape [5, 8], expected [3, 8]") != std::string::npos &&
+               m.find("unexpected") != std::string::npos &&
+               m.find("adapter.2.up_project.weight") != std::string::npos;
+      });
+}
+
+BOOST_AUTO_TEST_CASE(optimizer_state_errors) {
+  TempDir tmp;
+  TaskModel<dynamic_adapter, float> fac(task(Task::fac, 5, {"fac"}), adapter());
+  AdamW<float> adam;
+  io::save_parameters(fac.parameters(), tmp.path / "not_optimizer.safetensors");
+  BOOST_CHECK_EXCEPTION(io::load_optimizer(fac.parameters(), adam, tmp.path / "not_optimizer.safetensors"),
+                        Error, [](const Error& e) {
+                          return std::string(e.what()).find("adamw.steps") != std::string::npos;
+                        });
+}
