@@ -2,6 +2,7 @@
 #pragma once
 
 #include <charconv>
+#include <cmath>
 #include <map>
 #include <set>
 #include <string>
@@ -87,6 +88,16 @@ class Args {
     if (ec != std::errc() || p != v.data() + v.size() || x < lo || x > hi)
       throw Error(command_ + ": --" + name + " '" + v + "' is not an integer in [" +
                   std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    return x;
+  }
+
+  /// The value of --name as a finite number.
+  double number(const std::string& name) const {
+    const std::string v = get(name);
+    double x = 0;
+    auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+    if (ec != std::errc() || p != v.data() + v.size() || !std::isfinite(x))
+      throw Error(command_ + ": --" + name + " '" + v + "' is not a number");
     return x;
   }
 

@@ -100,6 +100,7 @@ struct GradsRequest {
   index_t heads = 0, skip = 0, choices = 4;
   std::string fusion;                 ///< "", "concat" or "add"
   bool official = false;
+  double qa_a_rate = 1.0, qa_b_rate = 1.0;  ///< the authors' CosmosQA pre-fusion weights
 };
 
 /// Loss, logits and every parameter gradient of one forward/backward pass.
@@ -133,6 +134,8 @@ GradsResult<T> compute_grads(const GradsRequest& req) {
   tc.task = task;
   tc.compat = official ? Compat::official : Compat::standard;
   tc.dropout = 0.0f;
+  tc.qa_a_rate = req.qa_a_rate;
+  tc.qa_b_rate = req.qa_b_rate;
   std::string first_prefix;
   if (tc.pretraining()) {
     tc.adapters = {task == Task::fac ? "fac" : "lin"};
@@ -180,10 +183,23 @@ GradsResult<T> compute_grads(const GradsRequest& req) {
     TaskModel<dynamic_adapter, T> model(tc, ac);
     io::load_parameters(model.parameters(), adapter_file);
 
-    // The batch.
+    // The batch. Multiple choice also takes the authors' (questions, choices, T) layout.
     index_t B = -1, S = -1;
-    const auto ids = read_token_field(batch_file, "input_ids", B, S);
-    const auto mask = read_token_field(batch_file, "attention_mask", B, S);
+    std::vector<std::int64_t> ids, mask;
+    if (task == Task::multiple_choice && batch_file.contains("input_ids") &&
+        batch_file.info("input_ids").shape.size() == 3) {
+      const auto shape = batch_file.info("input_ids").shape;
+      if (shape[1] != tc.num_labels)
+        throw Error(batch_file.path().string() + ": input_ids has " + std::to_string(shape[1]) +
+                    " choices per question, but --choices is " + std::to_string(tc.num_labels));
+      B = shape[0] * shape[1];
+      S = shape[2];
+      ids = batch_file.read<std::int64_t>("input_ids", shape);
+      mask = batch_file.read<std::int64_t>("attention_mask", shape);
+    } else {
+      ids = read_token_field(batch_file, "input_ids", B, S);
+      mask = read_token_field(batch_file, "attention_mask", B, S);
+    }
     std::vector<std::int64_t> labels;
     std::vector<T> targets, subj, obj, start;
     if (task == Task::lin) {
@@ -266,6 +282,8 @@ int run_grads_typed(const Args& args) {
   req.choices = static_cast<index_t>(args.integer("choices", 2, 64));
   req.fusion = args.get("fusion");
   req.official = args.get("compat") == "official";
+  req.qa_a_rate = args.number("qa-a-rate");
+  req.qa_b_rate = args.number("qa-b-rate");
   const GradsResult<T> r = compute_grads<T>(req);
   io::SafetensorsWriter w;
   w.add<T>("loss", {}, std::span<const T>(&r.loss, 1));
@@ -293,6 +311,8 @@ inline int run_grads(const std::vector<std::string>& argv) {
              {"adapter-skip-layers", "K", "skip connections every K adapter layers (0: none)", false, "0"},
              {"fusion", "concat|add", "downstream fusion (checked against the file's tensors)", false, ""},
              {"choices", "C", "multiple choice: sequences per question", false, "4"},
+             {"qa-a-rate", "X", "multiple choice, official: weight of the backbone in each adapter's pre-fusion", false, "1"},
+             {"qa-b-rate", "X", "multiple choice, official: weight of the adapter in its pre-fusion", false, "1"},
              {"compat", "standard|official", "official: the authors' quirks (see docs/compat.md)", false, "standard"},
              {"dtype", "f32|f64", "compute precision", false, "f32"},
              {"out", "OUT.safetensors", "receives loss, logits and NAME.grad", true, ""}},

@@ -129,3 +129,40 @@ BOOST_AUTO_TEST_CASE(bad_flags_and_files_fail_clearly) {
         "tensor 'attention_mask' has shape [1, 3], expected [1, 4] like input_ids");
   BOOST_TEST(!fs::exists(tmp.path / "o.safetensors"));  // nothing half-written on failure
 }
+
+BOOST_AUTO_TEST_CASE(grads_writes_loss_logits_and_every_gradient) {
+  TempDir tmp;
+  const fs::path c = fs::path(KA_FIXTURE_DIR) / "adapter" / "relation_concat_official";
+  const fs::path out = tmp.path / "grads.safetensors";
+  const std::string args = "grads --model '" + (kEnc / "tiny_roberta").string() + "' --adapter '" +
+                           (c / "adapter.safetensors").string() + "' --batch '" +
+                           (c / "batch.safetensors").string() +
+                           "' --task relation --adapter-list 0,2 --adapter-heads 2 --fusion concat"
+                           " --compat official --out '" + out.string() + "'";
+  Run r = run(args, tmp.path);
+  BOOST_TEST_INFO(r.output);
+  BOOST_REQUIRE_EQUAL(r.code, 0);
+  io::SafetensorsFile got(out), ref(c / "expected.safetensors"), adapter(c / "adapter.safetensors");
+  const double loss = got.read<double>("loss").at(0), want = ref.read<double>("loss").at(0);
+  BOOST_TEST(std::fabs(loss - want) <= 1e-5 * std::fabs(want));
+  BOOST_TEST(got.info("logits").shape == ref.info("logits").shape);
+  for (const auto& n : adapter.names()) BOOST_TEST(got.contains(n + ".grad"), n);
+
+  // Wrong flags and files name the problem.
+  auto fails = [&](const std::string& a, const std::string& words) {
+    const Run f = run(a, tmp.path);
+    BOOST_TEST_INFO(a << " ->\n" << f.output);
+    BOOST_TEST(f.code == 2);
+    BOOST_TEST(f.output.find(words) != std::string::npos);
+  };
+  fails(args + " --fusion add", "--fusion given twice");
+  std::string wrong_list = args;
+  wrong_list.replace(wrong_list.find("--adapter-list 0,2"), 18, "--adapter-list 0,1,2");
+  fails(wrong_list, "holds 2 adapter layers under fac_adapter.adapter. but --adapter-list names 3");
+  std::string wrong_heads = args;
+  wrong_heads.replace(wrong_heads.find("--adapter-heads 2"), 17, "--adapter-heads 5");
+  fails(wrong_heads, "--adapter-heads 5 does not divide the adapter width 16");
+  std::string wrong_fusion = args;
+  wrong_fusion.replace(wrong_fusion.find("--fusion concat"), 15, "--fusion add");
+  fails(wrong_fusion, "--fusion add but the file holds task_dense.* (concat fusion)");
+}

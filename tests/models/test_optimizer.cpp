@@ -43,7 +43,7 @@ void run_case(const std::string& name) {
   const auto betas = a.at("betas").get<std::vector<double>>();
   cfg.adam.beta1 = betas.at(0);
   cfg.adam.beta2 = betas.at(1);
-  cfg.schedule = WarmupLinearSchedule{a.at("warmup").get<std::int64_t>(), a.at("t_total").get<std::int64_t>()};
+  cfg.schedule = WarmupLinearSchedule{a.at("warmup_steps").get<std::int64_t>(), a.at("t_total").get<std::int64_t>()};
   cfg.max_grad_norm = a.at("max_grad_norm").get<double>();
   cfg.scheduler_before_optimizer = a.at("scheduler_before_optimizer").get<bool>();
   AdamW<double> adam(cfg.adam);

@@ -121,7 +121,7 @@ class ParamLayout {
     slot.decay = decays(name);
     slot.trainable = trainable_;
     used_ += slot.size();
-    std::pair<T*, T*> r{slot.data, grads_ ? grads_ + slot.offset : nullptr};
+    std::pair<T*, T*> r{slot.data, slot.grad};  // frozen tensors get no gradient view
     if (table_) table_->push_back(std::move(slot));
     return r;
   }

@@ -57,6 +57,12 @@ struct TaskConfig {
   Fusion fusion = Fusion::concat;
   Compat compat = Compat::standard;
   float dropout = 0.1f;            ///< every dropout of adapters and head (0 to disable)
+  /// Multiple choice under Compat::official: the authors' CosmosQA adapter models fuse each
+  /// adapter's output with the backbone before the model's fusion, as
+  /// `a_rate·h + b_rate·r` (add) or `NAME_adapter.task_dense(concat(a_rate·h, b_rate·r))`
+  /// (concat). Their script reads `args.a_rate` / `args.b_rate` without defining them.
+  double qa_a_rate = 1.0;
+  double qa_b_rate = 1.0;
   double head_layer_norm_eps = 1e-5;  ///< LayerNorm eps of the lin head's attention block
 
   bool pretraining() const noexcept { return task == Task::fac || task == Task::lin; }
@@ -170,6 +176,26 @@ class TaskModel {
       scratch_.reset();
     }
 
+    // --- the authors' CosmosQA pre-fusion (multiple choice, official) --------------------
+    if (prefuse()) {
+      scaled_h_ = MatrixView<T>(acts_.take(nh), N, H);
+      scaled_h_.matrix() = static_cast<T>(task_.qa_a_rate) * h_last.matrix();
+      scaled_r_.resize(adapters_.size());
+      prefused_.resize(adapters_.size());
+      for (std::size_t j = 0; j < adapters_.size(); ++j) {
+        scaled_r_[j] = MatrixView<T>(acts_.take(nh), N, H);
+        scaled_r_[j].matrix() = static_cast<T>(task_.qa_b_rate) * caches_[j].result.matrix();
+        prefused_[j] = MatrixView<T>(acts_.take(nh), N, H);
+        if (task_.fusion == Fusion::add) {
+          prefused_[j].matrix() = scaled_h_.matrix() + scaled_r_[j].matrix();
+        } else {
+          const MatrixView<const T> in[2] = {scaled_h_, scaled_r_[j]};
+          linear_concat_forward(Cpu{}, prefused_[j], std::span<const MatrixView<const T>>(in),
+                                prefuse_dense_[j]);
+        }
+      }
+    }
+
     // --- features F (N, H) ---------------------------------------------------------------
     features_ = MatrixView<T>(acts_.take(nh), N, H);
     if (task_.pretraining()) {
@@ -179,12 +205,12 @@ class TaskModel {
       features_.matrix() = h_last.matrix();
     } else if (task_.fusion == Fusion::add) {
       features_.matrix() = h_last.matrix();
-      for (const auto& c : caches_) features_.matrix() += c.result.matrix();
+      for (std::size_t j = 0; j < adapters_.size(); ++j) features_.matrix() += adapter_out(j).matrix();
     } else {
       fused_.resize(adapters_.size());
       for (std::size_t j = 0; j < adapters_.size(); ++j) {
         fused_[j] = MatrixView<T>(acts_.take(nh), N, H);
-        const MatrixView<const T> in[2] = {h_last, MatrixView<const T>(caches_[j].result)};
+        const MatrixView<const T> in[2] = {h_last, adapter_out(j)};
         linear_concat_forward(Cpu{}, fused_[j], std::span<const MatrixView<const T>>(in),
                               task_dense_adapter_[j]);
       }
@@ -213,11 +239,27 @@ class TaskModel {
     head_backward(b, d_features);
     const std::size_t mark = scratch_.used();
     const LayerDims inner = inner_dims(b);
+    // d_a is the gradient of adapter_out(j): the adapter's output, or its CosmosQA pre-fusion.
     auto adapter_back = [&](std::size_t j, MatrixView<const T> d_a) {
-      if (!adapters_[j].trainable) return;
       const std::size_t m = scratch_.used();
-      adapter_backward(Cpu{}, d_a, caches_[j], adapters_[j], acfg_, skip_rule(), inner,
-                       adapter_dropouts(j), scratch_);
+      MatrixView<const T> d_r = d_a;
+      if (prefuse()) {
+        MatrixView<T> d(scratch_.take(static_cast<std::size_t>(N * H)), N, H);
+        if (task_.fusion == Fusion::add) {
+          d.matrix() = static_cast<T>(task_.qa_b_rate) * d_a.matrix();
+        } else {
+          const MatrixView<const T> in[2] = {scaled_h_, scaled_r_[j]};
+          const MatrixView<T> d_in[2] = {MatrixView<T>(), d};
+          linear_concat_backward(Cpu{}, std::span<const MatrixView<T>>(d_in), GradientMode::Overwrite,
+                                 &prefuse_dense_grad_[j], d_a,
+                                 std::span<const MatrixView<const T>>(in), prefuse_dense_[j]);
+          d.matrix() *= static_cast<T>(task_.qa_b_rate);
+        }
+        d_r = d;
+      }
+      if (adapters_[j].trainable)
+        adapter_backward(Cpu{}, d_r, caches_[j], adapters_[j], acfg_, skip_rule(), inner,
+                         adapter_dropouts(j), scratch_);
       scratch_.rewind(m);
     };
     if (task_.pretraining()) {
@@ -243,7 +285,7 @@ class TaskModel {
                              std::span<const MatrixView<const T>>(fused_in_), task_dense_);
       MatrixView<T> d_a(scratch_.take(static_cast<std::size_t>(N * H)), N, H);
       for (std::size_t j = 0; j < K; ++j) {
-        const MatrixView<const T> in[2] = {h_last(b), MatrixView<const T>(caches_[j].result)};
+        const MatrixView<const T> in[2] = {h_last(b), adapter_out(j)};
         const MatrixView<T> d_in[2] = {MatrixView<T>(), d_a};
         linear_concat_backward(Cpu{}, std::span<const MatrixView<T>>(d_in),
                                GradientMode::Overwrite, &task_dense_adapter_grad_[j],
@@ -274,6 +316,16 @@ class TaskModel {
       throw Error("adapter_trainable needs one entry per adapter");
   }
 
+  /// The authors' CosmosQA adapter models fuse each adapter with the backbone first.
+  bool prefuse() const noexcept {
+    return task_.task == Task::multiple_choice && task_.compat == Compat::official &&
+           !task_.adapters.empty();
+  }
+  /// What the model's fusion sees of adapter j.
+  MatrixView<const T> adapter_out(std::size_t j) const {
+    return prefuse() ? MatrixView<const T>(prefused_[j]) : MatrixView<const T>(caches_[j].result);
+  }
+
   SkipRule skip_rule() const noexcept {
     return task_.compat == Compat::official ? SkipRule::official : SkipRule::standard;
   }
@@ -291,6 +343,12 @@ class TaskModel {
           task_.pretraining() ? "adapter." : task_.adapters[j] + "_adapter.adapter.";
       adapters_.push_back(declare_adapter(lay, prefix, acfg_, trainable(j)));
     }
+    prefuse_dense_.clear();
+    prefuse_dense_grad_.assign(task_.adapters.size(), {});
+    if (prefuse() && task_.fusion == Fusion::concat)
+      for (std::size_t j = 0; j < task_.adapters.size(); ++j)
+        prefuse_dense_.push_back(lay.linear(task_.adapters[j] + "_adapter.task_dense", H, 2 * H,
+                                            &prefuse_dense_grad_[j]));
     task_dense_adapter_.assign(0, {});
     task_dense_adapter_grad_.assign(task_.adapters.size(), {});
     if (task_.pretraining()) {
@@ -371,7 +429,8 @@ class TaskModel {
     std::size_t total = 2 * WS::padded(N) + WS::padded(N * H);  // masks, features
     for (std::size_t j = 0; j < adapters_.size(); ++j)
       total += AdapterCache<T>::elements(acfg_, inner_dims(b), training && adapters_[j].trainable);
-    total += adapters_.size() * WS::padded(N * H);  // concat fusion
+    total += adapters_.size() * WS::padded(N * H);          // concat fusion
+    total += (1 + 2 * adapters_.size()) * WS::padded(N * H);  // CosmosQA pre-fusion
     // head: rows (2 x B x H), dense out (N x H at most), logits, d_logits, lin attention cache
     total += 4 * WS::padded(N * H) + 2 * WS::padded(N * std::max<std::size_t>(R, 1));
     if (task_.task == Task::lin) total += AttentionCache<T>::elements(head_dims(b));
@@ -388,7 +447,7 @@ class TaskModel {
                                       attention_block_backward_scratch<T>(head_dims(b)))
                            : 0;
     // backward: d_features, d_a, K fused gradients, then the largest of adapter / head scratch
-    return (3 + K) * WS::padded(N * H) + 4 * WS::padded(N * H) + std::max(adapter, head);
+    return (4 + K) * WS::padded(N * H) + 4 * WS::padded(N * H) + std::max(adapter, head);
   }
 
   void check_batch(const TaskBatch<T>& b) const {
@@ -594,11 +653,15 @@ class TaskModel {
   LinearGrads<T> task_dense_grad_, com_dense_grad_, dense_grad_, out_proj_grad_;
   AttentionParams<T> self_attention_;
   AttentionGrads<T> self_attention_grad_;
+  std::vector<LinearParams<T>> prefuse_dense_;   // NAME_adapter.task_dense (CosmosQA, concat)
+  std::vector<LinearGrads<T>> prefuse_dense_grad_;
   // activations of the last forward pass
   Workspace<T> acts_, scratch_;
   std::vector<AdapterCache<T>> caches_;
   std::vector<MatrixView<T>> fused_, d_fused_;
   std::vector<MatrixView<const T>> fused_in_;
+  MatrixView<T> scaled_h_;
+  std::vector<MatrixView<T>> scaled_r_, prefused_;
   std::span<T> adapter_mask_, head_mask_;
   MatrixView<T> features_, rows_a_, rows_b_, dense_out_, attn_out_, logits_, d_logits_;
   AttentionCache<T> attn_cache_;
