@@ -31,3 +31,4 @@
 #include "kadapter/io/encoder_checkpoint.hpp"
 #include "kadapter/io/model_dir.hpp"
 #include "kadapter/io/checkpoint.hpp"
+#include "kadapter/io/tensor_report.hpp"

@@ -241,3 +241,20 @@ BOOST_AUTO_TEST_CASE(no_allocation_in_a_training_step_after_the_first) {
     BOOST_TEST(g_allocations.load() == heap);
   }
 }
+
+// A compile-time adapter config computes exactly what the run-time one computes.
+inline constexpr AdapterConfig kStaticAdapter{kH, 8, 1, 2, 16, 0, 2, {0, 2}, 1e-5};
+
+BOOST_AUTO_TEST_CASE(static_and_dynamic_adapter_configs_agree) {
+  static_assert(kStaticAdapter.parameter_count() == 2 * kStaticAdapter.layer_parameter_count());
+  const Data data(8);
+  const TaskBatch<double> b = data.batch();
+  TaskModel<kStaticAdapter, double> fixed(relation({"fac"}), kStaticAdapter);
+  TaskModel<dynamic_adapter, double> dyn(relation({"fac"}), adapter());
+  init_parameters(fixed.parameters(), 6, 0.05);
+  init_parameters(dyn.parameters(), 6, 0.05);
+  BOOST_TEST(fixed.forward(b, StepInfo{}) == dyn.forward(b, StepInfo{}));
+  BOOST_CHECK_THROW((TaskModel<kStaticAdapter, double>(relation({"fac"}),
+                                                       AdapterConfig{kH, 4, 1, 2, 16, 0, 2, {0, 2}, 1e-5})),
+                    Error);
+}

@@ -11,6 +11,7 @@
 
 #include "kadapter/core/error.hpp"
 #include "kadapter/io/safetensors.hpp"
+#include "kadapter/io/tensor_report.hpp"
 #include "kadapter/models/parameters.hpp"
 #include "kadapter/train/optimizer.hpp"
 
@@ -57,7 +58,7 @@ std::vector<std::string> load_parameters(ParameterStore<T>& store, const Safeten
                                          const LoadOptions& opt = {}) {
   auto starts = [](const std::string& s, const std::string& p) { return s.rfind(p, 0) == 0; };
   std::map<std::string, std::string> model_to_file;
-  std::vector<std::string> unexpected;
+  TensorMismatch bad;
   for (const auto& name : file.names()) {
     bool ignored = false;
     for (const auto& p : opt.ignore_prefixes) ignored = ignored || starts(name, p);
@@ -76,41 +77,29 @@ std::vector<std::string> load_parameters(ParameterStore<T>& store, const Safeten
     if (store.find(mapped)) {
       model_to_file[mapped] = name;
     } else if (opt.strict_unexpected) {
-      unexpected.push_back(name);
+      bad.unexpected.push_back(name);
     }
   }
-  std::vector<std::string> missing, misshaped, loaded;
+  std::vector<std::string> loaded;
   for (const auto& s : store.table()) {
     auto it = model_to_file.find(s.name);
     if (it == model_to_file.end()) {
       bool optional = false;
       for (const auto& p : opt.optional_prefixes) optional = optional || starts(s.name, p);
-      if (!optional) missing.push_back(s.name);
+      if (!optional) bad.missing.push_back(s.name);
       continue;
     }
     const TensorInfo& info = file.info(it->second);
     const std::vector<index_t> shape(info.shape.begin(), info.shape.end());
     if (shape != s.shape) {
-      std::string want = "[";
-      for (std::size_t i = 0; i < s.shape.size(); ++i) want += (i ? ", " : "") + std::to_string(s.shape[i]);
-      misshaped.push_back(it->second + " has shape " + info.shape_string() + ", expected " + want + "]");
+      bad.misshaped.push_back(it->second + " has shape " + info.shape_string() + ", expected " +
+                              shape_to_string(s.shape));
     } else if (!is_floating(info.dtype)) {
-      misshaped.push_back(it->second + " has dtype " + std::string(dtype_name(info.dtype)) +
+      bad.misshaped.push_back(it->second + " has dtype " + std::string(dtype_name(info.dtype)) +
                           ", expected a floating type");
     }
   }
-  if (!missing.empty() || !misshaped.empty() || !unexpected.empty()) {
-    std::string msg = file.path().string() + ": tensors do not fit the model";
-    auto list = [&msg](const char* what, const std::vector<std::string>& v) {
-      if (v.empty()) return;
-      msg += "\n  " + std::to_string(v.size()) + " " + what + ":";
-      for (const auto& s : v) msg += "\n    " + s;
-    };
-    list("missing", missing);
-    list("wrongly shaped or typed", misshaped);
-    list("unexpected", unexpected);
-    throw Error(msg);
-  }
+  bad.throw_if_any(file.path().string() + ": tensors do not fit the model");
   for (const auto& s : store.table()) {
     auto it = model_to_file.find(s.name);
     if (it == model_to_file.end()) continue;
@@ -188,12 +177,11 @@ std::map<std::string, std::string> load_optimizer(const ParameterStore<T>& store
     for (const auto& s : store.table()) {
       if (!s.trainable) continue;
       const std::vector<std::int64_t> shape(s.shape.begin(), s.shape.end());
-      const std::size_t n = static_cast<std::size_t>(s.size()), o = static_cast<std::size_t>(s.offset);
+      const auto o = static_cast<std::ptrdiff_t>(s.offset);
       const auto mm = f.read<T>("adamw.m." + s.name, shape);
       const auto vv = f.read<T>("adamw.v." + s.name, shape);
-      std::copy(mm.begin(), mm.end(), m.begin() + static_cast<std::ptrdiff_t>(o));
-      std::copy(vv.begin(), vv.end(), v.begin() + static_cast<std::ptrdiff_t>(o));
-      (void)n;
+      std::copy(mm.begin(), mm.end(), m.begin() + o);
+      std::copy(vv.begin(), vv.end(), v.begin() + o);
     }
   opt.set_steps(steps);
   return f.metadata();

@@ -8,6 +8,7 @@
 
 #include "kadapter/core/error.hpp"
 #include "kadapter/io/safetensors.hpp"
+#include "kadapter/io/tensor_report.hpp"
 #include "kadapter/models/encoder.hpp"
 
 namespace kadapter::io {
@@ -31,12 +32,6 @@ inline bool is_ignorable(const std::string& name_without_prefix, const std::stri
          starts(full_name, "classifier.");
 }
 
-inline std::string shape_to_string(const std::vector<index_t>& s) {
-  std::string r = "[";
-  for (std::size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-  return r + "]";
-}
-
 }  // namespace detail
 
 /// @brief Load every encoder parameter of @p enc from the checkpoint @p file.
@@ -57,23 +52,23 @@ EncoderLoadReport load_encoder_weights(FrozenEncoder<C, T>& enc, const Safetenso
   report.prefix = any_prefixed ? family_prefix : "";
 
   std::set<std::string> used;
-  std::vector<std::string> missing, misshaped, unexpected;
+  TensorMismatch bad;
   for (const auto& slot : enc.parameter_table()) {
     const std::string name = report.prefix + slot.name;
     if (!file.contains(name)) {
-      missing.push_back(name);
+      bad.missing.push_back(name);
       continue;
     }
     used.insert(name);
     const TensorInfo& info = file.info(name);
     std::vector<index_t> shape(info.shape.begin(), info.shape.end());
     if (shape != slot.shape) {
-      misshaped.push_back(name + " has shape " + detail::shape_to_string(shape) + ", expected " +
-                          detail::shape_to_string(slot.shape));
+      bad.misshaped.push_back(name + " has shape " + shape_to_string(shape) + ", expected " +
+                          shape_to_string(slot.shape));
       continue;
     }
     if (!is_floating(info.dtype)) {
-      misshaped.push_back(name + " has dtype " + std::string(dtype_name(info.dtype)) +
+      bad.misshaped.push_back(name + " has dtype " + std::string(dtype_name(info.dtype)) +
                           ", expected a floating type (F32, F64, F16, BF16)");
       continue;
     }
@@ -85,25 +80,14 @@ EncoderLoadReport load_encoder_weights(FrozenEncoder<C, T>& enc, const Safetenso
     if (detail::is_ignorable(bare, name)) {
       report.ignored.push_back(name);
     } else {
-      unexpected.push_back(name);
+      bad.unexpected.push_back(name);
     }
   }
-  if (!missing.empty() || !misshaped.empty() || !unexpected.empty()) {
-    std::string msg = file.path().string() + ": checkpoint does not fit the " +
-                      preset_name(enc.config()) + " encoder (" +
-                      (enc.config().family == Family::roberta ? "roberta" : "bert") + ", H=" +
-                      std::to_string(enc.config().hidden) + ", L=" +
-                      std::to_string(enc.config().layers) + ")";
-    auto list = [&msg](const char* what, const std::vector<std::string>& v) {
-      if (v.empty()) return;
-      msg += "\n  " + std::to_string(v.size()) + " " + what + ":";
-      for (const auto& s : v) msg += "\n    " + s;
-    };
-    list("missing", missing);
-    list("wrongly shaped or typed", misshaped);
-    list("unexpected", unexpected);
-    throw Error(msg);
-  }
+  bad.throw_if_any(file.path().string() + ": checkpoint does not fit the " +
+                   preset_name(enc.config()) + " encoder (" +
+                   (enc.config().family == Family::roberta ? "roberta" : "bert") + ", H=" +
+                   std::to_string(enc.config().hidden) + ", L=" +
+                   std::to_string(enc.config().layers) + ")");
   for (const auto& slot : enc.parameter_table())
     file.read_into<T>(report.prefix + slot.name,
                       std::span<T>(slot.data, static_cast<std::size_t>(slot.size())));
