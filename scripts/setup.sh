@@ -13,7 +13,7 @@ export DEBIAN_FRONTEND=noninteractive
 $sudo_cmd apt-get update
 $sudo_cmd apt-get install -y --no-install-recommends \
   build-essential cmake ca-certificates \
-  libeigen3-dev xtl-dev nlohmann-json3-dev libboost-test-dev \
+  libeigen3-dev xtl-dev nlohmann-json3-dev libboost-test-dev libbenchmark-dev \
   doxygen python3 python3-pip
 
 # The real-checkpoint test skips cleanly without it, so a failed download is not fatal.
