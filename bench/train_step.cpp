@@ -1,0 +1,111 @@
+// One K-Adapter training step, timed: the kadapter side of bench/compare.sh.
+//
+//   train_step --config small|base|large [--steps N] [--warmup N]
+//
+// Factual-adapter pre-training step (adapters, com_dense and the head, forward and backward,
+// clipping, AdamW) on random backbone hidden states, batch 16 (8 for large) x 64, dropout 0.1,
+// as the authors' loop runs it with the backbone's outputs given. Prints one line per step
+// and a summary line `kadapter median_ms=... gflop=... gflops=...`.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kadapter/kadapter.hpp"
+
+using namespace kadapter;
+
+namespace {
+
+struct BenchConfig {
+  index_t hidden, layers, adapter, heads, ffn, batch, seq;
+  std::vector<index_t> plug;
+};
+
+BenchConfig config_named(const std::string& name) {
+  if (name == "small") return {256, 4, 256, 4, 1024, 16, 64, {0, 1, 3}};
+  if (name == "base") return {768, 12, 768, 12, 3072, 16, 64, {0, 5, 11}};
+  if (name == "large") return {1024, 24, 768, 12, 3072, 8, 64, {0, 11, 22}};
+  throw Error("--config '" + name + "' is not one of: small, base, large");
+}
+
+// Matrix-product FLOPs of one step (forward, and twice that for backward).
+double step_flops(const BenchConfig& c, index_t relations) {
+  const double n = static_cast<double>(c.batch * c.seq), H = c.hidden, A = c.adapter, F = c.ffn;
+  const double layer = 2.0 * n * (4 * A * A + 2 * A * F) + 4.0 * c.batch * c.seq * c.seq * A;
+  const double adapter = 2.0 * n * 2 * H * A + 2 * layer;
+  const double head = 2.0 * n * 2 * H * H + 2.0 * c.batch * (2 * H * H + H * relations);
+  return 3.0 * (static_cast<double>(c.plug.size()) * adapter + head);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    std::string name = "base";
+    int steps = 5, warmup = 1;
+    for (int i = 1; i < argc; ++i) {
+      const std::string a = argv[i];
+      auto value = [&]() -> std::string {
+        if (i + 1 >= argc) throw Error(a + " needs a value");
+        return argv[++i];
+      };
+      if (a == "--config") name = value();
+      else if (a == "--steps") steps = std::max(1, std::atoi(value().c_str()));
+      else if (a == "--warmup") warmup = std::max(0, std::atoi(value().c_str()));
+      else throw Error("unknown option " + a + " (expected --config, --steps, --warmup)");
+    }
+    const BenchConfig c = config_named(name);
+    const index_t relations = 430;
+    AdapterConfig ac{c.hidden, c.adapter, 2, c.heads, c.ffn, 0, static_cast<index_t>(c.plug.size()), {}, 1e-5};
+    for (std::size_t k = 0; k < c.plug.size(); ++k) ac.plug_in[k] = c.plug[k];
+    TaskConfig tc;
+    tc.task = Task::fac;
+    tc.num_labels = relations;
+    tc.adapters = {"fac"};
+    tc.dropout = 0.1f;
+    TaskModel<dynamic_adapter, float> model(tc, ac);
+    init_parameters(model.parameters(), 1);
+    TrainConfig cfg;
+    cfg.adam.lr = 5e-5;
+    cfg.schedule = WarmupLinearSchedule{0, 1000000};
+    Trainer<dynamic_adapter, float> trainer(model, cfg);
+
+    std::vector<index_t> keep(c.plug.begin(), c.plug.end());
+    keep.push_back(c.layers);
+    HiddenStates<float> states(c.layers, keep);
+    states.prepare(c.batch, c.seq, c.hidden);
+    std::mt19937_64 rng(7);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (index_t k : states.kept())
+      for (index_t i = 0; i < c.batch * c.seq * c.hidden; ++i) states.slot(k)[i] = normal(rng);
+    std::vector<std::int64_t> mask(static_cast<std::size_t>(c.batch * c.seq), 1), labels(static_cast<std::size_t>(c.batch));
+    std::vector<float> subj(mask.size(), 0.0f), obj(mask.size(), 0.0f);
+    for (index_t b = 0; b < c.batch; ++b) {
+      labels[static_cast<std::size_t>(b)] = (b * 37) % relations;
+      subj[static_cast<std::size_t>(b * c.seq + 1)] = 1.0f;
+      obj[static_cast<std::size_t>(b * c.seq + 7)] = 1.0f;
+    }
+    const TaskBatch<float> batch{c.batch, c.seq, &states, c.layers, mask, labels, {}, subj, obj, {}};
+
+    std::vector<double> ms;
+    for (int s = 0; s < warmup + steps; ++s) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const StepReport r = trainer.step(std::span<const TaskBatch<float>>(&batch, 1));
+      const double dt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      std::printf("step %d: %.1f ms, loss %.4f\n", s, dt, r.loss);
+      if (s >= warmup) ms.push_back(dt);
+    }
+    std::sort(ms.begin(), ms.end());
+    const double median = ms[ms.size() / 2];
+    const double flop = step_flops(c, relations);
+    std::printf("kadapter median_ms=%.1f gflop=%.1f gflops=%.1f\n", median, flop * 1e-9, flop * 1e-9 / (median * 1e-3));
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "train_step: error: %s\n", e.what());
+    return 2;
+  }
+}
