@@ -6,6 +6,8 @@
 
 #include "cli/encode.hpp"
 #include "cli/grads.hpp"
+#include "cli/demo.hpp"
+#include "cli/train.hpp"
 
 namespace {
 
@@ -14,6 +16,9 @@ constexpr const char* kUsage =
     "commands:\n"
     "  encode   run the frozen encoder on a batch and write its hidden states\n"
     "  grads    one forward and backward pass of a task model: loss, logits, gradients\n"
+    "  pretrain train a factual (fac) or linguistic (lin) adapter\n"
+    "  finetune train a downstream task (relation, entity-typing) with adapters\n"
+    "  demo     pre-train both adapters and fine-tune with each on the bundled data\n"
     "Run 'kadapter <command> --help' for the options of a command.\n";
 
 }  // namespace
@@ -32,6 +37,9 @@ int main(int argc, char** argv) {
   try {
     if (command == "encode") return kadapter::cli::run_encode(args);
     if (command == "grads") return kadapter::cli::run_grads(args);
+    if (command == "demo") return kadapter::cli::run_demo(args);
+    if (command == "pretrain" || command == "finetune")
+      return kadapter::cli::run_train_command(command, args);
     std::fprintf(stderr, "kadapter: unknown command '%s'\n%s", command.c_str(), kUsage);
     return 2;
   } catch (const kadapter::Error& e) {

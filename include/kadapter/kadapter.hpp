@@ -35,3 +35,6 @@
 #include "kadapter/io/tensor_report.hpp"
 #include "kadapter/io/datasets.hpp"
 #include "kadapter/io/features.hpp"
+#include "kadapter/io/unicode.hpp"
+#include "kadapter/io/wordpiece.hpp"
+#include "kadapter/io/bpe.hpp"

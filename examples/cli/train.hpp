@@ -1,0 +1,426 @@
+// `kadapter pretrain` and `kadapter finetune`: train an adapter (and head) on one of the
+// authors' data formats, on top of a frozen encoder, with checkpoints and exact resume.
+#pragma once
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/args.hpp"
+#include "cli/progress.hpp"
+#include "kadapter/io/bpe.hpp"
+#include "kadapter/io/wordpiece.hpp"
+#include "kadapter/kadapter.hpp"
+
+namespace kadapter::cli {
+
+namespace fs = std::filesystem;
+
+/// Every example of a split as fixed-length rows, ready to be cut into batches.
+struct PackedSplit {
+  index_t count = 0, seq = 0, labels_per_row = 0;
+  std::vector<std::int64_t> ids, mask, labels;  // (n, T) (n, T) (n) or (n, T)
+  std::vector<float> targets, subj, obj, start; // entity typing (n, C); marker rows (n, T)
+  std::size_t read = 0, dropped = 0;
+};
+
+/// Options shared by pretrain and finetune.
+inline std::vector<OptionSpec> training_options(bool finetune) {
+  std::vector<OptionSpec> o = {
+      {"task", finetune ? "relation|entity-typing" : "fac|lin", "what to train", true, ""},
+      {"model", "DIR", "frozen encoder: config.json, model.safetensors and the tokenizer files", false, "models/all-MiniLM-L6-v2"},
+      {"data", "DIR", "train.json, dev.json, test.json in the authors' format (lin: find_head JSON)", true, ""},
+      {"out", "DIR", "output: model.safetensors, metrics.jsonl, checkpoint/", true, ""},
+      {"max-seq-length", "T", "tokens per sequence", false, "64"},
+      {"batch-size", "B", "sequences per step", false, "32"},
+      {"epochs", "N", "passes over the training data", false, "1"},
+      {"max-steps", "N", "stop after N steps (0: run the epochs)", false, "0"},
+      {"learning-rate", "LR", "peak learning rate", false, "5e-5"},
+      {"warmup-steps", "N", "linear warmup steps", false, "0"},
+      {"weight-decay", "W", "AdamW weight decay", false, "0"},
+      {"adapter-list", "LIST", "plug-in points (hidden-state indices)", false, "0,3,6"},
+      {"adapter-size", "HA", "adapter width", false, "192"},
+      {"adapter-transformer-layers", "N", "transformer layers per adapter layer", false, "1"},
+      {"adapter-heads", "A", "attention heads inside the adapter", false, "4"},
+      {"adapter-skip-layers", "K", "skip connections every K adapter layers", false, "0"},
+      {"dropout", "P", "dropout of adapters and head", false, "0.1"},
+      {"compat", "standard|official", "official: the authors' quirks", false, "standard"},
+      {"seed", "S", "data order and dropout seed", false, "42"},
+      {"save-steps", "N", "checkpoint every N steps (0: only at the end)", false, "0"},
+      {"resume", "", "continue from OUT/checkpoint exactly", false, ""},
+      {"stop-after", "N", "stop after N steps without the final save (to test --resume)", false, "0"},
+      {"eval-split", "dev|test", "split evaluated at the end", false, "dev"},
+      {"threads", "N", "threads for the matrix products (0: default)", false, "0"}};
+  if (finetune) {
+    o.push_back({"adapters", "LIST", "downstream adapters, e.g. fac,lin (empty: head only)", false, ""});
+    o.push_back({"adapter-dirs", "LIST", "pre-training outputs of those adapters, same order", false, ""});
+    o.push_back({"fusion", "concat|add", "how adapters are combined", false, "concat"});
+    o.push_back({"freeze-adapters", "", "train only fusion and head", false, ""});
+  }
+  return o;
+}
+
+namespace detail {
+
+inline std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (!s.empty() && start <= s.size()) {
+    const std::size_t end = std::min(s.find(',', start), s.size());
+    if (end > start) out.push_back(s.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
+template <class Tok>
+PackedSplit pack(Task task, const fs::path& file, const Tok& tok, io::LabelMap& labels,
+                 index_t T, io::Convention conv) {
+  PackedSplit p;
+  p.seq = T;
+  auto append_rows = [&](const std::vector<std::int64_t>& ids, const std::vector<std::int64_t>& mask) {
+    p.ids.insert(p.ids.end(), ids.begin(), ids.end());
+    p.mask.insert(p.mask.end(), mask.begin(), mask.end());
+    ++p.count;
+  };
+  if (task == Task::fac || task == Task::relation) {
+    io::RelationReadOptions ro;
+    const auto r = io::read_relations(file, ro);
+    for (const auto& x : r.examples) labels.add(x.relation);
+    io::RelationFeatureOptions fo;
+    fo.max_seq_length = T;
+    fo.convention = conv;
+    const auto fs_ = io::build_relation_features(r.examples, tok, labels, fo);
+    for (const auto& f : fs_.features) {
+      append_rows(f.input_ids, f.attention_mask);
+      p.labels.push_back(f.label);
+      p.subj.insert(p.subj.end(), f.subj_special_start_id.begin(), f.subj_special_start_id.end());
+      p.obj.insert(p.obj.end(), f.obj_special_start_id.begin(), f.obj_special_start_id.end());
+    }
+    p.read = r.examples.size();
+    p.dropped = fs_.dropped.size();
+  } else if (task == Task::lin) {
+    const auto r = io::read_find_head(file, io::HeadReadOptions{});
+    io::HeadFeatureOptions fo;
+    fo.max_seq_length = T;
+    fo.convention = conv;
+    const auto fs_ = io::build_head_features(r.examples, tok, fo);
+    for (const auto& f : fs_.features) {
+      // The loss counts the positions the authors count (loss_mask).
+      append_rows(f.input_ids, f.attention_mask);
+      p.labels.insert(p.labels.end(), f.labels.begin(), f.labels.end());
+      p.targets.insert(p.targets.end(), f.loss_mask.begin(), f.loss_mask.end());
+    }
+    p.read = r.examples.size();
+    p.dropped = fs_.dropped.size();
+  } else {
+    const auto r = io::read_entity_typing(file, io::EntityTypingReadOptions{});
+    for (const auto& x : r.examples)
+      for (const auto& l : x.labels) labels.add(l);
+    io::EntityTypingFeatureOptions fo;
+    fo.max_seq_length = T;
+    fo.convention = conv;
+    const auto fs_ = io::build_entity_typing_features(r.examples, tok, labels, fo);
+    for (const auto& f : fs_.features) {
+      append_rows(f.input_ids, f.attention_mask);
+      p.start.insert(p.start.end(), f.start_id.begin(), f.start_id.end());
+      p.targets.insert(p.targets.end(), f.labels.begin(), f.labels.end());
+    }
+    p.labels_per_row = static_cast<index_t>(labels.size());
+    p.read = r.examples.size();
+    p.dropped = fs_.dropped.size();
+  }
+  return p;
+}
+
+}  // namespace detail
+
+/// Results of one training run.
+struct TrainResult {
+  double final_loss = 0;
+  nlohmann::json metrics;  // evaluation on the chosen split
+  std::int64_t steps = 0;
+};
+
+template <class Enc, class Tok>
+TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune) {
+  using T = float;
+  const Task task = [&] {
+    const std::string t = args.get("task");
+    if (t == "fac") return Task::fac;
+    if (t == "lin") return Task::lin;
+    if (t == "relation") return Task::relation;
+    return Task::entity_typing;
+  }();
+  const index_t S = static_cast<index_t>(args.integer("max-seq-length", 8, 512));
+  const index_t B = static_cast<index_t>(args.integer("batch-size", 1, 4096));
+  const bool official = args.choice("compat", {"standard", "official"}) == "official";
+  const io::Convention conv = official ? io::Convention::official : io::Convention::standard;
+  const fs::path data = args.get("data"), out = args.get("out");
+  fs::create_directories(out / "checkpoint");
+  const EncoderConfig& ec = enc.config();
+
+  // Labels: kept with the model so that evaluation and resume see the same ids.
+  io::LabelMap labels;
+  if (fs::exists(out / "labels.json")) {
+    std::ifstream lf(out / "labels.json");
+    labels = io::LabelMap(nlohmann::json::parse(lf).get<std::vector<std::string>>());
+  }
+  PackedSplit train = detail::pack(task, data / "train.json", tok, labels, S, conv);
+  const std::string eval_name = args.choice("eval-split", {"dev", "test"});
+  PackedSplit eval = detail::pack(task, data / (eval_name + ".json"), tok, labels, S, conv);
+  {
+    std::ofstream lf(out / "labels.json");
+    lf << nlohmann::json(labels.names()).dump(1) << "\n";
+  }
+  if (train.count == 0) throw Error((data / "train.json").string() + ": no usable example");
+  std::fprintf(stderr, "%s: %zu training examples (%zu dropped), %zu %s examples, %zu labels\n",
+               args.get("task").c_str(), static_cast<std::size_t>(train.count), train.dropped,
+               static_cast<std::size_t>(eval.count), eval_name.c_str(), labels.size());
+
+  // The model.
+  AdapterConfig ac;
+  ac.hidden = ec.hidden;
+  ac.size = static_cast<index_t>(args.integer("adapter-size", 1, 8192));
+  ac.layers = static_cast<index_t>(args.integer("adapter-transformer-layers", 0, 64));
+  ac.heads = static_cast<index_t>(args.integer("adapter-heads", 1, 1024));
+  ac.ffn = 4 * ac.size;
+  ac.skip_layers = static_cast<index_t>(args.integer("adapter-skip-layers", 0, 64));
+  const auto plug = args.integer_list("adapter-list");
+  ac.count = static_cast<index_t>(plug.size());
+  if (plug.empty() || plug.size() > kMaxPlugPoints) throw Error("--adapter-list needs 1.." + std::to_string(kMaxPlugPoints) + " plug-in points");
+  for (std::size_t k = 0; k < plug.size(); ++k) {
+    if (plug[k] > ec.layers) throw Error("--adapter-list names hidden state " + std::to_string(plug[k]) + " but the encoder has 0.." + std::to_string(ec.layers));
+    ac.plug_in[k] = plug[k];
+  }
+  TaskConfig tc;
+  tc.task = task;
+  tc.compat = official ? Compat::official : Compat::standard;
+  tc.dropout = static_cast<float>(args.number("dropout"));
+  tc.num_labels = task == Task::lin ? S : static_cast<index_t>(labels.size());
+  std::vector<std::string> adapter_dirs;
+  if (finetune) {
+    tc.adapters = detail::split_list(args.get("adapters"));
+    adapter_dirs = detail::split_list(args.get("adapter-dirs"));
+    if (!adapter_dirs.empty() && adapter_dirs.size() != tc.adapters.size())
+      throw Error("--adapter-dirs names " + std::to_string(adapter_dirs.size()) + " directories for " + std::to_string(tc.adapters.size()) + " adapters");
+    tc.fusion = args.choice("fusion", {"concat", "add"}) == "add" ? Fusion::add : Fusion::concat;
+    tc.adapter_trainable.assign(tc.adapters.size(), !args.has("freeze-adapters"));
+  } else {
+    tc.adapters = {args.get("task")};
+  }
+  TaskModel<dynamic_adapter, T> model(tc, ac);
+  const std::uint64_t seed = static_cast<std::uint64_t>(args.integer("seed", 0, 1LL << 62));
+  init_parameters(model.parameters(), seed);
+  for (std::size_t j = 0; j < adapter_dirs.size(); ++j)
+    io::load_pretrained_adapter(model.parameters(), io::SafetensorsFile(fs::path(adapter_dirs[j]) / "model.safetensors"), tc.adapters[j]);
+
+  const std::int64_t per_epoch = (train.count + B - 1) / B;
+  std::int64_t total = per_epoch * args.integer("epochs", 1, 100000);
+  if (args.integer("max-steps", 0, 1LL << 40) > 0) total = args.integer("max-steps", 0, 1LL << 40);
+  TrainConfig cfg;
+  cfg.adam.lr = args.number("learning-rate");
+  cfg.adam.weight_decay = args.number("weight-decay");
+  cfg.schedule = WarmupLinearSchedule{args.integer("warmup-steps", 0, 1LL << 40), total};
+  cfg.seed = seed;
+  cfg.scheduler_before_optimizer = !finetune;  // as the authors' pre-training scripts
+  Trainer<dynamic_adapter, T> trainer(model, cfg);
+
+  std::int64_t step = 0;
+  if (args.has("resume") && fs::exists(out / "checkpoint" / "optimizer.safetensors")) {
+    io::load_parameters(model.parameters(), io::SafetensorsFile(out / "checkpoint" / "model.safetensors"));
+    const auto meta = io::load_optimizer(model.parameters(), trainer.optimizer(), out / "checkpoint" / "optimizer.safetensors");
+    step = std::stoll(meta.at("step"));
+    trainer.set_steps(step);
+    std::fprintf(stderr, "resumed from %s at step %lld\n", (out / "checkpoint").string().c_str(), static_cast<long long>(step));
+  }
+  auto save_checkpoint = [&] {
+    io::save_parameters(model.parameters(), out / "checkpoint" / "model.safetensors");
+    io::save_optimizer(model.parameters(), trainer.optimizer(), out / "checkpoint" / "optimizer.safetensors",
+                       {{"step", std::to_string(trainer.steps())}});
+  };
+
+  // Batches: a fixed permutation per epoch (seeded), so a resumed run sees the same order.
+  std::vector<index_t> keep(ac.plug_in.begin(), ac.plug_in.begin() + ac.count);
+  keep.push_back(ec.layers);
+  HiddenStates<T> states(ec.layers, keep);
+  std::vector<std::int64_t> ids, mask, lab;
+  std::vector<T> tg, su, ob, st;
+  EncodeOptions eo;
+  if (official) {
+    eo.positions = PositionScheme::official;
+    eo.mask_fill = MaskFill::minus_10000;
+  }
+  auto make_batch = [&](const PackedSplit& p, const std::vector<index_t>& rows) {
+    const index_t n = static_cast<index_t>(rows.size());
+    ids.resize(static_cast<std::size_t>(n * S));
+    mask.resize(ids.size());
+    for (index_t r = 0; r < n; ++r) {
+      std::copy_n(p.ids.begin() + rows[r] * S, S, ids.begin() + r * S);
+      std::copy_n(p.mask.begin() + rows[r] * S, S, mask.begin() + r * S);
+    }
+    auto gather = [&](const auto& src, auto& dst, index_t width) {
+      dst.resize(static_cast<std::size_t>(n * width));
+      for (index_t r = 0; r < n; ++r) std::copy_n(src.begin() + rows[r] * width, width, dst.begin() + r * width);
+    };
+    if (task == Task::lin) {
+      gather(p.labels, lab, S);
+      // Positions outside the authors' loss mask are ignored (label -100).
+      for (index_t i = 0; i < n * S; ++i)
+        if (p.targets[static_cast<std::size_t>(rows[i / S] * S + i % S)] == 0) lab[static_cast<std::size_t>(i)] = -100;
+    } else if (task == Task::entity_typing) {
+      gather(p.targets, tg, p.labels_per_row);
+      gather(p.start, st, S);
+    } else {
+      gather(p.labels, lab, 1);
+      gather(p.subj, su, S);
+      gather(p.obj, ob, S);
+    }
+    enc.forward(states, TokenBatch{n, S, ids, mask, {}}, eo);
+    TaskBatch<T> tb;
+    tb.batch = n;
+    tb.seq = S;
+    tb.hidden = &states;
+    tb.last = ec.layers;
+    tb.attention_mask = mask;
+    tb.labels = lab;
+    tb.targets = tg;
+    tb.subj = su;
+    tb.obj = ob;
+    tb.start = st;
+    return tb;
+  };
+  auto order_of_epoch = [&](std::int64_t epoch) {
+    std::vector<index_t> order(static_cast<std::size_t>(train.count));
+    std::iota(order.begin(), order.end(), index_t{0});
+    std::mt19937_64 rng(seed * 1000003ull + static_cast<std::uint64_t>(epoch));
+    std::shuffle(order.begin(), order.end(), rng);
+    return order;
+  };
+
+  MetricsLog log((out / "metrics.jsonl").string());
+  Progress progress(args.get("task"), total, step);
+  const std::int64_t save_steps = args.integer("save-steps", 0, 1LL << 40);
+  const std::int64_t stop_after = args.integer("stop-after", 0, 1LL << 40);
+  TrainResult result;
+  std::vector<index_t> rows;
+  while (step < total) {
+    const std::int64_t epoch = step / per_epoch, in_epoch = step % per_epoch;
+    const auto order = order_of_epoch(epoch);
+    const index_t first = static_cast<index_t>(in_epoch * B);
+    rows.assign(order.begin() + first, order.begin() + std::min<index_t>(first + B, train.count));
+    const TaskBatch<T> tb = make_batch(train, rows);
+    const StepReport r = trainer.step(std::span<const TaskBatch<T>>(&tb, 1));
+    ++step;
+    result.final_loss = r.loss;
+    progress.step(r.loss);
+    log.write({{"step", step}, {"epoch", epoch}, {"loss", r.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm}});
+    if (save_steps > 0 && step % save_steps == 0) save_checkpoint();
+    if (stop_after > 0 && step >= stop_after) {
+      std::fprintf(stderr, "stopping after step %lld as asked (--stop-after)\n", static_cast<long long>(step));
+      result.steps = step;
+      return result;
+    }
+  }
+  save_checkpoint();
+  io::save_parameters(model.parameters(), out / "model.safetensors",
+                      {{"task", args.get("task")}, {"compat", official ? "official" : "standard"}});
+  {
+    nlohmann::json cfgj = {{"task", args.get("task")}, {"hidden", ac.hidden}, {"adapter_size", ac.size},
+                           {"adapter_transformer_layers", ac.layers}, {"adapter_heads", ac.heads},
+                           {"adapter_list", plug}, {"adapter_skip_layers", ac.skip_layers},
+                           {"max_seq_length", S}, {"adapters", tc.adapters}};
+    std::ofstream cf(out / "adapter_config.json");
+    cf << cfgj.dump(1) << "\n";
+  }
+
+  // Evaluation.
+  std::vector<std::int64_t> predicted, gold, gold_mask;
+  std::vector<std::vector<std::int64_t>> pred_sets, gold_sets;
+  for (index_t first = 0; first < eval.count; first += B) {
+    rows.resize(static_cast<std::size_t>(std::min<index_t>(B, eval.count - first)));
+    std::iota(rows.begin(), rows.end(), first);
+    const TaskBatch<T> tb = make_batch(eval, rows);
+    model.forward(tb, StepInfo{});
+    const auto lg = model.logits();
+    const index_t C = lg.extent(1);
+    for (index_t r = 0; r < lg.extent(0); ++r) {
+      const T* row = lg.data() + r * C;
+      if (task == Task::entity_typing) {
+        std::vector<std::int64_t> ps, gs;
+        for (index_t c = 0; c < C; ++c) {
+          if (row[c] > 0) ps.push_back(c);
+          if (tb.targets[static_cast<std::size_t>(r * C + c)] > 0.5f) gs.push_back(c);
+        }
+        pred_sets.push_back(ps);
+        gold_sets.push_back(gs);
+      } else {
+        index_t best = 0;
+        for (index_t c = 1; c < C; ++c)
+          if (row[c] > row[best]) best = c;
+        predicted.push_back(best);
+        gold.push_back(tb.labels[static_cast<std::size_t>(r)]);
+        if (task == Task::lin) gold_mask.push_back(tb.labels[static_cast<std::size_t>(r)] == -100 ? 0 : 1);
+      }
+    }
+  }
+  nlohmann::json m = {{"split", eval_name}, {"examples", eval.count}};
+  if (task == Task::entity_typing) {
+    const auto s = entity_typing_scores_from_sets(pred_sets, gold_sets);
+    m["strict_accuracy"] = s.strict_accuracy;
+    m["micro_f1"] = s.loose_micro.f1;
+    m["micro_precision"] = s.loose_micro.precision;
+    m["micro_recall"] = s.loose_micro.recall;
+    m["macro_f1"] = s.loose_macro.f1;
+  } else if (task == Task::lin) {
+    m["head_accuracy"] = head_accuracy(predicted, gold, gold_mask);
+  } else {
+    const std::int64_t none = labels.contains("no_relation") ? labels.id("no_relation") : -1;
+    const auto prf = tacred_micro_prf(predicted, gold, none);
+    m["micro_f1"] = prf.f1;
+    m["precision"] = prf.precision;
+    m["recall"] = prf.recall;
+    std::size_t ok = 0;
+    for (std::size_t i = 0; i < gold.size(); ++i) ok += predicted[i] == gold[i];
+    m["accuracy"] = gold.empty() ? 0.0 : double(ok) / double(gold.size());
+  }
+  log.write({{"eval", m}, {"step", step}});
+  std::fprintf(stderr, "%s\n", m.dump().c_str());
+  result.metrics = m;
+  result.steps = step;
+  return result;
+}
+
+/// Load the encoder and its tokenizer, then train.
+inline TrainResult run_training(const Args& args, bool finetune) {
+  const int threads = static_cast<int>(args.integer("threads", 0, 1024));
+  if (threads > 0) Eigen::setNbThreads(threads);
+  const fs::path dir = args.get("model");
+  return io::with_encoder_dir<float>(dir, [&](auto& enc, const io::EncoderLoadReport&) {
+    if (enc.config().family == Family::bert)
+      return train_with(enc, io::BertTokenizer::from_directory(dir), args, finetune);
+    return train_with(enc, io::RobertaTokenizer::from_directory(dir), args, finetune);
+  });
+}
+
+inline int run_train_command(const std::string& name, const std::vector<std::string>& argv) {
+  const bool finetune = name == "finetune";
+  Args args(name, training_options(finetune), argv);
+  if (args.help()) {
+    std::fputs(args.usage().c_str(), stdout);
+    return 0;
+  }
+  args.choice("task", finetune ? std::set<std::string>{"relation", "entity-typing"} : std::set<std::string>{"fac", "lin"});
+  run_training(args, finetune);
+  return 0;
+}
+
+}  // namespace kadapter::cli

@@ -1,0 +1,52 @@
+// `kadapter pretrain` killed midway (--stop-after) and continued with --resume ends with
+// the same weights, bit for bit, as an uninterrupted run. Uses the all-MiniLM-L6-v2 encoder
+// (scripts/setup.sh installs it; skipped without it) and the bundled linguistic data.
+#define BOOST_TEST_MODULE train_resume
+#include "support/skippable_main.hpp"
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <unistd.h>
+
+namespace fs = std::filesystem;
+
+namespace {
+const fs::path kModel = KA_MINILM_DIR;
+const fs::path kData = fs::path(KA_FIXTURE_DIR).parent_path().parent_path() / "data" / "demo";
+
+int run(const std::string& args) {
+  const std::string cmd = std::string("'") + KA_CLI + "' " + args + " > /dev/null 2>&1";
+  return std::system(cmd.c_str());
+}
+std::string bytes(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+}  // namespace
+
+bool ka_test_can_run(std::string& why_not) {
+  if (fs::exists(kModel / "model.safetensors") && fs::exists(kModel / "vocab.txt")) return true;
+  why_not = "the all-MiniLM-L6-v2 checkpoint is not installed at " + kModel.string();
+  return false;
+}
+
+BOOST_AUTO_TEST_CASE(resume_gives_the_same_weights) {
+  const fs::path tmp = fs::temp_directory_path() / ("kadapter_resume_cli_" + std::to_string(::getpid()));
+  fs::remove_all(tmp);
+  for (const char* task : {"lin", "fac"}) {
+    const std::string common = std::string("pretrain --task ") + task + " --model '" + kModel.string() +
+                               "' --data '" + (kData / task).string() +
+                               "' --max-steps 6 --save-steps 2 --batch-size 4 --max-seq-length 32"
+                               " --adapter-size 32 --adapter-heads 2 --dropout 0.1 --learning-rate 1e-3";
+    const fs::path a = tmp / (std::string(task) + "_straight"), b = tmp / (std::string(task) + "_resumed");
+    BOOST_REQUIRE_EQUAL(run(common + " --out '" + a.string() + "'"), 0);
+    BOOST_REQUIRE_EQUAL(run(common + " --out '" + b.string() + "' --stop-after 3"), 0);
+    BOOST_TEST(!fs::exists(b / "model.safetensors"));  // interrupted before the end
+    BOOST_REQUIRE_EQUAL(run(common + " --out '" + b.string() + "' --resume"), 0);
+    BOOST_TEST(bytes(a / "model.safetensors") == bytes(b / "model.safetensors"), task);
+  }
+  fs::remove_all(tmp);
+}
