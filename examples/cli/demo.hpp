@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,15 @@ inline int run_demo(const std::vector<std::string>& argv) {
                 results[i].metrics.value("precision", 0.0), results[i].metrics.value("recall", 0.0),
                 results[i].metrics.value("micro_f1", 0.0));
   std::printf("\nCheckpoints and metrics.jsonl under %s\n", out.c_str());
+  // Learning curves: scripts/plot_metrics.py, when Python and matplotlib are there.
+  const std::string plot = "python3 scripts/plot_metrics.py '" + out + "/fac' '" + out + "/lin' '" +
+                           out + "/relation_0' '" + out + "/relation_3' --out '" + out +
+                           "/curves.png' > /dev/null 2>&1";
+  if (std::system(plot.c_str()) == 0)
+    std::printf("Learning curves: %s/curves.png\n", out.c_str());
+  else
+    std::printf("Learning curves: pip install matplotlib, then %s\n",
+                plot.substr(0, plot.find(" > /dev/null")).c_str());
   return 0;
 }
 
