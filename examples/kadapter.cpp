@@ -18,6 +18,7 @@ constexpr const char* kUsage =
     "  grads    one forward and backward pass of a task model: loss, logits, gradients\n"
     "  pretrain train a factual (fac) or linguistic (lin) adapter\n"
     "  finetune train a downstream task (relation, entity-typing) with adapters\n"
+    "  evaluate score a finished run on its dev or test split\n"
     "  demo     pre-train both adapters and fine-tune with each on the bundled data\n"
     "Run 'kadapter <command> --help' for the options of a command.\n";
 
@@ -38,7 +39,7 @@ int main(int argc, char** argv) {
     if (command == "encode") return kadapter::cli::run_encode(args);
     if (command == "grads") return kadapter::cli::run_grads(args);
     if (command == "demo") return kadapter::cli::run_demo(args);
-    if (command == "pretrain" || command == "finetune")
+    if (command == "pretrain" || command == "finetune" || command == "evaluate")
       return kadapter::cli::run_train_command(command, args);
     std::fprintf(stderr, "kadapter: unknown command '%s'\n%s", command.c_str(), kUsage);
     return 2;

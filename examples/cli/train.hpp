@@ -151,7 +151,8 @@ struct TrainResult {
 };
 
 template <class Enc, class Tok>
-TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune) {
+TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune,
+                       bool evaluate_only = false) {
   using T = float;
   const Task task = [&] {
     const std::string t = args.get("task");
@@ -170,18 +171,22 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
 
   // Labels: kept with the model so that evaluation and resume see the same ids.
   io::LabelMap labels;
+  if (evaluate_only && !fs::exists(out / "model.safetensors"))
+    throw Error((out / "model.safetensors").string() + ": not found (evaluate reads a finished pretrain or finetune run)");
   if (fs::exists(out / "labels.json")) {
     std::ifstream lf(out / "labels.json");
     labels = io::LabelMap(nlohmann::json::parse(lf).get<std::vector<std::string>>());
   }
-  PackedSplit train = detail::pack(task, data / "train.json", tok, labels, S, conv);
+  PackedSplit train = evaluate_only ? PackedSplit{}
+                                    : detail::pack(task, data / "train.json", tok, labels, S, conv);
   const std::string eval_name = args.choice("eval-split", {"dev", "test"});
   PackedSplit eval = detail::pack(task, data / (eval_name + ".json"), tok, labels, S, conv);
   {
     std::ofstream lf(out / "labels.json");
     lf << nlohmann::json(labels.names()).dump(1) << "\n";
   }
-  if (train.count == 0) throw Error((data / "train.json").string() + ": no usable example");
+  if (!evaluate_only && train.count == 0)
+    throw Error((data / "train.json").string() + ": no usable example");
   std::fprintf(stderr, "%s: %zu training examples (%zu dropped), %zu %s examples, %zu labels\n",
                args.get("task").c_str(), static_cast<std::size_t>(train.count), train.dropped,
                static_cast<std::size_t>(eval.count), eval_name.c_str(), labels.size());
@@ -220,10 +225,14 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   TaskModel<dynamic_adapter, T> model(tc, ac);
   const std::uint64_t seed = static_cast<std::uint64_t>(args.integer("seed", 0, 1LL << 62));
   init_parameters(model.parameters(), seed);
+  if (evaluate_only) {
+    io::load_parameters(model.parameters(), io::SafetensorsFile(out / "model.safetensors"));
+    adapter_dirs.clear();
+  }
   for (std::size_t j = 0; j < adapter_dirs.size(); ++j)
     io::load_pretrained_adapter(model.parameters(), io::SafetensorsFile(fs::path(adapter_dirs[j]) / "model.safetensors"), tc.adapters[j]);
 
-  const std::int64_t per_epoch = (train.count + B - 1) / B;
+  const std::int64_t per_epoch = std::max<std::int64_t>(1, (train.count + B - 1) / B);
   std::int64_t total = per_epoch * args.integer("epochs", 1, 100000);
   if (args.integer("max-steps", 0, 1LL << 40) > 0) total = args.integer("max-steps", 0, 1LL << 40);
   TrainConfig cfg;
@@ -235,6 +244,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   Trainer<dynamic_adapter, T> trainer(model, cfg);
 
   std::int64_t step = 0;
+  if (evaluate_only) step = total = 0;
   if (args.has("resume") && fs::exists(out / "checkpoint" / "optimizer.safetensors")) {
     io::load_parameters(model.parameters(), io::SafetensorsFile(out / "checkpoint" / "model.safetensors"));
     const auto meta = io::load_optimizer(model.parameters(), trainer.optimizer(), out / "checkpoint" / "optimizer.safetensors");
@@ -330,6 +340,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       return result;
     }
   }
+  if (!evaluate_only) {
   save_checkpoint();
   io::save_parameters(model.parameters(), out / "model.safetensors",
                       {{"task", args.get("task")}, {"compat", official ? "official" : "standard"}});
@@ -340,6 +351,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
                            {"max_seq_length", S}, {"adapters", tc.adapters}};
     std::ofstream cf(out / "adapter_config.json");
     cf << cfgj.dump(1) << "\n";
+  }
   }
 
   // Evaluation.
@@ -400,26 +412,36 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
 }
 
 /// Load the encoder and its tokenizer, then train.
-inline TrainResult run_training(const Args& args, bool finetune) {
+inline TrainResult run_training(const Args& args, bool finetune, bool evaluate_only = false) {
   const int threads = static_cast<int>(args.integer("threads", 0, 1024));
   if (threads > 0) Eigen::setNbThreads(threads);
   const fs::path dir = args.get("model");
   return io::with_encoder_dir<float>(dir, [&](auto& enc, const io::EncoderLoadReport&) {
     if (enc.config().family == Family::bert)
-      return train_with(enc, io::BertTokenizer::from_directory(dir), args, finetune);
-    return train_with(enc, io::RobertaTokenizer::from_directory(dir), args, finetune);
+      return train_with(enc, io::BertTokenizer::from_directory(dir), args, finetune, evaluate_only);
+    return train_with(enc, io::RobertaTokenizer::from_directory(dir), args, finetune, evaluate_only);
   });
 }
 
 inline int run_train_command(const std::string& name, const std::vector<std::string>& argv) {
-  const bool finetune = name == "finetune";
-  Args args(name, training_options(finetune), argv);
+  const bool evaluate = name == "evaluate";
+  const bool finetune = name == "finetune" || evaluate;
+  std::vector<OptionSpec> options = training_options(finetune);
+  if (evaluate)
+    for (auto& o : options) {
+      if (o.name == "task") o.value_name = "fac|lin|relation|entity-typing";
+      if (o.name == "out") o.help = "the run to evaluate (a pretrain or finetune --out); give the same model flags as for training";
+    }
+  Args args(name, options, argv);
   if (args.help()) {
     std::fputs(args.usage().c_str(), stdout);
     return 0;
   }
-  args.choice("task", finetune ? std::set<std::string>{"relation", "entity-typing"} : std::set<std::string>{"fac", "lin"});
-  run_training(args, finetune);
+  const std::string task = args.choice(
+      "task", evaluate ? std::set<std::string>{"fac", "lin", "relation", "entity-typing"}
+              : finetune ? std::set<std::string>{"relation", "entity-typing"}
+                         : std::set<std::string>{"fac", "lin"});
+  run_training(args, evaluate ? !(task == "fac" || task == "lin") : finetune, evaluate);
   return 0;
 }
 

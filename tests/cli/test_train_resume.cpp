@@ -47,6 +47,14 @@ BOOST_AUTO_TEST_CASE(resume_gives_the_same_weights) {
     BOOST_TEST(!fs::exists(b / "model.safetensors"));  // interrupted before the end
     BOOST_REQUIRE_EQUAL(run(common + " --out '" + b.string() + "' --resume"), 0);
     BOOST_TEST(bytes(a / "model.safetensors") == bytes(b / "model.safetensors"), task);
+    // `evaluate` scores a finished run and leaves its weights alone.
+    const std::string before = bytes(a / "model.safetensors");
+    const std::string eval_args = std::string("evaluate --task ") + task + " --model '" + kModel.string() +
+                                  "' --data '" + (kData / task).string() +
+                                  "' --batch-size 4 --max-seq-length 32 --adapter-size 32 --adapter-heads 2";
+    BOOST_TEST(run(eval_args + " --out '" + a.string() + "' --eval-split test") == 0);
+    BOOST_TEST(bytes(a / "model.safetensors") == before);
+    BOOST_TEST(run(eval_args + " --out '" + (tmp / "missing").string() + "'") != 0);
   }
   fs::remove_all(tmp);
 }
