@@ -14,7 +14,7 @@ $sudo_cmd apt-get update
 $sudo_cmd apt-get install -y --no-install-recommends \
   build-essential cmake ca-certificates \
   libeigen3-dev xtl-dev nlohmann-json3-dev libboost-test-dev libbenchmark-dev \
-  doxygen python3 python3-pip
+  doxygen python3 python3-pip python3-matplotlib
 
 # The real-checkpoint test skips cleanly without it, so a failed download is not fatal.
 if ! ./scripts/fetch_minilm.sh; then

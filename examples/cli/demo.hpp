@@ -69,15 +69,19 @@ inline int run_demo(const std::vector<std::string>& argv) {
                 results[i].metrics.value("precision", 0.0), results[i].metrics.value("recall", 0.0),
                 results[i].metrics.value("micro_f1", 0.0));
   std::printf("\nCheckpoints and metrics.jsonl under %s\n", out.c_str());
-  // Learning curves: scripts/plot_metrics.py, when Python and matplotlib are there.
-  const std::string plot = "python3 scripts/plot_metrics.py '" + out + "/fac' '" + out + "/lin' '" +
-                           out + "/relation_0' '" + out + "/relation_3' --out '" + out +
-                           "/curves.png' > /dev/null 2>&1";
-  if (std::system(plot.c_str()) == 0)
+  // Learning curves: scripts/plot_metrics.py, with the first Python that has matplotlib
+  // (scripts/setup.sh installs Debian's python3-matplotlib for /usr/bin/python3).
+  const std::string plot_args = " scripts/plot_metrics.py '" + out + "/fac' '" + out + "/lin' '" +
+                                out + "/relation_0' '" + out + "/relation_3' --out '" + out +
+                                "/curves.png' > /dev/null 2>&1";
+  bool plotted = false;
+  for (const char* py : {"python3", "/usr/bin/python3"})
+    if (!plotted && std::system((std::string(py) + plot_args).c_str()) == 0) plotted = true;
+  if (plotted)
     std::printf("Learning curves: %s/curves.png\n", out.c_str());
   else
-    std::printf("Learning curves: pip install matplotlib, then %s\n",
-                plot.substr(0, plot.find(" > /dev/null")).c_str());
+    std::printf("Learning curves: install matplotlib, then python3%s\n",
+                plot_args.substr(0, plot_args.find(" > /dev/null")).c_str());
   return 0;
 }
 
