@@ -27,6 +27,7 @@ namespace fs = std::filesystem;
 /// Every example of a split as fixed-length rows, ready to be cut into batches.
 struct PackedSplit {
   index_t count = 0, seq = 0, labels_per_row = 0;
+  index_t rows_per_example = 1;                 // multiple choice: one sequence per answer
   std::vector<std::int64_t> ids, mask, labels;  // (n, T) (n, T) (n) or (n, T)
   std::vector<float> targets, subj, obj, start; // entity typing (n, C); marker rows (n, T)
   std::size_t read = 0, dropped = 0;
@@ -35,9 +36,9 @@ struct PackedSplit {
 /// Options shared by pretrain and finetune.
 inline std::vector<OptionSpec> training_options(bool finetune) {
   std::vector<OptionSpec> o = {
-      {"task", finetune ? "relation|entity-typing" : "fac|lin", "what to train", true, ""},
+      {"task", finetune ? "relation|entity-typing|multiple-choice" : "fac|lin", "what to train", true, ""},
       {"model", "DIR", "frozen encoder: config.json, model.safetensors and the tokenizer files", false, "models/all-MiniLM-L6-v2"},
-      {"data", "DIR", "train.json, dev.json, test.json in the authors' format (lin: find_head JSON)", true, ""},
+      {"data", "DIR", "train, dev, test as .json (or .jsonl) in the authors' formats (lin: find_head JSON, multiple choice: CosmosQA JSON lines)", true, ""},
       {"out", "DIR", "output: model.safetensors, metrics.jsonl, checkpoint/", true, ""},
       {"max-seq-length", "T", "tokens per sequence", false, "64"},
       {"batch-size", "B", "sequences per step", false, "32"},
@@ -121,6 +122,22 @@ PackedSplit pack(Task task, const fs::path& file, const Tok& tok, io::LabelMap& 
     }
     p.read = r.examples.size();
     p.dropped = fs_.dropped.size();
+  } else if (task == Task::multiple_choice) {
+    const auto r = io::read_multiple_choice(file, io::MultipleChoiceReadOptions{});
+    io::MultipleChoiceFeatureOptions fo;
+    fo.max_seq_length = T;
+    fo.convention = conv;
+    const auto feats = io::build_multiple_choice_features(r.examples, tok, fo);
+    for (const auto& f : feats) {
+      p.rows_per_example = static_cast<index_t>(f.input_ids.size());
+      for (std::size_t c = 0; c < f.input_ids.size(); ++c) {
+        p.ids.insert(p.ids.end(), f.input_ids[c].begin(), f.input_ids[c].end());
+        p.mask.insert(p.mask.end(), f.attention_mask[c].begin(), f.attention_mask[c].end());
+      }
+      p.labels.push_back(f.label);
+      ++p.count;
+    }
+    p.read = r.examples.size();
   } else {
     const auto r = io::read_entity_typing(file, io::EntityTypingReadOptions{});
     for (const auto& x : r.examples)
@@ -159,6 +176,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     if (t == "fac") return Task::fac;
     if (t == "lin") return Task::lin;
     if (t == "relation") return Task::relation;
+    if (t == "multiple-choice") return Task::multiple_choice;
     return Task::entity_typing;
   }();
   const index_t S = static_cast<index_t>(args.integer("max-seq-length", 8, 512));
@@ -177,16 +195,19 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     std::ifstream lf(out / "labels.json");
     labels = io::LabelMap(nlohmann::json::parse(lf).get<std::vector<std::string>>());
   }
+  auto split_file = [&](const std::string& name) {
+    return fs::exists(data / (name + ".jsonl")) ? data / (name + ".jsonl") : data / (name + ".json");
+  };
   PackedSplit train = evaluate_only ? PackedSplit{}
-                                    : detail::pack(task, data / "train.json", tok, labels, S, conv);
+                                    : detail::pack(task, split_file("train"), tok, labels, S, conv);
   const std::string eval_name = args.choice("eval-split", {"dev", "test"});
-  PackedSplit eval = detail::pack(task, data / (eval_name + ".json"), tok, labels, S, conv);
+  PackedSplit eval = detail::pack(task, split_file(eval_name), tok, labels, S, conv);
   {
     std::ofstream lf(out / "labels.json");
     lf << nlohmann::json(labels.names()).dump(1) << "\n";
   }
   if (!evaluate_only && train.count == 0)
-    throw Error((data / "train.json").string() + ": no usable example");
+    throw Error(split_file("train").string() + ": no usable example");
   std::fprintf(stderr, "%s: %zu training examples (%zu dropped), %zu %s examples, %zu labels\n",
                args.get("task").c_str(), static_cast<std::size_t>(train.count), train.dropped,
                static_cast<std::size_t>(eval.count), eval_name.c_str(), labels.size());
@@ -210,7 +231,9 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   tc.task = task;
   tc.compat = official ? Compat::official : Compat::standard;
   tc.dropout = static_cast<float>(args.number("dropout"));
-  tc.num_labels = task == Task::lin ? S : static_cast<index_t>(labels.size());
+  tc.num_labels = task == Task::lin ? S
+                  : task == Task::multiple_choice ? std::max(train.rows_per_example, eval.rows_per_example)
+                                                  : static_cast<index_t>(labels.size());
   std::vector<std::string> adapter_dirs;
   if (finetune) {
     tc.adapters = detail::split_list(args.get("adapters"));
@@ -270,25 +293,30 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     eo.mask_fill = MaskFill::minus_10000;
   }
   auto make_batch = [&](const PackedSplit& p, const std::vector<index_t>& rows) {
-    const index_t n = static_cast<index_t>(rows.size());
+    const index_t per = p.rows_per_example;  // sequences per example
+    const index_t n = static_cast<index_t>(rows.size()) * per;
     ids.resize(static_cast<std::size_t>(n * S));
     mask.resize(ids.size());
-    for (index_t r = 0; r < n; ++r) {
-      std::copy_n(p.ids.begin() + rows[r] * S, S, ids.begin() + r * S);
-      std::copy_n(p.mask.begin() + rows[r] * S, S, mask.begin() + r * S);
+    for (std::size_t r = 0; r < rows.size(); ++r) {
+      const index_t w = per * S, src = rows[r] * w, dst = static_cast<index_t>(r) * w;
+      std::copy_n(p.ids.begin() + src, w, ids.begin() + dst);
+      std::copy_n(p.mask.begin() + src, w, mask.begin() + dst);
     }
+    const index_t m = static_cast<index_t>(rows.size());
     auto gather = [&](const auto& src, auto& dst, index_t width) {
-      dst.resize(static_cast<std::size_t>(n * width));
-      for (index_t r = 0; r < n; ++r) std::copy_n(src.begin() + rows[r] * width, width, dst.begin() + r * width);
+      dst.resize(static_cast<std::size_t>(m * width));
+      for (index_t r = 0; r < m; ++r) std::copy_n(src.begin() + rows[r] * width, width, dst.begin() + r * width);
     };
     if (task == Task::lin) {
       gather(p.labels, lab, S);
       // Positions outside the authors' loss mask are ignored (label -100).
-      for (index_t i = 0; i < n * S; ++i)
+      for (index_t i = 0; i < m * S; ++i)
         if (p.targets[static_cast<std::size_t>(rows[i / S] * S + i % S)] == 0) lab[static_cast<std::size_t>(i)] = -100;
     } else if (task == Task::entity_typing) {
       gather(p.targets, tg, p.labels_per_row);
       gather(p.start, st, S);
+    } else if (task == Task::multiple_choice) {
+      gather(p.labels, lab, 1);
     } else {
       gather(p.labels, lab, 1);
       gather(p.subj, su, S);
@@ -394,6 +422,10 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     m["macro_f1"] = s.loose_macro.f1;
   } else if (task == Task::lin) {
     m["head_accuracy"] = head_accuracy(predicted, gold, gold_mask);
+  } else if (task == Task::multiple_choice) {
+    std::size_t ok = 0;
+    for (std::size_t i = 0; i < gold.size(); ++i) ok += predicted[i] == gold[i];
+    m["accuracy"] = gold.empty() ? 0.0 : double(ok) / double(gold.size());
   } else {
     const std::int64_t none = labels.contains("no_relation") ? labels.id("no_relation") : -1;
     const auto prf = tacred_micro_prf(predicted, gold, none);
@@ -429,7 +461,7 @@ inline int run_train_command(const std::string& name, const std::vector<std::str
   std::vector<OptionSpec> options = training_options(finetune);
   if (evaluate)
     for (auto& o : options) {
-      if (o.name == "task") o.value_name = "fac|lin|relation|entity-typing";
+      if (o.name == "task") o.value_name = "fac|lin|relation|entity-typing|multiple-choice";
       if (o.name == "out") o.help = "the run to evaluate (a pretrain or finetune --out); give the same model flags as for training";
     }
   Args args(name, options, argv);
@@ -438,8 +470,8 @@ inline int run_train_command(const std::string& name, const std::vector<std::str
     return 0;
   }
   const std::string task = args.choice(
-      "task", evaluate ? std::set<std::string>{"fac", "lin", "relation", "entity-typing"}
-              : finetune ? std::set<std::string>{"relation", "entity-typing"}
+      "task", evaluate ? std::set<std::string>{"fac", "lin", "relation", "entity-typing", "multiple-choice"}
+              : finetune ? std::set<std::string>{"relation", "entity-typing", "multiple-choice"}
                          : std::set<std::string>{"fac", "lin"});
   run_training(args, evaluate ? !(task == "fac" || task == "lin") : finetune, evaluate);
   return 0;

@@ -58,3 +58,26 @@ BOOST_AUTO_TEST_CASE(resume_gives_the_same_weights) {
   }
   fs::remove_all(tmp);
 }
+
+BOOST_AUTO_TEST_CASE(multiple_choice_finetunes_and_evaluates) {
+  const fs::path tmp = fs::temp_directory_path() / ("kadapter_mc_cli_" + std::to_string(::getpid()));
+  fs::remove_all(tmp);
+  fs::create_directories(tmp / "data");
+  for (const char* split : {"train", "dev"}) {
+    std::ofstream f(tmp / "data" / (std::string(split) + ".jsonl"));
+    for (int i = 0; i < 6; ++i)
+      f << "{\"context\": \"We went to Kenya.\", \"question\": \"Which city is its capital?\", "
+           "\"answer0\": \"Lima\", \"answer1\": \"Nairobi\", \"answer2\": \"Rome\", \"answer3\": "
+           "\"Oslo\", \"label\": \"1\"}\n";
+  }
+  const fs::path out = tmp / "run";
+  BOOST_REQUIRE_EQUAL(run("finetune --task multiple-choice --model '" + kModel.string() + "' --data '" +
+                          (tmp / "data").string() + "' --out '" + out.string() +
+                          "' --max-steps 2 --batch-size 3 --max-seq-length 24"),
+                      0);
+  std::ifstream log(out / "metrics.jsonl");
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  BOOST_TEST(text.find("\"accuracy\"") != std::string::npos);
+  BOOST_TEST(text.find("\"examples\":6") != std::string::npos);
+  fs::remove_all(tmp);
+}
