@@ -866,10 +866,12 @@ BOOST_AUTO_TEST_CASE(bce_with_logits_loss) {
 }
 
 BOOST_AUTO_TEST_CASE(dropout) {
-  const std::size_t count = 100000;
+  const index_t seq = 10, width = 100, rows = 1000;
+  const std::size_t count = static_cast<std::size_t>(rows * width);
   const Dropout drop{0.3f, 2718, dropout_stream(11, 0, 3)};
+  auto view = [&](Vec& v) { return MatrixView<double>(v.data(), rows, width); };
   Vec x(count, 1.0);
-  dropout_inplace(Cpu{}, sp(x), drop);
+  dropout_inplace(Cpu{}, view(x), drop, seq);
   const double scale = 1.0 / (1.0 - static_cast<double>(drop.p));
   std::size_t dropped = 0, bad = 0;
   for (double v : x) {
@@ -886,9 +888,9 @@ BOOST_AUTO_TEST_CASE(dropout) {
 
   // Same (seed, stream): the same mask; another stream or seed: a different one.
   Vec again(count, 1.0), other_stream(count, 1.0), other_seed(count, 1.0);
-  dropout_inplace(Cpu{}, sp(again), drop);
-  dropout_inplace(Cpu{}, sp(other_stream), Dropout{drop.p, drop.seed, dropout_stream(11, 0, 4)});
-  dropout_inplace(Cpu{}, sp(other_seed), Dropout{drop.p, drop.seed + 1, drop.stream});
+  dropout_inplace(Cpu{}, view(again), drop, seq);
+  dropout_inplace(Cpu{}, view(other_stream), Dropout{drop.p, drop.seed, dropout_stream(11, 0, 4)}, seq);
+  dropout_inplace(Cpu{}, view(other_seed), Dropout{drop.p, drop.seed + 1, drop.stream}, seq);
   BOOST_TEST(identical(csp(again), csp(x)));
   auto differ = [&](const Vec& o) {
     std::size_t k = 0;
@@ -899,9 +901,24 @@ BOOST_AUTO_TEST_CASE(dropout) {
   BOOST_TEST(std::fabs(differ(other_stream) - 0.42) < 0.02);
   BOOST_TEST(std::fabs(differ(other_seed) - 0.42) < 0.02);
 
-  // The mask is Dropout::factor; p = 0 leaves the tensor alone.
-  for (std::size_t i = 0; i < 1000; ++i) BOOST_TEST(x[i] == drop.factor<double>(i));
+  // The mask is Dropout::factor of the element's (sequence, position, column) index.
+  for (index_t r = 0; r < 20; ++r)
+    for (index_t c = 0; c < width; ++c)
+      BOOST_TEST(x[static_cast<std::size_t>(r * width + c)] ==
+                 drop.factor<double>(token_element(static_cast<std::uint64_t>(r / seq),
+                                                   static_cast<std::uint64_t>(r % seq),
+                                                   static_cast<std::uint64_t>(c))));
+  // The same sequences padded to 25 positions: every real position keeps its mask.
+  const index_t padded = 25;
+  Vec wide(static_cast<std::size_t>((rows / seq) * padded * width), 1.0);
+  dropout_inplace(Cpu{}, MatrixView<double>(wide.data(), (rows / seq) * padded, width), drop, padded);
+  std::size_t moved = 0;
+  for (index_t r = 0; r < rows; ++r)
+    for (index_t c = 0; c < width; ++c)
+      moved += wide[static_cast<std::size_t>(((r / seq) * padded + r % seq) * width + c)] !=
+               x[static_cast<std::size_t>(r * width + c)];
+  BOOST_TEST(moved == 0u);
   Vec keep(100, 3.0);
-  dropout_inplace(Cpu{}, sp(keep), Dropout{0.0f, 1, 2});
+  dropout_inplace(Cpu{}, MatrixView<double>(keep.data(), 10, 10), Dropout{0.0f, 1, 2}, 10);
   BOOST_TEST(std::all_of(keep.begin(), keep.end(), [](double v) { return v == 3.0; }));
 }

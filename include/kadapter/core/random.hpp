@@ -41,6 +41,25 @@ struct Dropout {
   }
 };
 
+/// @brief Dropout element index of column @p c of position @p t of sequence @p b in a token
+/// tensor (rows are the positions of sequences, one after another).
+///
+/// The index names the element, not its offset in memory, so a batch padded to its own
+/// longest sequence draws the same mask for every real token as the same batch padded to the
+/// maximum length (length bucketing changes no number). Limits: b < 2^24, t < 2^20, c < 2^20.
+KA_HOST_DEVICE constexpr std::uint64_t token_element(std::uint64_t b, std::uint64_t t,
+                                                     std::uint64_t c) noexcept {
+  return (b << 40) | (t << 20) | c;
+}
+
+/// @brief Dropout element index of the attention probability of query @p i and key @p j of
+/// head @p bh (= sequence · heads + head): independent of the padded length as token_element.
+/// Limits: bh < 2^32, i and j < 2^16.
+KA_HOST_DEVICE constexpr std::uint64_t score_element(std::uint64_t bh, std::uint64_t i,
+                                                     std::uint64_t j) noexcept {
+  return (bh << 32) | (i << 16) | j;
+}
+
 /// @brief Stream id of the dropout at @p site (a fixed number per dropout layer in a model)
 /// in training step @p step and micro-batch @p micro.
 constexpr std::uint64_t dropout_stream(std::uint64_t step, std::uint64_t micro,

@@ -171,7 +171,7 @@ void attention_block_forward(Cpu, MatrixView<T> y, std::type_identity_t<Attentio
                     drop ? &drop->probs : nullptr);
   MatrixView<T> t = take(n, h);
   linear_forward(Cpu{}, t, MatrixView<const T>(ctx), p.output);
-  if (drop) dropout_inplace(Cpu{}, t.span(), drop->attn_output);
+  if (drop) dropout_inplace(Cpu{}, t, drop->attn_output, d.seq);
   add_layernorm_forward(Cpu{}, y, cache ? &cache->norm : nullptr, MatrixView<const T>(t), x,
                         p.norm, static_cast<T>(d.eps));
 }
@@ -203,7 +203,7 @@ void attention_block_backward(Cpu, MatrixView<T> dx, GradientMode mode,
                      p.norm);
   MatrixView<T> dt = take(n, h);
   std::copy(ds.data(), ds.data() + ds.size(), dt.data());
-  if (drop) dropout_inplace(Cpu{}, dt.span(), drop->attn_output);
+  if (drop) dropout_inplace(Cpu{}, dt, drop->attn_output, d.seq);
   MatrixView<T> dctx = take(n, h), dq = take(n, h), dk = take(n, h);
   linear_backward(Cpu{}, dctx, GradientMode::Overwrite, g ? &g->output : nullptr,
                   MatrixView<const T>(dt), MatrixView<const T>(c.ctx), p.output);
@@ -255,7 +255,7 @@ void encoder_layer_forward(Cpu, MatrixView<T> y, std::type_identity_t<EncoderLay
   gelu_inplace(Cpu{}, act.span());
   MatrixView<T> w = take(n, h);
   linear_forward(Cpu{}, w, MatrixView<const T>(act), p.output);
-  if (drop) dropout_inplace(Cpu{}, w.span(), drop->output);
+  if (drop) dropout_inplace(Cpu{}, w, drop->output, d.seq);
   add_layernorm_forward(Cpu{}, y, cache ? &cache->output_norm : nullptr, MatrixView<const T>(w),
                         MatrixView<const T>(a), p.output_norm, static_cast<T>(d.eps));
 }
@@ -288,7 +288,7 @@ void encoder_layer_backward(Cpu, MatrixView<T> dx, GradientMode mode,
                      c.output_norm, p.output_norm);
   MatrixView<T> dw = take(n, h);
   std::copy(da.data(), da.data() + da.size(), dw.data());
-  if (drop) dropout_inplace(Cpu{}, dw.span(), drop->output);
+  if (drop) dropout_inplace(Cpu{}, dw, drop->output, d.seq);
   MatrixView<T> dact = take(n, f);
   linear_backward(Cpu{}, dact, GradientMode::Overwrite, g ? &g->output : nullptr,
                   MatrixView<const T>(dw), MatrixView<const T>(c.act), p.output);

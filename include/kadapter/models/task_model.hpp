@@ -478,10 +478,13 @@ class TaskModel {
         break;
       case Task::lin:
         if (b.labels.size() != n) fail("labels must be (B, T) head positions");
-        if (b.seq != task_.num_labels)
+        // Standard compat masks the head positions past a sequence's end, so a batch padded
+        // only to its own longest sequence (T < max_seq_length) gives the same result.
+        if (task_.compat == Compat::official ? b.seq != task_.num_labels : b.seq > task_.num_labels)
           fail("the linguistic head predicts one of max_seq_length = " +
-               std::to_string(task_.num_labels) + " positions, so T must equal it (got T = " +
-               std::to_string(b.seq) + ")");
+               std::to_string(task_.num_labels) + " positions, so T must " +
+               (task_.compat == Compat::official ? "equal it under --compat official" : "not exceed it") +
+               " (got T = " + std::to_string(b.seq) + ")");
         break;
       case Task::entity_typing:
         if (b.targets.size() != B * static_cast<std::size_t>(task_.num_labels))
@@ -515,7 +518,7 @@ class TaskModel {
         dense_out_ = take(B, H);
         const MatrixView<const T> in[2] = {rows_a_, rows_b_};
         linear_concat_forward(Cpu{}, dense_out_, std::span<const MatrixView<const T>>(in), dense_);
-        dropout_inplace(Cpu{}, dense_out_.span(), head_dropout());
+        dropout_inplace(Cpu{}, dense_out_, head_dropout(), 1);
         logits_ = take(B, R);
         linear_forward(Cpu{}, logits_, MatrixView<const T>(dense_out_), out_proj_);
         d_logits_ = take(B, R);
@@ -526,7 +529,7 @@ class TaskModel {
         weighted_rows_forward(Cpu{}, rows_a_, MatrixView<const T>(b.start.data(), B, S), F);
         dense_out_ = take(B, H);
         linear_forward(Cpu{}, dense_out_, MatrixView<const T>(rows_a_), dense_);
-        dropout_inplace(Cpu{}, dense_out_.span(), head_dropout());
+        dropout_inplace(Cpu{}, dense_out_, head_dropout(), 1);
         logits_ = take(B, R);
         linear_forward(Cpu{}, logits_, MatrixView<const T>(dense_out_), out_proj_);
         d_logits_ = take(B, R);
@@ -543,7 +546,7 @@ class TaskModel {
         scratch_.reset();
         dense_out_ = take(N, H);
         linear_forward(Cpu{}, dense_out_, MatrixView<const T>(attn_out_), dense_);
-        dropout_inplace(Cpu{}, dense_out_.span(), head_dropout());
+        dropout_inplace(Cpu{}, dense_out_, head_dropout(), S);
         logits_ = take(N, R);
         linear_forward(Cpu{}, logits_, MatrixView<const T>(dense_out_), out_proj_);
         d_logits_ = take(N, R);
@@ -555,7 +558,7 @@ class TaskModel {
           for (index_t r = 0; r < N; ++r)
             for (index_t c = 0; c < R; ++c)
               column_mask_[static_cast<std::size_t>(r * R + c)] =
-                  b.attention_mask[static_cast<std::size_t>((r / S) * S + c)];
+                  c < S ? b.attention_mask[static_cast<std::size_t>((r / S) * S + c)] : 0;
           columns = column_mask_;
         }
         return cross_entropy(Cpu{}, d_logits_, MatrixView<const T>(logits_), b.labels,
@@ -566,7 +569,7 @@ class TaskModel {
         rows_a_ = take(B, H);  // the <s> row of every sequence, after dropout
         for (index_t r = 0; r < B; ++r)
           rows_a_.matrix().row(r) = F.matrix().row(r * S);
-        dropout_inplace(Cpu{}, rows_a_.span(), head_dropout());
+        dropout_inplace(Cpu{}, rows_a_, head_dropout(), 1);
         dense_out_ = take(B, 1);
         linear_forward(Cpu{}, dense_out_, MatrixView<const T>(rows_a_), out_proj_);
         logits_ = MatrixView<T>(dense_out_.data(), Q, C);
@@ -589,7 +592,7 @@ class TaskModel {
         MatrixView<T> dz = take(B, H), da = take(B, H), db = take(B, H);
         linear_backward(Cpu{}, dz, GradientMode::Overwrite, &out_proj_grad_, dlog,
                         MatrixView<const T>(dense_out_), out_proj_);
-        dropout_inplace(Cpu{}, dz.span(), head_dropout());
+        dropout_inplace(Cpu{}, dz, head_dropout(), 1);
         const MatrixView<const T> in[2] = {rows_a_, rows_b_};
         const MatrixView<T> d_in[2] = {da, db};
         linear_concat_backward(Cpu{}, std::span<const MatrixView<T>>(d_in), GradientMode::Overwrite,
@@ -606,7 +609,7 @@ class TaskModel {
         MatrixView<T> dz = take(B, H), de = take(B, H);
         linear_backward(Cpu{}, dz, GradientMode::Overwrite, &out_proj_grad_, dlog,
                         MatrixView<const T>(dense_out_), out_proj_);
-        dropout_inplace(Cpu{}, dz.span(), head_dropout());
+        dropout_inplace(Cpu{}, dz, head_dropout(), 1);
         linear_backward(Cpu{}, de, GradientMode::Overwrite, &dense_grad_, MatrixView<const T>(dz),
                         MatrixView<const T>(rows_a_), dense_);
         std::fill(d_features.data(), d_features.data() + d_features.size(), T(0));
@@ -618,7 +621,7 @@ class TaskModel {
         MatrixView<T> dz = take(N, H), du = take(N, H);
         linear_backward(Cpu{}, dz, GradientMode::Overwrite, &out_proj_grad_, dlog,
                         MatrixView<const T>(dense_out_), out_proj_);
-        dropout_inplace(Cpu{}, dz.span(), head_dropout());
+        dropout_inplace(Cpu{}, dz, head_dropout(), S);
         linear_backward(Cpu{}, du, GradientMode::Overwrite, &dense_grad_, MatrixView<const T>(dz),
                         MatrixView<const T>(attn_out_), dense_);
         const LayerDropouts drop = head_dropouts();
@@ -634,7 +637,7 @@ class TaskModel {
         linear_backward(Cpu{}, dc, GradientMode::Overwrite, &out_proj_grad_,
                         MatrixView<const T>(dlog.data(), B, 1), MatrixView<const T>(rows_a_),
                         out_proj_);
-        dropout_inplace(Cpu{}, dc.span(), head_dropout());
+        dropout_inplace(Cpu{}, dc, head_dropout(), 1);
         std::fill(d_features.data(), d_features.data() + d_features.size(), T(0));
         for (index_t r = 0; r < B; ++r) d_features.matrix().row(r * S) = dc.matrix().row(r);
         break;

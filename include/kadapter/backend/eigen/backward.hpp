@@ -189,18 +189,21 @@ void attention_backward(Cpu, MatrixView<T> d_q, MatrixView<T> d_k, MatrixView<T>
       Eigen::Map<const Mat> P(pptr, seq, seq);
       Eigen::Map<Mat> dP(scratch, seq, seq);
       Eigen::Map<Mat> work(scratch + seq * seq, seq, seq);
-      const std::uint64_t base = static_cast<std::uint64_t>((b * heads + h) * seq * seq);
+      const auto bh = static_cast<std::uint64_t>(b * heads + h);
+      auto keep = [&](index_t i, index_t j) {
+        return dropout->factor<T>(score_element(bh, static_cast<std::uint64_t>(i), static_cast<std::uint64_t>(j)));
+      };
       if (drop) {
-        for (index_t i = 0; i < seq * seq; ++i)
-          work.data()[i] = pptr[i] * dropout->factor<T>(base + static_cast<std::uint64_t>(i));
+        for (index_t i = 0; i < seq; ++i)
+          for (index_t j = 0; j < seq; ++j) work(i, j) = P(i, j) * keep(i, j);
         dvh.noalias() = work.transpose() * dch;
       } else {
         dvh.noalias() = P.transpose() * dch;
       }
       dP.noalias() = dch * vh.transpose();
       if (drop)
-        for (index_t i = 0; i < seq * seq; ++i)
-          dP.data()[i] *= dropout->factor<T>(base + static_cast<std::uint64_t>(i));
+        for (index_t i = 0; i < seq; ++i)
+          for (index_t j = 0; j < seq; ++j) dP(i, j) *= keep(i, j);
       // dS = P ∘ (dP - rowsum(dP ∘ P)), scaled by 1/sqrt(d) (the score scaling).
       for (index_t i = 0; i < seq; ++i) {
         T dot = 0;

@@ -113,12 +113,21 @@ void gelu_inplace(Cpu, std::span<T> x) {
   }
 }
 
-/// @brief Dropout in place: element i is multiplied by @p d.factor(i) (0 or 1 / (1 - p)).
-/// Applying it to the gradient in the backward pass is its own backward.
+/// @brief Dropout in place on a token tensor: element (r, c), at position r % seq of sequence
+/// r / seq, is multiplied by `d.factor(token_element(r / seq, r % seq, c))` (0 or 1 / (1 - p)).
+/// Per-sequence tensors (one row per sequence) pass seq = 1. Applying it to the gradient in
+/// the backward pass is its own backward.
 template <class T>
-void dropout_inplace(Cpu, std::span<T> x, const Dropout& d) {
+void dropout_inplace(Cpu, MatrixView<T> x, const Dropout& d, index_t seq) {
   if (!d.active()) return;
-  for (std::size_t i = 0; i < x.size(); ++i) x[i] *= d.factor<T>(i);
+  KA_ASSERT(seq > 0 && x.extent(0) % seq == 0);
+  const index_t rows = x.extent(0), width = x.extent(1);
+  for (index_t r = 0; r < rows; ++r) {
+    T* row = x.data() + r * width;
+    const auto b = static_cast<std::uint64_t>(r / seq), t = static_cast<std::uint64_t>(r % seq);
+    for (index_t c = 0; c < width; ++c)
+      row[c] *= d.factor<T>(token_element(b, t, static_cast<std::uint64_t>(c)));
+  }
 }
 
 /// @brief The additive key mask of a batch: 0 for real tokens, @p fill for padding.
@@ -143,7 +152,7 @@ void additive_key_mask(std::span<T> out, std::span<const std::int64_t> attention
 /// @param batch, seq, heads B, T and A
 /// @param scratch at least 2*T*T elements
 /// @param dropout dropout on the attention probabilities (element index
-///        ((b*A + h)*T + i)*T + j), or nullptr; @p probs keeps the values before dropout
+///        score_element(b*A + h, i, j)), or nullptr; @p probs keeps the values before dropout
 template <class T>
 void attention_forward(Cpu, MatrixView<T> ctx, std::type_identity_t<T>* probs, MatrixView<const T> q,
                        MatrixView<const T> k, MatrixView<const T> v, std::span<const T> key_mask,
@@ -184,9 +193,10 @@ void attention_forward(Cpu, MatrixView<T> ctx, std::type_identity_t<T>* probs, M
       }
       if (dropout && dropout->active()) {
         Eigen::Map<detail::RowMajorMatrix<T>> dropped(scratch + seq * seq, seq, seq);
-        const std::uint64_t base = static_cast<std::uint64_t>((b * heads + h) * seq * seq);
-        for (index_t i = 0; i < seq * seq; ++i)
-          dropped.data()[i] = p[i] * dropout->factor<T>(base + static_cast<std::uint64_t>(i));
+        const auto bh = static_cast<std::uint64_t>(b * heads + h);
+        for (index_t i = 0; i < seq; ++i)
+          for (index_t j = 0; j < seq; ++j)
+            dropped(i, j) = p[i * seq + j] * dropout->factor<T>(score_element(bh, static_cast<std::uint64_t>(i), static_cast<std::uint64_t>(j)));
         ch.noalias() = dropped * vh;
       } else {
         ch.noalias() = scores * vh;
