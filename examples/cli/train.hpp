@@ -8,6 +8,8 @@
 #include <fstream>
 #include <map>
 #include <numeric>
+#include <optional>
+#include <chrono>
 #include <random>
 #include <string>
 #include <vector>
@@ -59,7 +61,10 @@ inline std::vector<OptionSpec> training_options(bool finetune) {
       {"resume", "", "continue from OUT/checkpoint exactly", false, ""},
       {"stop-after", "N", "stop after N steps without the final save (to test --resume)", false, "0"},
       {"eval-split", "dev|test", "split evaluated at the end", false, "dev"},
-      {"threads", "N", "threads for the matrix products (0: default)", false, "0"}};
+      {"threads", "N", "threads for the matrix products (0: default)", false, "0"},
+      {"bucketing", "auto|none|trim|sort", "none: pad every batch to T; trim: pad a batch to its longest sequence (same numbers); sort: also group sequences of similar length; auto: trim, or none under --compat official", false, "auto"},
+      {"feature-cache", "auto|off|memory|DIR", "compute the frozen backbone's states once and reuse them every epoch, in memory or in a file under DIR; auto: memory when training runs more than one epoch", false, "auto"},
+      {"cache-dtype", "fp16|bf16|fp32", "storage of the cached states", false, "fp16"}};
   if (finetune) {
     o.push_back({"adapters", "LIST", "downstream adapters, e.g. fac,lin (empty: head only)", false, ""});
     o.push_back({"adapter-dirs", "LIST", "pre-training outputs of those adapters, same order", false, ""});
@@ -258,6 +263,16 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   const std::int64_t per_epoch = std::max<std::int64_t>(1, (train.count + B - 1) / B);
   std::int64_t total = per_epoch * args.integer("epochs", 1, 100000);
   if (args.integer("max-steps", 0, 1LL << 40) > 0) total = args.integer("max-steps", 0, 1LL << 40);
+  // Padding: the authors pad every batch to max_seq_length; with correct masks a batch padded
+  // to its own longest sequence gives the same numbers (tests/models/test_length_trim.cpp).
+  std::string bucketing = args.choice("bucketing", {"auto", "none", "trim", "sort"});
+  if (bucketing == "auto") bucketing = official ? "none" : "trim";
+  if (official && bucketing != "none")
+    throw Error("--bucketing " + bucketing + " needs --compat standard: under --compat official padding changes the numbers, so every batch keeps max_seq_length");
+  const bool trim = bucketing != "none";
+  const auto train_len = io::cache_lengths(train.mask, S, trim);
+  const auto eval_len = io::cache_lengths(eval.mask, S, trim);
+
   TrainConfig cfg;
   cfg.adam.lr = args.number("learning-rate");
   cfg.adam.weight_decay = args.number("weight-decay");
@@ -284,6 +299,8 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   // Batches: a fixed permutation per epoch (seeded), so a resumed run sees the same order.
   std::vector<index_t> keep(ac.plug_in.begin(), ac.plug_in.begin() + ac.count);
   keep.push_back(ec.layers);
+  std::sort(keep.begin(), keep.end());
+  keep.erase(std::unique(keep.begin(), keep.end()), keep.end());
   HiddenStates<T> states(ec.layers, keep);
   std::vector<std::int64_t> ids, mask, lab;
   std::vector<T> tg, su, ob, st;
@@ -292,40 +309,99 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     eo.positions = PositionScheme::official;
     eo.mask_fill = MaskFill::minus_10000;
   }
-  auto make_batch = [&](const PackedSplit& p, const std::vector<index_t>& rows) {
-    const index_t per = p.rows_per_example;  // sequences per example
-    const index_t n = static_cast<index_t>(rows.size()) * per;
-    ids.resize(static_cast<std::size_t>(n * S));
-    mask.resize(ids.size());
-    for (std::size_t r = 0; r < rows.size(); ++r) {
-      const index_t w = per * S, src = rows[r] * w, dst = static_cast<index_t>(r) * w;
-      std::copy_n(p.ids.begin() + src, w, ids.begin() + dst);
-      std::copy_n(p.mask.begin() + src, w, mask.begin() + dst);
+  // The tokenizer's identity for the cache key (its files; the token ids are keyed as well).
+  std::string tokenizer_id;
+  for (const char* f : {"vocab.txt", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"}) {
+    const fs::path fp = fs::path(args.get("model")) / f;
+    if (!fs::exists(fp)) continue;
+    std::ifstream in(fp, std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    tokenizer_id += std::string(f) + ":" + io::hex64(io::fingerprint(std::as_bytes(std::span<const char>(bytes)))) + ";";
+  }
+
+  // The backbone feature cache of the training split.
+  std::optional<io::FeatureCache> cache;
+  {
+    std::string mode = args.get("feature-cache");
+    if (mode == "auto") mode = (!evaluate_only && total > per_epoch) ? "memory" : "off";
+    if (mode != "off" && !evaluate_only && step < total) {
+      const std::string dt = args.choice("cache-dtype", {"fp16", "bf16", "fp32"});
+      io::FeatureCacheSpec cs;
+      cs.states = keep;
+      cs.hidden = ec.hidden;
+      cs.dtype = dt == "fp16" ? DType::F16 : dt == "bf16" ? DType::BF16 : DType::F32;
+      cs.lengths = train_len;
+      cs.key = io::feature_cache_key(enc, train.ids, train.mask, S, eo);
+      cs.key["tokenizer"] = tokenizer_id;
+      const auto t0 = std::chrono::steady_clock::now();
+      cache.emplace(mode == "memory" ? io::FeatureCache::in_memory(std::move(cs))
+                                     : io::FeatureCache::open_or_create(mode, std::move(cs)));
+      const bool reused = cache->complete();
+      if (!reused) {
+        const index_t rows_total = cache->rows();
+        io::fill_feature_cache(*cache, enc, train.ids, train.mask, S, eo, std::max<index_t>(B, 32),
+                               [&](index_t done) {
+                                 std::fprintf(stderr, "\rfeature cache: %lld / %lld sequences", static_cast<long long>(done), static_cast<long long>(rows_total));
+                               });
+        std::fputc('\n', stderr);
+      }
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::fprintf(stderr, "feature cache: %lld sequences, %.1f MB %s%s, %s in %.1f s\n",
+                   static_cast<long long>(cache->rows()), static_cast<double>(cache->bytes()) / 1e6, dt.c_str(),
+                   mode == "memory" ? " in memory" : (" in " + cache->path().string()).c_str(),
+                   reused ? "reused" : "built", secs);
     }
+  }
+
+  auto make_batch = [&](const PackedSplit& p, const std::vector<index_t>& rows, const std::vector<std::int32_t>& lens,
+                        bool cached) {
+    const index_t per = p.rows_per_example;  // sequences per example
     const index_t m = static_cast<index_t>(rows.size());
+    const index_t n = m * per;
+    index_t Tb = 1;  // this batch's padded length
+    for (index_t r = 0; r < m; ++r)
+      for (index_t c = 0; c < per; ++c) Tb = std::max<index_t>(Tb, lens[static_cast<std::size_t>(rows[r] * per + c)]);
+    // Copy the first Tb positions of each row of width S.
+    auto gather_pos = [&](const auto& src, auto& dst, index_t seqs_per_row) {
+      const index_t count = m * seqs_per_row;
+      dst.resize(static_cast<std::size_t>(count * Tb));
+      for (index_t r = 0; r < m; ++r)
+        for (index_t c = 0; c < seqs_per_row; ++c)
+          std::copy_n(src.begin() + (rows[r] * seqs_per_row + c) * S, Tb, dst.begin() + (r * seqs_per_row + c) * Tb);
+    };
+    gather_pos(p.ids, ids, per);
+    gather_pos(p.mask, mask, per);
     auto gather = [&](const auto& src, auto& dst, index_t width) {
       dst.resize(static_cast<std::size_t>(m * width));
       for (index_t r = 0; r < m; ++r) std::copy_n(src.begin() + rows[r] * width, width, dst.begin() + r * width);
     };
     if (task == Task::lin) {
-      gather(p.labels, lab, S);
+      gather_pos(p.labels, lab, 1);
       // Positions outside the authors' loss mask are ignored (label -100).
-      for (index_t i = 0; i < m * S; ++i)
-        if (p.targets[static_cast<std::size_t>(rows[i / S] * S + i % S)] == 0) lab[static_cast<std::size_t>(i)] = -100;
+      for (index_t i = 0; i < m * Tb; ++i)
+        if (p.targets[static_cast<std::size_t>(rows[i / Tb] * S + i % Tb)] == 0) lab[static_cast<std::size_t>(i)] = -100;
     } else if (task == Task::entity_typing) {
       gather(p.targets, tg, p.labels_per_row);
-      gather(p.start, st, S);
+      gather_pos(p.start, st, 1);
     } else if (task == Task::multiple_choice) {
       gather(p.labels, lab, 1);
     } else {
       gather(p.labels, lab, 1);
-      gather(p.subj, su, S);
-      gather(p.obj, ob, S);
+      gather_pos(p.subj, su, 1);
+      gather_pos(p.obj, ob, 1);
     }
-    enc.forward(states, TokenBatch{n, S, ids, mask, {}}, eo);
+    if (cached) {
+      states.prepare(n, Tb, ec.hidden);
+      for (index_t k : keep)
+        for (index_t r = 0; r < m; ++r)
+          for (index_t c = 0; c < per; ++c)
+            cache->load(rows[r] * per + c, k, states.slot(k) + (r * per + c) * Tb * ec.hidden, Tb);
+    } else {
+      enc.forward(states, TokenBatch{n, Tb, ids, mask, {}}, eo);
+    }
     TaskBatch<T> tb;
     tb.batch = n;
-    tb.seq = S;
+    tb.seq = Tb;
     tb.hidden = &states;
     tb.last = ec.layers;
     tb.attention_mask = mask;
@@ -341,6 +417,30 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     std::iota(order.begin(), order.end(), index_t{0});
     std::mt19937_64 rng(seed * 1000003ull + static_cast<std::uint64_t>(epoch));
     std::shuffle(order.begin(), order.end(), rng);
+    if (bucketing == "sort") {
+      // Group by length: sort chunks of 50 batches by length, cut them into batches and
+      // shuffle the batches (a short last batch stays last).
+      auto len = [&](index_t e) {
+        std::int32_t l = 0;
+        for (index_t c = 0; c < train.rows_per_example; ++c) l = std::max(l, train_len[static_cast<std::size_t>(e * train.rows_per_example + c)]);
+        return l;
+      };
+      const std::size_t chunk = static_cast<std::size_t>(50 * B);
+      for (std::size_t a = 0; a < order.size(); a += chunk) {
+        const auto end = order.begin() + static_cast<std::ptrdiff_t>(std::min(order.size(), a + chunk));
+        std::stable_sort(order.begin() + static_cast<std::ptrdiff_t>(a), end, [&](index_t x, index_t y) { return len(x) < len(y); });
+      }
+      const std::size_t full = order.size() / static_cast<std::size_t>(B);
+      std::vector<std::size_t> batches(full);
+      std::iota(batches.begin(), batches.end(), std::size_t{0});
+      std::shuffle(batches.begin(), batches.end(), rng);
+      std::vector<index_t> sorted;
+      sorted.reserve(order.size());
+      for (std::size_t b : batches)
+        sorted.insert(sorted.end(), order.begin() + static_cast<std::ptrdiff_t>(b * B), order.begin() + static_cast<std::ptrdiff_t>((b + 1) * B));
+      sorted.insert(sorted.end(), order.begin() + static_cast<std::ptrdiff_t>(full * B), order.end());
+      order = std::move(sorted);
+    }
     return order;
   };
 
@@ -355,7 +455,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     const auto order = order_of_epoch(epoch);
     const index_t first = static_cast<index_t>(in_epoch * B);
     rows.assign(order.begin() + first, order.begin() + std::min<index_t>(first + B, train.count));
-    const TaskBatch<T> tb = make_batch(train, rows);
+    const TaskBatch<T> tb = make_batch(train, rows, train_len, cache.has_value());
     const StepReport r = trainer.step(std::span<const TaskBatch<T>>(&tb, 1));
     ++step;
     result.final_loss = r.loss;
@@ -388,7 +488,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   for (index_t first = 0; first < eval.count; first += B) {
     rows.resize(static_cast<std::size_t>(std::min<index_t>(B, eval.count - first)));
     std::iota(rows.begin(), rows.end(), first);
-    const TaskBatch<T> tb = make_batch(eval, rows);
+    const TaskBatch<T> tb = make_batch(eval, rows, eval_len, false);
     model.forward(tb, StepInfo{});
     const auto lg = model.logits();
     const index_t C = lg.extent(1);

@@ -38,3 +38,4 @@
 #include "kadapter/io/unicode.hpp"
 #include "kadapter/io/wordpiece.hpp"
 #include "kadapter/io/bpe.hpp"
+#include "kadapter/io/feature_cache.hpp"

@@ -1,0 +1,227 @@
+// The backbone feature cache: round trips in memory and through its file, fp16 / bf16 / fp32
+// storage, keys that refuse a stale file, and states that equal a direct encoder pass.
+#define BOOST_TEST_MODULE feature_cache
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kadapter/kadapter.hpp"
+
+using namespace kadapter;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path scratch_dir(const std::string& name) {
+  const fs::path d = fs::temp_directory_path() / ("kadapter_test_feature_cache_" + name);
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+io::FeatureCacheSpec spec(DType dtype) {
+  io::FeatureCacheSpec s;
+  s.states = {4, 0, 2};
+  s.hidden = 6;
+  s.dtype = dtype;
+  s.lengths = {3, 1, 5, 2};
+  s.key = {{"model", "m1"}, {"data", "d1"}, {"max_seq_length", "5"}};
+  return s;
+}
+
+// Deterministic values of state k, sequence r, row t, column c.
+float value(index_t k, index_t r, index_t t, index_t c) {
+  return std::sin(0.37f * static_cast<float>(1 + k * 131 + r * 17 + t * 7 + c)) * 3.0f;
+}
+
+void fill(io::FeatureCache& cache) {
+  for (index_t k : cache.spec().states)
+    for (index_t r = 0; r < cache.rows(); ++r) {
+      std::vector<float> rows;
+      for (index_t t = 0; t < cache.length(r); ++t)
+        for (index_t c = 0; c < cache.spec().hidden; ++c) rows.push_back(value(k, r, t, c));
+      cache.store(r, k, rows.data());
+    }
+  cache.finish();
+}
+
+// Largest |loaded - stored| / |stored|, and whether the padding rows are zero.
+double check(const io::FeatureCache& cache, index_t seq) {
+  double worst = 0;
+  const index_t H = cache.spec().hidden;
+  for (index_t k : cache.spec().states)
+    for (index_t r = 0; r < cache.rows(); ++r) {
+      std::vector<float> out(static_cast<std::size_t>(seq * H), -1.0f);
+      cache.load(r, k, out.data(), seq);
+      for (index_t t = 0; t < seq; ++t)
+        for (index_t c = 0; c < H; ++c) {
+          const float got = out[static_cast<std::size_t>(t * H + c)];
+          if (t >= cache.length(r)) {
+            BOOST_TEST(got == 0.0f);
+          } else {
+            const double want = value(k, r, t, c);
+            worst = std::max(worst, std::fabs(got - want) / std::fabs(want));
+          }
+        }
+    }
+  return worst;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(memory_round_trip_per_dtype) {
+  for (auto [dtype, bound] : {std::pair{DType::F32, 0.0}, std::pair{DType::F16, 1.0 / 2048},
+                              std::pair{DType::BF16, 1.0 / 256}}) {
+    auto cache = io::FeatureCache::in_memory(spec(dtype));
+    BOOST_TEST(!cache.complete());
+    fill(cache);
+    BOOST_TEST(cache.complete());
+    BOOST_TEST(cache.bytes() == 3u * 11u * 6u * dtype_size(dtype));
+    const double err = check(cache, 7);
+    BOOST_TEST_INFO(dtype_name(dtype));
+    BOOST_TEST(err <= bound);  // half an ulp of the storage type, relative
+    if (dtype != DType::F32) BOOST_TEST(err > 0.0);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(file_round_trip_and_reopen) {
+  const fs::path dir = scratch_dir("file");
+  fs::path path;
+  {
+    auto cache = io::FeatureCache::open_or_create(dir, spec(DType::F16));
+    BOOST_TEST(!cache.complete());
+    path = cache.path();
+    BOOST_TEST(!fs::exists(path));  // only PATH.tmp until finished
+    fill(cache);
+    BOOST_TEST(fs::exists(path));
+    BOOST_TEST(check(cache, 5) <= 1.0 / 2048);
+  }
+  // Reopened: complete, same values; the file is a readable safetensors file.
+  auto again = io::FeatureCache::open_or_create(dir, spec(DType::F16));
+  BOOST_TEST(again.complete());
+  BOOST_TEST(again.path() == path);
+  BOOST_TEST(check(again, 5) <= 1.0 / 2048);
+  io::SafetensorsFile f(path);
+  BOOST_TEST(f.read<std::int32_t>("lengths") == std::vector<std::int32_t>({3, 1, 5, 2}));
+  BOOST_TEST(f.metadata().at("data") == "d1");
+  BOOST_TEST(f.read<float>("state.2")[0] == static_cast<float>(half(value(2, 0, 0, 0))));
+
+  // Another key or dtype is another file; an existing file is never reused for it.
+  auto other = spec(DType::F16);
+  other.key["data"] = "d2";
+  BOOST_TEST(io::FeatureCache::open_or_create(dir, other).path() != path);
+  BOOST_TEST(io::FeatureCache::open_or_create(dir, spec(DType::BF16)).path() != path);
+}
+
+BOOST_AUTO_TEST_CASE(unfinished_cache_leaves_no_file) {
+  const fs::path dir = scratch_dir("unfinished");
+  {
+    auto cache = io::FeatureCache::open_or_create(dir, spec(DType::F32));
+    std::vector<float> rows(3 * 6, 1.0f);
+    cache.store(0, 0, rows.data());
+  }  // destroyed before finish(): e.g. an interrupted run
+  BOOST_TEST(fs::is_empty(dir));
+}
+
+BOOST_AUTO_TEST_CASE(mismatched_or_damaged_file_is_an_error) {
+  const fs::path dir = scratch_dir("damaged");
+  fs::path path;
+  {
+    auto cache = io::FeatureCache::open_or_create(dir, spec(DType::F32));
+    fill(cache);
+    path = cache.path();
+  }
+  // A file under the right name whose metadata disagrees (e.g. renamed by hand).
+  io::SafetensorsWriter w;
+  const std::vector<std::int32_t> lengths{3, 1, 5, 2};
+  w.add("lengths", {4}, std::span<const std::int32_t>(lengths));
+  w.set_metadata("format", "kadapter-feature-cache");
+  w.set_metadata("version", "1");
+  w.set_metadata("data", "d1");
+  w.set_metadata("max_seq_length", "5");
+  w.set_metadata("model", "another");
+  w.write(path);
+  try {
+    io::FeatureCache::open_or_create(dir, spec(DType::F32));
+    BOOST_FAIL("expected an error");
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    BOOST_TEST_INFO(m);
+    BOOST_TEST(m.find(path.string()) != std::string::npos);
+    BOOST_TEST(m.find("__metadata__.model") != std::string::npos);
+  }
+  // A truncated file.
+  fs::resize_file(path, 20);
+  BOOST_CHECK_THROW(io::FeatureCache::open_or_create(dir, spec(DType::F32)), Error);
+}
+
+BOOST_AUTO_TEST_CASE(fp16_overflow_is_an_error) {
+  auto cache = io::FeatureCache::in_memory(spec(DType::F16));
+  std::vector<float> rows(3 * 6, 1.0f);
+  rows[4] = 70000.0f;
+  BOOST_CHECK_THROW(cache.store(0, 0, rows.data()), Error);
+  auto wide = io::FeatureCache::in_memory(spec(DType::BF16));
+  wide.store(0, 0, rows.data());  // bf16 has fp32's range
+}
+
+BOOST_AUTO_TEST_CASE(filled_states_equal_a_direct_pass) {
+  const EncoderConfig c{Family::roberta, 50, 20, 1, 16, 3, 2, 32, 1e-5, 1};
+  FrozenEncoder<dynamic_encoder, float> enc(c);
+  std::mt19937_64 rng(5);
+  std::normal_distribution<float> normal(0.0f, 0.3f);
+  for (auto& v : enc.parameters()) v = normal(rng);
+  const index_t n = 7, S = 9;
+  const index_t lengths[n] = {4, 9, 2, 6, 9, 3, 5};
+  std::vector<std::int64_t> ids, mask;
+  for (index_t r = 0; r < n; ++r)
+    for (index_t t = 0; t < S; ++t) {
+      ids.push_back(t < lengths[r] ? 3 + (r * 11 + t * 5) % 40 : c.pad_id);
+      mask.push_back(t < lengths[r]);
+    }
+  for (bool trim : {true, false}) {
+    io::FeatureCacheSpec s;
+    s.states = {0, 2, 3};
+    s.hidden = c.hidden;
+    s.dtype = DType::F32;
+    s.lengths = io::cache_lengths(mask, S, trim);
+    s.key = io::feature_cache_key(enc, ids, mask, S, EncodeOptions{});
+    BOOST_TEST(s.lengths[1] == (trim ? 9 : 9));
+    BOOST_TEST(s.lengths[2] == (trim ? 2 : 9));
+    auto cache = io::FeatureCache::in_memory(s);
+    index_t done = 0;
+    io::fill_feature_cache(cache, enc, ids, mask, S, EncodeOptions{}, 3, [&](index_t d) { done = d; });
+    BOOST_TEST(done == n);
+    BOOST_TEST(cache.complete());
+    // Direct: all sequences padded to S in one batch.
+    HiddenStates<float> direct(c.layers);
+    enc.forward(direct, TokenBatch{n, S, ids, mask, {}}, EncodeOptions{});
+    double worst = 0, scale = 0;
+    std::vector<float> out(static_cast<std::size_t>(S * c.hidden));
+    for (index_t k : s.states)
+      for (index_t r = 0; r < n; ++r) {
+        cache.load(r, k, out.data(), S);
+        for (index_t t = 0; t < lengths[r]; ++t)
+          for (index_t j = 0; j < c.hidden; ++j) {
+            const float want = direct[k].data()[(r * S + t) * c.hidden + j];
+            scale = std::max(scale, static_cast<double>(std::fabs(want)));
+            worst = std::max(worst, static_cast<double>(std::fabs(out[static_cast<std::size_t>(t * c.hidden + j)] - want)));
+          }
+      }
+    BOOST_TEST_INFO("trim " << trim);
+    BOOST_TEST(worst <= 1e-6 * scale);
+  }
+  // The key changes with the weights and with the data.
+  const auto k1 = io::feature_cache_key(enc, ids, mask, S, EncodeOptions{});
+  ids[3] += 1;
+  const auto k2 = io::feature_cache_key(enc, ids, mask, S, EncodeOptions{});
+  enc.parameters()[0] += 1.0f;
+  const auto k3 = io::feature_cache_key(enc, ids, mask, S, EncodeOptions{});
+  BOOST_TEST(k1.at("data") != k2.at("data"));
+  BOOST_TEST(k1.at("model") == k2.at("model"));
+  BOOST_TEST(k2.at("model") != k3.at("model"));
+}
