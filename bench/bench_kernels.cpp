@@ -78,7 +78,7 @@ void BM_Attention(benchmark::State& state) {
   const index_t n = b * t;
   auto q = random_vector(static_cast<std::size_t>(n * h), 7), k = random_vector(static_cast<std::size_t>(n * h), 8),
        v = random_vector(static_cast<std::size_t>(n * h), 9);
-  std::vector<float> ctx(q.size()), scratch(static_cast<std::size_t>(2 * t * t));
+  std::vector<float> ctx(q.size()), scratch(attention_scratch(t));
   for (auto _ : state) {
     attention_forward(Cpu{}, MatrixView<float>(ctx.data(), n, h), nullptr, MatrixView<const float>(q.data(), n, h),
                       MatrixView<const float>(k.data(), n, h), MatrixView<const float>(v.data(), n, h),

@@ -272,6 +272,14 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   const bool trim = bucketing != "none";
   const auto train_len = io::cache_lengths(train.mask, S, trim);
   const auto eval_len = io::cache_lengths(eval.mask, S, trim);
+  if (!train_len.empty()) {
+    const auto real = io::cache_lengths(train.mask, S, true);
+    double sum = 0;
+    for (auto l : real) sum += l;
+    std::fprintf(stderr, "training sequences: mean length %.1f tokens, longest %d, max_seq_length %lld, bucketing %s\n",
+                 sum / static_cast<double>(real.size()), static_cast<int>(*std::max_element(real.begin(), real.end())),
+                 static_cast<long long>(S), bucketing.c_str());
+  }
 
   TrainConfig cfg;
   cfg.adam.lr = args.number("learning-rate");

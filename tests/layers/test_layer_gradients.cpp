@@ -200,7 +200,7 @@ void attention_case(const std::string& label, const Vec& mask, const Dropout* dr
       v = test::random_normal(n * kAH, rng);
   const Vec dy = test::random_normal(n * kAH, rng);
   const std::span<const double> key_mask(mask);
-  Vec scratch(2 * kAT * kAT), probs(kAB * kAA * kAT * kAT), ctx(n * kAH), ctx_plain(n * kAH);
+  Vec scratch(attention_scratch(kAT)), probs(kAB * kAA * kAT * kAT), ctx(n * kAH), ctx_plain(n * kAH);
 
   attention_forward(Cpu{}, mat(ctx, n, kAH), probs.data(), cmat(q, n, kAH), cmat(k, n, kAH),
                     cmat(v, n, kAH), key_mask, kAB, kAT, kAA, scratch.data(), drop);

@@ -135,7 +135,7 @@ struct EncoderLayerCache {
 template <class T>
 std::size_t attention_block_forward_scratch(const LayerDims& d, bool cached) {
   const std::size_t nh = Workspace<T>::padded(static_cast<std::size_t>(d.tokens() * d.hidden));
-  const std::size_t tt = Workspace<T>::padded(static_cast<std::size_t>(2 * d.seq * d.seq));
+  const std::size_t tt = Workspace<T>::padded(attention_scratch(d.seq));
   return (cached ? 1 : 5) * nh + tt;
 }
 
@@ -162,7 +162,7 @@ void attention_block_forward(Cpu, MatrixView<T> y, std::type_identity_t<Attentio
   } else {
     q = take(n, h), k = take(n, h), v = take(n, h), ctx = take(n, h);
   }
-  T* scratch = ws.take(static_cast<std::size_t>(2 * d.seq * d.seq));
+  T* scratch = ws.take(attention_scratch(d.seq));
   linear_forward(Cpu{}, q, x, p.query);
   linear_forward(Cpu{}, k, x, p.key);
   linear_forward(Cpu{}, v, x, p.value);
@@ -180,7 +180,7 @@ void attention_block_forward(Cpu, MatrixView<T> y, std::type_identity_t<Attentio
 template <class T>
 std::size_t attention_block_backward_scratch(const LayerDims& d) {
   const std::size_t nh = Workspace<T>::padded(static_cast<std::size_t>(d.tokens() * d.hidden));
-  return 5 * nh + Workspace<T>::padded(static_cast<std::size_t>(2 * d.seq * d.seq));
+  return 5 * nh + Workspace<T>::padded(attention_scratch(d.seq));
 }
 
 /// @brief BERT attention block backward.
@@ -208,7 +208,7 @@ void attention_block_backward(Cpu, MatrixView<T> dx, GradientMode mode,
   linear_backward(Cpu{}, dctx, GradientMode::Overwrite, g ? &g->output : nullptr,
                   MatrixView<const T>(dt), MatrixView<const T>(c.ctx), p.output);
   MatrixView<T> dv = dt;  // dt is no longer needed
-  T* scratch = ws.take(static_cast<std::size_t>(2 * d.seq * d.seq));
+  T* scratch = ws.take(attention_scratch(d.seq));
   attention_backward(Cpu{}, dq, dk, dv, MatrixView<const T>(dctx), MatrixView<const T>(c.q),
                      MatrixView<const T>(c.k), MatrixView<const T>(c.v), c.probs, d.batch, d.seq,
                      d.heads, scratch, drop ? &drop->probs : nullptr);

@@ -8,7 +8,10 @@
 #include <cstdint>
 #include <vector>
 
+#include <array>
+
 #include "kadapter/core/aligned.hpp"
+#include "kadapter/core/parallel.hpp"
 #include "kadapter/core/error.hpp"
 #include "kadapter/models/parameters.hpp"
 
@@ -37,6 +40,35 @@ struct WarmupLinearSchedule {
   }
 };
 
+namespace detail {
+/// @brief Σ x_i² in double, in a fixed order whatever the thread count: 16 blocks (summed in
+/// parallel, each with 8 interleaved accumulators that vectorise), then the block sums in order.
+template <class T>
+double sum_squares(const T* x, index_t n) {
+  constexpr index_t kBlocks = 16;
+  std::array<double, kBlocks> block{};
+  auto run = [&](index_t b) {
+    const index_t begin = n * b / kBlocks, end = n * (b + 1) / kBlocks;
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    index_t i = begin;
+    for (; i + 8 <= end; i += 8)
+      for (int l = 0; l < 8; ++l) acc[l] += static_cast<double>(x[i + l]) * static_cast<double>(x[i + l]);
+    for (; i < end; ++i) acc[0] += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+    block[static_cast<std::size_t>(b)] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  };
+  if (n >= (1 << 16)) {
+    parallel_chunks(kBlocks, 1, [&](index_t first, index_t last, index_t) {
+      for (index_t b = first; b < last; ++b) run(b);
+    });
+  } else {
+    for (index_t b = 0; b < kBlocks; ++b) run(b);
+  }
+  double total = 0;
+  for (double v : block) total += v;
+  return total;
+}
+}  // namespace detail
+
 /// @brief Scale every gradient so their global L2 norm is at most @p max_norm
 /// (torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6) when below 1).
 /// @return the norm before clipping
@@ -45,14 +77,16 @@ double clip_grad_norm(ParameterStore<T>& store, double max_norm) {
   double sq = 0;
   for (const auto& s : store.table()) {
     if (!s.grad) continue;
-    for (index_t i = 0; i < s.size(); ++i) sq += static_cast<double>(s.grad[i]) * s.grad[i];
+    sq += detail::sum_squares(s.grad, s.size());
   }
   const double norm = std::sqrt(sq);
   const double coef = max_norm / (norm + 1e-6);
   if (coef < 1.0)
     for (const auto& s : store.table()) {
       if (!s.grad) continue;
-      for (index_t i = 0; i < s.size(); ++i) s.grad[i] = static_cast<T>(s.grad[i] * coef);
+      parallel_chunks(s.size(), 1 << 14, [&](index_t begin, index_t end, index_t) {
+        for (index_t i = begin; i < end; ++i) s.grad[i] = static_cast<T>(s.grad[i] * coef);
+      });
     }
   return norm;
 }
@@ -104,13 +138,16 @@ class AdamW {
       T* p = s.data;
       T* m = m_.data() + s.offset;
       T* v = v_.data() + s.offset;
-      for (index_t i = 0; i < s.size(); ++i) {
-        const T g = s.grad[i];
-        m[i] = b1 * m[i] + (T(1) - b1) * g;
-        v[i] = b2 * v[i] + (T(1) - b2) * g * g;
-        p[i] -= ss * (m[i] / (std::sqrt(v[i]) + eps));
-        if (decay != T(0)) p[i] -= decay * p[i];
-      }
+      const T* grad = s.grad;
+      parallel_chunks(s.size(), 1 << 14, [&](index_t begin, index_t end, index_t) {
+        for (index_t i = begin; i < end; ++i) {
+          const T g = grad[i];
+          m[i] = b1 * m[i] + (T(1) - b1) * g;
+          v[i] = b2 * v[i] + (T(1) - b2) * g * g;
+          p[i] -= ss * (m[i] / (std::sqrt(v[i]) + eps));
+          if (decay != T(0)) p[i] -= decay * p[i];
+        }
+      });
     }
   }
 

@@ -18,6 +18,19 @@
 
 namespace kadapter {
 
+/// @brief `bias_grad += column sums of d_out`; columns split over the kernel threads, rows
+/// summed in order, so the result does not depend on the thread count.
+template <class T>
+void accumulate_bias_grad(T* bias_grad, MatrixView<const T> d_out) {
+  const index_t rows = d_out.extent(0), width = d_out.extent(1);
+  parallel_chunks(width, 64, [&](index_t begin, index_t end, index_t) {
+    for (index_t r = 0; r < rows; ++r) {
+      const T* row = d_out.data() + r * width;
+      for (index_t j = begin; j < end; ++j) bias_grad[j] += row[j];
+    }
+  });
+}
+
 /// @brief Backward of `out = in · W^T + b`.
 ///
 /// dW += d_out^T · in, db += column sums of d_out, d_in (=|+=) d_out · W.
@@ -33,7 +46,7 @@ void linear_backward(Cpu, MatrixView<T> d_in, GradientMode in_mode,
                      const LinearParams<T>& p) {
   if (grads) {
     grads->weight.matrix().noalias() += d_out.matrix().transpose() * in.matrix();
-    if (!grads->bias.empty()) grads->bias.vector() += d_out.matrix().colwise().sum().transpose();
+    if (!grads->bias.empty()) accumulate_bias_grad(grads->bias.data(), d_out);
   }
   if (in_mode != GradientMode::Ignore)
     write_gradient(d_in.matrix(), d_out.matrix() * p.weight.matrix(), in_mode);
@@ -81,8 +94,7 @@ void linear_concat_backward(Cpu, std::span<const MatrixView<T>> d_inputs, Gradie
       write_gradient(d_inputs[k].matrix(), d_out.matrix() * w.middleCols(col, width), mode);
     col += width;
   }
-  if (grads && !grads->bias.empty())
-    grads->bias.vector() += d_out.matrix().colwise().sum().transpose();
+  if (grads && !grads->bias.empty()) accumulate_bias_grad(grads->bias.data(), d_out);
 }
 
 /// @brief Backward of `y = LN(x)` (x may be a residual sum a + b).
@@ -101,18 +113,21 @@ void layernorm_backward(Cpu, MatrixView<T> d_in, GradientMode mode,
   if (grads) {
     T* dg = grads->gamma.data();
     T* db = grads->beta.data();
-    for (index_t r = 0; r < rows; ++r) {
-      const T* dy = d_out.data() + r * width;
-      const T* xh = cache.xhat.data() + r * width;
-      for (index_t j = 0; j < width; ++j) {
-        dg[j] += dy[j] * xh[j];
-        db[j] += dy[j];
+    parallel_chunks(width, 64, [&](index_t begin, index_t end, index_t) {
+      for (index_t r = 0; r < rows; ++r) {
+        const T* dy = d_out.data() + r * width;
+        const T* xh = cache.xhat.data() + r * width;
+        for (index_t j = begin; j < end; ++j) {
+          dg[j] += dy[j] * xh[j];
+          db[j] += dy[j];
+        }
       }
-    }
+    });
   }
   if (mode == GradientMode::Ignore) return;
   const T inv_width = T(1) / static_cast<T>(width);
-  for (index_t r = 0; r < rows; ++r) {
+  parallel_chunks(rows, 16, [&](index_t first, index_t last, index_t) {
+  for (index_t r = first; r < last; ++r) {
     const T* dy = d_out.data() + r * width;
     const T* xh = cache.xhat.data() + r * width;
     T* dx = d_in.data() + r * width;
@@ -130,6 +145,7 @@ void layernorm_backward(Cpu, MatrixView<T> d_in, GradientMode mode,
       dx[j] = mode == GradientMode::Overwrite ? v : dx[j] + v;
     }
   }
+  });
 }
 
 /// @brief Backward of erf-GELU in place: `d ← d · (Φ(x) + x · φ(x))`.
@@ -140,9 +156,11 @@ void gelu_backward_inplace(Cpu, std::span<T> d, std::span<const T> pre) {
   const T inv_sqrt2 = static_cast<T>(0.70710678118654752440);
   const T inv_sqrt_2pi = static_cast<T>(0.39894228040143267794);
   if constexpr (std::is_same_v<T, float>) {  // vectorised erf and exp, as in gelu_inplace
-    Eigen::Map<Eigen::ArrayXf> g(d.data(), static_cast<index_t>(d.size()));
-    Eigen::Map<const Eigen::ArrayXf> x(pre.data(), static_cast<index_t>(pre.size()));
-    g *= 0.5f * (1.0f + (x * inv_sqrt2).erf()) + x * inv_sqrt_2pi * (-0.5f * x.square()).exp();
+    parallel_chunks(static_cast<index_t>(d.size()), 4096, [&](index_t begin, index_t end, index_t) {
+      Eigen::Map<Eigen::ArrayXf> g(d.data() + begin, end - begin);
+      Eigen::Map<const Eigen::ArrayXf> x(pre.data() + begin, end - begin);
+      g *= 0.5f * (1.0f + (x * inv_sqrt2).erf()) + x * inv_sqrt_2pi * (-0.5f * x.square()).exp();
+    });
     return;
   }
   for (std::size_t i = 0; i < d.size(); ++i) {
@@ -161,7 +179,7 @@ void gelu_backward_inplace(Cpu, std::span<T> d, std::span<const T> pre) {
 /// @param[out] d_q, d_k, d_v (B*T, H), overwritten
 /// @param d_ctx (B*T, H)
 /// @param probs (B, A, T, T) as saved by the forward pass
-/// @param scratch at least 2*T*T elements
+/// @param scratch at least attention_scratch(T) elements
 template <class T>
 void attention_backward(Cpu, MatrixView<T> d_q, MatrixView<T> d_k, MatrixView<T> d_v,
                         MatrixView<const T> d_ctx, MatrixView<const T> q, MatrixView<const T> k,
@@ -175,8 +193,11 @@ void attention_backward(Cpu, MatrixView<T> d_q, MatrixView<T> d_k, MatrixView<T>
   using Mat = detail::RowMajorMatrix<T>;
   const Eigen::OuterStride<> stride(width);
   const bool drop = dropout && dropout->active();
-  for (index_t b = 0; b < batch; ++b) {
-    for (index_t h = 0; h < heads; ++h) {
+  parallel_chunks(batch * heads, 1, [&](index_t first, index_t last, index_t thread) {
+  T* scratch_t = scratch + thread * 2 * seq * seq;
+  for (index_t bh_ = first; bh_ < last; ++bh_) {
+    {
+      const index_t b = bh_ / heads, h = bh_ % heads;
       const index_t offset = b * seq * width + h * d;
       ConstStridedMap<T> qh(q.data() + offset, seq, d, stride);
       ConstStridedMap<T> kh(k.data() + offset, seq, d, stride);
@@ -187,8 +208,8 @@ void attention_backward(Cpu, MatrixView<T> d_q, MatrixView<T> d_k, MatrixView<T>
       StridedMap<T> dvh(d_v.data() + offset, seq, d, stride);
       const T* pptr = probs + (b * heads + h) * seq * seq;
       Eigen::Map<const Mat> P(pptr, seq, seq);
-      Eigen::Map<Mat> dP(scratch, seq, seq);
-      Eigen::Map<Mat> work(scratch + seq * seq, seq, seq);
+      Eigen::Map<Mat> dP(scratch_t, seq, seq);
+      Eigen::Map<Mat> work(scratch_t + seq * seq, seq, seq);
       const auto bh = static_cast<std::uint64_t>(b * heads + h);
       auto keep = [&](index_t i, index_t j) {
         return dropout->factor<T>(score_element(bh, static_cast<std::uint64_t>(i), static_cast<std::uint64_t>(j)));
@@ -214,6 +235,7 @@ void attention_backward(Cpu, MatrixView<T> d_q, MatrixView<T> d_k, MatrixView<T>
       dkh.noalias() = work.transpose() * qh;
     }
   }
+  });
 }
 
 /// @brief `out[b] = Σ_t weights[b, t] · features[b, t]`: the authors' `bmm` of a one-hot

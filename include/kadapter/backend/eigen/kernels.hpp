@@ -17,6 +17,7 @@
 #include <unsupported/Eigen/SpecialFunctions>
 
 #include "kadapter/core/backend.hpp"
+#include "kadapter/core/parallel.hpp"
 #include "kadapter/core/random.hpp"
 #include "kadapter/core/tensor.hpp"
 #include "kadapter/layers/embeddings.hpp"
@@ -34,6 +35,18 @@ template <class T>
 using ConstStridedMap = Eigen::Map<const RowMajorMatrix<T>, 0, Eigen::OuterStride<>>;
 }  // namespace detail
 
+/// @brief `y[r] += bias` for every row, rows split over the kernel threads.
+template <class T>
+void add_bias_rows(MatrixView<T> y, const T* bias) {
+  const index_t width = y.extent(1);
+  parallel_chunks(y.extent(0), 32, [&](index_t begin, index_t end, index_t) {
+    for (index_t r = begin; r < end; ++r) {
+      T* row = y.data() + r * width;
+      for (index_t j = 0; j < width; ++j) row[j] += bias[j];
+    }
+  });
+}
+
 /// @brief `out = in · W^T + b`.
 /// @param[out] out (N, out_features)
 /// @param in (N, in_features)
@@ -44,7 +57,7 @@ void linear_forward(Cpu, MatrixView<T> out, MatrixView<const T> in, const Linear
   KA_ASSERT(in.extent(0) == out.extent(0));
   auto y = out.matrix();
   y.noalias() = in.matrix() * p.weight.matrix().transpose();
-  if (!p.bias.empty()) y.rowwise() += p.bias.vector().transpose();
+  if (!p.bias.empty()) add_bias_rows(out, p.bias.data());
 }
 
 /// @brief Row-wise LayerNorm of `a + b` (b may be empty): the residual join of a post-LN layer.
@@ -62,7 +75,8 @@ void add_layernorm_forward(Cpu, MatrixView<T> out, std::type_identity_t<LayerNor
   KA_ASSERT(b.empty() || (b.extent(0) == rows && b.extent(1) == width));
   const T* g = p.gamma.data();
   const T* be = p.beta.data();
-  for (index_t r = 0; r < rows; ++r) {
+  parallel_chunks(rows, 16, [&](index_t first, index_t last, index_t) {
+  for (index_t r = first; r < last; ++r) {
     const T* x = a.data() + r * width;
     const T* y = b.empty() ? nullptr : b.data() + r * width;
     T* o = out.data() + r * width;
@@ -90,6 +104,7 @@ void add_layernorm_forward(Cpu, MatrixView<T> out, std::type_identity_t<LayerNor
       for (index_t j = 0; j < width; ++j) o[j] = (o[j] - mean) * rstd * g[j] + be[j];
     }
   }
+  });
 }
 
 /// @brief Row-wise LayerNorm.
@@ -106,10 +121,14 @@ void gelu_inplace(Cpu, std::span<T> x) {
   if constexpr (std::is_same_v<T, float>) {
     // Eigen's vectorised float erf (within a few ulp of std::erf) instead of a scalar call
     // per element: the GELU otherwise costs as much as the FFN's matrix product.
-    Eigen::Map<Eigen::ArrayXf> a(x.data(), static_cast<index_t>(x.size()));
-    a = a * 0.5f * (1.0f + (a * inv_sqrt2).erf());
+    parallel_chunks(static_cast<index_t>(x.size()), 4096, [&](index_t begin, index_t end, index_t) {
+      Eigen::Map<Eigen::ArrayXf> a(x.data() + begin, end - begin);
+      a = a * 0.5f * (1.0f + (a * inv_sqrt2).erf());
+    });
   } else {
-    for (T& v : x) v = v * T(0.5) * (T(1) + std::erf(v * inv_sqrt2));
+    parallel_chunks(static_cast<index_t>(x.size()), 4096, [&](index_t begin, index_t end, index_t) {
+      for (index_t i = begin; i < end; ++i) x[static_cast<std::size_t>(i)] = x[static_cast<std::size_t>(i)] * T(0.5) * (T(1) + std::erf(x[static_cast<std::size_t>(i)] * inv_sqrt2));
+    });
   }
 }
 
@@ -122,12 +141,14 @@ void dropout_inplace(Cpu, MatrixView<T> x, const Dropout& d, index_t seq) {
   if (!d.active()) return;
   KA_ASSERT(seq > 0 && x.extent(0) % seq == 0);
   const index_t rows = x.extent(0), width = x.extent(1);
-  for (index_t r = 0; r < rows; ++r) {
-    T* row = x.data() + r * width;
-    const auto b = static_cast<std::uint64_t>(r / seq), t = static_cast<std::uint64_t>(r % seq);
-    for (index_t c = 0; c < width; ++c)
-      row[c] *= d.factor<T>(token_element(b, t, static_cast<std::uint64_t>(c)));
-  }
+  parallel_chunks(rows, 16, [&](index_t begin, index_t end, index_t) {
+    for (index_t r = begin; r < end; ++r) {
+      T* row = x.data() + r * width;
+      const auto b = static_cast<std::uint64_t>(r / seq), t = static_cast<std::uint64_t>(r % seq);
+      for (index_t c = 0; c < width; ++c)
+        row[c] *= d.factor<T>(token_element(b, t, static_cast<std::uint64_t>(c)));
+    }
+  });
 }
 
 /// @brief The additive key mask of a batch: 0 for real tokens, @p fill for padding.
@@ -150,7 +171,7 @@ void additive_key_mask(std::span<T> out, std::span<const std::int64_t> attention
 /// @param q, k, v (B*T, H)
 /// @param key_mask (B*T) additive mask per key, or empty for no mask
 /// @param batch, seq, heads B, T and A
-/// @param scratch at least 2*T*T elements
+/// @param scratch at least attention_scratch(T) elements (2·T·T per kernel thread)
 /// @param dropout dropout on the attention probabilities (element index
 ///        score_element(b*A + h, i, j)), or nullptr; @p probs keeps the values before dropout
 template <class T>
@@ -165,14 +186,19 @@ void attention_forward(Cpu, MatrixView<T> ctx, std::type_identity_t<T>* probs, M
   using detail::ConstStridedMap;
   using detail::StridedMap;
   const Eigen::OuterStride<> stride(width);
-  for (index_t b = 0; b < batch; ++b) {
-    for (index_t h = 0; h < heads; ++h) {
+  // (sequence, head) pairs split over the kernel threads, each with its own scratch; the
+  // small products run single-threaded inside.
+  parallel_chunks(batch * heads, 1, [&](index_t first, index_t last, index_t thread) {
+  T* scratch_t = scratch + thread * 2 * seq * seq;
+  for (index_t bh = first; bh < last; ++bh) {
+    {
+      const index_t b = bh / heads, h = bh % heads;
       const index_t offset = b * seq * width + h * d;
       ConstStridedMap<T> qh(q.data() + offset, seq, d, stride);
       ConstStridedMap<T> kh(k.data() + offset, seq, d, stride);
       ConstStridedMap<T> vh(v.data() + offset, seq, d, stride);
       StridedMap<T> ch(ctx.data() + offset, seq, d, stride);
-      T* p = probs ? probs + (b * heads + h) * seq * seq : scratch;
+      T* p = probs ? probs + (b * heads + h) * seq * seq : scratch_t;
       Eigen::Map<detail::RowMajorMatrix<T>> scores(p, seq, seq);
       scores.noalias() = qh * kh.transpose();
       scores /= scale;
@@ -192,7 +218,7 @@ void attention_forward(Cpu, MatrixView<T> ctx, std::type_identity_t<T>* probs, M
         for (index_t j = 0; j < seq; ++j) row[j] *= inv;
       }
       if (dropout && dropout->active()) {
-        Eigen::Map<detail::RowMajorMatrix<T>> dropped(scratch + seq * seq, seq, seq);
+        Eigen::Map<detail::RowMajorMatrix<T>> dropped(scratch_t + seq * seq, seq, seq);
         const auto bh = static_cast<std::uint64_t>(b * heads + h);
         for (index_t i = 0; i < seq; ++i)
           for (index_t j = 0; j < seq; ++j)
@@ -203,6 +229,12 @@ void attention_forward(Cpu, MatrixView<T> ctx, std::type_identity_t<T>* probs, M
       }
     }
   }
+  });
+}
+
+/// @brief Scratch elements attention_forward and attention_backward need for length @p seq.
+inline std::size_t attention_scratch(index_t seq) {
+  return static_cast<std::size_t>(2 * seq * seq * kernel_threads());
 }
 
 /// @brief Embeddings: `LN((word[id] + token_type[tt]) + position[pos])` per token.
@@ -219,13 +251,15 @@ void embeddings_forward(Cpu, MatrixView<T> out, std::type_identity_t<LayerNormCa
                         T eps) {
   const index_t n = out.extent(0), width = out.extent(1);
   KA_ASSERT(static_cast<index_t>(ids.size()) == n && static_cast<index_t>(positions.size()) == n);
-  for (index_t i = 0; i < n; ++i) {
+  parallel_chunks(n, 16, [&](index_t begin, index_t end, index_t) {
+  for (index_t i = begin; i < end; ++i) {
     const T* w = p.word.data() + ids[i] * width;
     const T* t = p.token_type.data() + (token_types.empty() ? 0 : token_types[i]) * width;
     const T* pos = p.position.data() + positions[i] * width;
     T* o = out.data() + i * width;
     for (index_t j = 0; j < width; ++j) o[j] = (w[j] + t[j]) + pos[j];
   }
+  });
   layernorm_forward(Cpu{}, out, cache, MatrixView<const T>(out), p.norm, eps);
 }
 
