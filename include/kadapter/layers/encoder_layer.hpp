@@ -250,9 +250,14 @@ void encoder_layer_forward(Cpu, MatrixView<T> y, std::type_identity_t<EncoderLay
                           d, drop, ws);
   MatrixView<T> pre = cache ? cache->pre : take(n, f);
   MatrixView<T> act = cache ? cache->act : pre;
-  linear_forward(Cpu{}, pre, MatrixView<const T>(a), p.intermediate);
-  if (cache) std::copy(pre.data(), pre.data() + pre.size(), act.data());
-  gelu_inplace(Cpu{}, act.span());
+  // The FFN's first product, then its bias and the GELU in one pass.
+  linear_forward(Cpu{}, pre, MatrixView<const T>(a), LinearParams<T>{p.intermediate.weight, {}});
+  if (p.intermediate.bias.empty()) {
+    if (cache) std::copy(pre.data(), pre.data() + pre.size(), act.data());
+    gelu_inplace(Cpu{}, act.span());
+  } else {
+    bias_gelu_forward(Cpu{}, pre, act, p.intermediate.bias.data());
+  }
   MatrixView<T> w = take(n, h);
   linear_forward(Cpu{}, w, MatrixView<const T>(act), p.output);
   if (drop) dropout_inplace(Cpu{}, w, drop->output, d.seq);
@@ -292,8 +297,13 @@ void encoder_layer_backward(Cpu, MatrixView<T> dx, GradientMode mode,
   MatrixView<T> dact = take(n, f);
   linear_backward(Cpu{}, dact, GradientMode::Overwrite, g ? &g->output : nullptr,
                   MatrixView<const T>(dw), MatrixView<const T>(c.act), p.output);
-  gelu_backward_inplace(Cpu{}, dact.span(), std::span<const T>(c.pre.data(), c.pre.span().size()));
-  linear_backward(Cpu{}, da, GradientMode::Accumulate, g ? &g->intermediate : nullptr,
+  // GELU backward and the intermediate bias gradient in one pass, then the product.
+  const bool bias = !p.intermediate.bias.empty();
+  bias_gelu_backward(Cpu{}, dact, MatrixView<const T>(c.pre),
+                     g && bias ? g->intermediate.bias.data() : nullptr);
+  LinearGrads<T> weight_grad;
+  if (g) weight_grad = LinearGrads<T>{g->intermediate.weight, {}};
+  linear_backward(Cpu{}, da, GradientMode::Accumulate, g ? &weight_grad : nullptr,
                   MatrixView<const T>(dact), MatrixView<const T>(c.a), p.intermediate);
   attention_block_backward(Cpu{}, dx, mode, g ? &g->attention : nullptr, MatrixView<const T>(da),
                            c.attention, p.attention, d, drop, ws);

@@ -171,6 +171,39 @@ void gelu_backward_inplace(Cpu, std::span<T> d, std::span<const T> pre) {
   }
 }
 
+/// @brief Backward of bias_gelu_forward in one pass: `d ← d · GELU'(pre)`, then
+/// `bias_grad += column sums of d`. Columns are split over the threads and rows summed in
+/// order, so the result equals gelu_backward_inplace followed by the bias gradient of
+/// linear_backward.
+/// @param[in,out] d (N, F) gradient of the GELU output in, of its input out
+/// @param pre (N, F) the GELU input
+/// @param bias_grad (F) accumulated, or nullptr for a frozen layer
+template <class T>
+void bias_gelu_backward(Cpu, MatrixView<T> d, MatrixView<const T> pre, T* bias_grad) {
+  const index_t rows = d.extent(0), width = d.extent(1);
+  const T inv_sqrt2 = static_cast<T>(0.70710678118654752440);
+  const T inv_sqrt_2pi = static_cast<T>(0.39894228040143267794);
+  parallel_chunks(width, 64, [&](index_t begin, index_t end, index_t) {
+    using Arr = Eigen::Array<T, 1, Eigen::Dynamic>;
+    const index_t w = end - begin;
+    for (index_t r = 0; r < rows; ++r) {
+      Eigen::Map<Arr> g(d.data() + r * width + begin, w);
+      Eigen::Map<const Arr> x(pre.data() + r * width + begin, w);
+      if constexpr (std::is_same_v<T, float>) {
+        g *= 0.5f * (1.0f + (x * inv_sqrt2).erf()) + x * inv_sqrt_2pi * (-0.5f * x.square()).exp();
+      } else {
+        for (index_t j = 0; j < w; ++j) {
+          const T cdf = T(0.5) * (T(1) + std::erf(x(j) * inv_sqrt2));
+          const T pdf = inv_sqrt_2pi * std::exp(T(-0.5) * x(j) * x(j));
+          g(j) *= cdf + x(j) * pdf;
+        }
+      }
+      if (bias_grad)
+        for (index_t j = 0; j < w; ++j) bias_grad[begin + j] += g(j);
+    }
+  });
+}
+
 /// @brief Backward of attention_forward.
 ///
 /// Per sequence b and head h, with P the probabilities (before dropout), P' = dropout(P):

@@ -132,6 +132,30 @@ void gelu_inplace(Cpu, std::span<T> x) {
   }
 }
 
+/// @brief The FFN's bias and erf-GELU in one pass: `pre += bias`, `act = GELU(pre)`.
+/// @param[in,out] pre (N, F) the product without bias in, the GELU input out
+/// @param[out] act (N, F); may be @p pre itself when the input need not be kept
+/// @param bias (F)
+template <class T>
+void bias_gelu_forward(Cpu, MatrixView<T> pre, MatrixView<T> act, const T* bias) {
+  const index_t rows = pre.extent(0), width = pre.extent(1);
+  const T inv_sqrt2 = static_cast<T>(0.70710678118654752440);
+  parallel_chunks(rows, 8, [&](index_t begin, index_t end, index_t) {
+    using Arr = Eigen::Array<T, 1, Eigen::Dynamic>;
+    Eigen::Map<const Arr> b(bias, width);
+    for (index_t r = begin; r < end; ++r) {
+      Eigen::Map<Arr> x(pre.data() + r * width, width);
+      Eigen::Map<Arr> y(act.data() + r * width, width);
+      x += b;
+      if constexpr (std::is_same_v<T, float>) {
+        y = x * 0.5f * (1.0f + (x * inv_sqrt2).erf());
+      } else {
+        for (index_t j = 0; j < width; ++j) y(j) = x(j) * T(0.5) * (T(1) + std::erf(x(j) * inv_sqrt2));
+      }
+    }
+  });
+}
+
 /// @brief Dropout in place on a token tensor: element (r, c), at position r % seq of sequence
 /// r / seq, is multiplied by `d.factor(token_element(r / seq, r % seq, c))` (0 or 1 / (1 - p)).
 /// Per-sequence tensors (one row per sequence) pass seq = 1. Applying it to the gradient in
