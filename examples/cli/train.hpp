@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 
 #include "cli/args.hpp"
@@ -75,6 +77,17 @@ inline std::vector<OptionSpec> training_options(bool finetune) {
 }
 
 namespace detail {
+
+/// MemAvailable from /proc/meminfo in bytes, or 0 when unknown.
+inline double available_memory_bytes() {
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  double kb = 0;
+  std::string unit;
+  while (f >> key >> kb >> unit)
+    if (key == "MemAvailable:") return kb * 1024.0;
+  return 0;
+}
 
 inline std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;
@@ -331,9 +344,23 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   std::optional<io::FeatureCache> cache;
   {
     std::string mode = args.get("feature-cache");
-    if (mode == "auto") mode = (!evaluate_only && total > per_epoch) ? "memory" : "off";
+    const std::string dt = args.choice("cache-dtype", {"fp16", "bf16", "fp32"});
+    double tokens = 0;
+    for (auto l : train_len) tokens += l;
+    const double need = tokens * static_cast<double>(ec.hidden) * static_cast<double>(keep.size()) * (dt == "fp32" ? 4.0 : 2.0);
+    const double avail = detail::available_memory_bytes();
+    if (mode == "auto") {
+      mode = (!evaluate_only && total > per_epoch) ? "memory" : "off";
+      if (mode == "memory" && avail > 0 && need > 0.5 * avail) {
+        std::fprintf(stderr, "feature cache: would need %.1f GB, more than half of the %.1f GB available; "
+                     "the backbone runs every step (--feature-cache DIR keeps the states in a file)\n", need / 1e9, avail / 1e9);
+        mode = "off";
+      }
+    }
+    if (mode == "memory" && avail > 0 && need > avail)
+      throw Error("--feature-cache memory needs " + std::to_string(need / 1e9) + " GB but " + std::to_string(avail / 1e9) +
+                  " GB are available; use --feature-cache DIR (a memory-mapped file) or --feature-cache off");
     if (mode != "off" && !evaluate_only && step < total) {
-      const std::string dt = args.choice("cache-dtype", {"fp16", "bf16", "fp32"});
       io::FeatureCacheSpec cs;
       cs.states = keep;
       cs.hidden = ec.hidden;
@@ -347,11 +374,12 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       const bool reused = cache->complete();
       if (!reused) {
         const index_t rows_total = cache->rows();
+        const bool tty = ::isatty(STDERR_FILENO) != 0;  // a live counter only on a terminal
         io::fill_feature_cache(*cache, enc, train.ids, train.mask, S, eo, std::max<index_t>(B, 32),
                                [&](index_t done) {
-                                 std::fprintf(stderr, "\rfeature cache: %lld / %lld sequences", static_cast<long long>(done), static_cast<long long>(rows_total));
+                                 if (tty) std::fprintf(stderr, "\rfeature cache: %lld / %lld sequences", static_cast<long long>(done), static_cast<long long>(rows_total));
                                });
-        std::fputc('\n', stderr);
+        if (tty) std::fputc('\n', stderr);
       }
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::fprintf(stderr, "feature cache: %lld sequences, %.1f MB %s%s, %s in %.1f s\n",
