@@ -45,11 +45,11 @@ void linear_backward(Cpu, MatrixView<T> d_in, GradientMode in_mode,
                      MatrixView<const T> d_out, MatrixView<const T> in,
                      const LinearParams<T>& p) {
   if (grads) {
-    grads->weight.matrix().noalias() += d_out.matrix().transpose() * in.matrix();
+    detail::matmul(grads->weight.matrix(), d_out.matrix().transpose(), in.matrix(), true);
     if (!grads->bias.empty()) accumulate_bias_grad(grads->bias.data(), d_out);
   }
   if (in_mode != GradientMode::Ignore)
-    write_gradient(d_in.matrix(), d_out.matrix() * p.weight.matrix(), in_mode);
+    detail::matmul(d_in.matrix(), d_out.matrix(), p.weight.matrix(), in_mode == GradientMode::Accumulate);
 }
 
 /// @brief `out = concat(in_0, ..., in_{K-1}) · W^T + b` without forming the concatenation:
@@ -64,11 +64,7 @@ void linear_concat_forward(Cpu, MatrixView<T> out, std::span<const MatrixView<co
   index_t col = 0;
   for (std::size_t k = 0; k < inputs.size(); ++k) {
     const index_t width = inputs[k].extent(1);
-    if (k == 0) {
-      y.noalias() = inputs[k].matrix() * w.middleCols(col, width).transpose();
-    } else {
-      y.noalias() += inputs[k].matrix() * w.middleCols(col, width).transpose();
-    }
+    detail::matmul(y, inputs[k].matrix(), w.middleCols(col, width).transpose(), k > 0);
     col += width;
   }
   KA_ASSERT(col == p.in_features());
@@ -88,10 +84,11 @@ void linear_concat_backward(Cpu, std::span<const MatrixView<T>> d_inputs, Gradie
   for (std::size_t k = 0; k < inputs.size(); ++k) {
     const index_t width = inputs[k].extent(1);
     if (grads)
-      grads->weight.matrix().middleCols(col, width).noalias() +=
-          d_out.matrix().transpose() * inputs[k].matrix();
-    if (!d_inputs[k].empty())
-      write_gradient(d_inputs[k].matrix(), d_out.matrix() * w.middleCols(col, width), mode);
+      detail::matmul(grads->weight.matrix().middleCols(col, width), d_out.matrix().transpose(),
+                     inputs[k].matrix(), true);
+    if (!d_inputs[k].empty() && mode != GradientMode::Ignore)
+      detail::matmul(d_inputs[k].matrix(), d_out.matrix(), w.middleCols(col, width),
+                     mode == GradientMode::Accumulate);
     col += width;
   }
   if (grads && !grads->bias.empty()) accumulate_bias_grad(grads->bias.data(), d_out);

@@ -16,6 +16,7 @@
 #include <Eigen/Core>
 #include <unsupported/Eigen/SpecialFunctions>
 
+#include "kadapter/backend/eigen/gemm.hpp"
 #include "kadapter/core/backend.hpp"
 #include "kadapter/core/parallel.hpp"
 #include "kadapter/core/random.hpp"
@@ -33,6 +34,69 @@ template <class T>
 using StridedMap = Eigen::Map<RowMajorMatrix<T>, 0, Eigen::OuterStride<>>;
 template <class T>
 using ConstStridedMap = Eigen::Map<const RowMajorMatrix<T>, 0, Eigen::OuterStride<>>;
+
+/// @brief `dst = lhs · rhs` (@p accumulate false) or `dst += lhs · rhs`: the products of the
+/// linear layers, forward and backward.
+///
+/// fp32 products with a row-major destination go to the backend's own kernel (gemm.hpp) where
+/// the build has one. Other products go to Eigen; large ones are cut into one block of the
+/// output per kernel thread (columns in multiples of 48, else rows in multiples of 8), each
+/// computed by Eigen's single-threaded product: Eigen's own threading shares packed panels
+/// between threads and waits on them, which loses 10-15 % on two cores at the model's shapes.
+/// Either way every output element is one dot product over the full depth in a fixed order,
+/// so the result does not depend on the number of threads.
+template <class Dst, class Lhs, class Rhs>
+void matmul(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate) {
+  const index_t rows = dst.rows(), cols = dst.cols(), depth = lhs.cols();
+#if KADAPTER_OWN_SGEMM
+  using Scalar = typename std::remove_cvref_t<Dst>::Scalar;
+  if constexpr (std::is_same_v<Scalar, float>) {
+    if (dst.colStride() == 1) {
+      sgemm(rows, cols, depth, lhs.data(), lhs.rowStride(), lhs.colStride(), rhs.data(), rhs.rowStride(),
+            rhs.colStride(), dst.data(), dst.rowStride(), accumulate);
+      return;
+    }
+  }
+#endif
+  const auto run = [&](auto&& d, const auto& l, const auto& r) {
+    if (accumulate) {
+      d.noalias() += l * r;
+    } else {
+      d.noalias() = l * r;
+    }
+  };
+#if defined(_OPENMP)
+  const index_t nt = kernel_threads();
+  constexpr index_t col_block = 48, row_block = 8;
+  const bool large = static_cast<double>(rows) * static_cast<double>(cols) * static_cast<double>(depth) >= 4.0e6;
+  if (nt > 1 && large && !omp_in_parallel()) {
+    const bool by_cols = cols >= nt * col_block * 2;
+    const index_t units = by_cols ? (cols + col_block - 1) / col_block : (rows + row_block - 1) / row_block;
+    if (units >= nt) {
+#pragma omp parallel num_threads(static_cast<int>(nt))
+      {
+        const index_t t = omp_get_thread_num();
+        const index_t unit = by_cols ? col_block : row_block, extent = by_cols ? cols : rows;
+        const index_t begin = std::min(extent, units * t / nt * unit);
+        const index_t end = std::min(extent, units * (t + 1) / nt * unit);
+        if (end > begin) {
+          if (by_cols) {
+            run(dst.middleCols(begin, end - begin), lhs, rhs.middleCols(begin, end - begin));
+          } else {
+            run(dst.middleRows(begin, end - begin), lhs.middleRows(begin, end - begin), rhs);
+          }
+        }
+      }
+      return;
+    }
+  }
+#else
+  (void)rows;
+  (void)cols;
+  (void)depth;
+#endif
+  run(dst, lhs, rhs);
+}
 }  // namespace detail
 
 /// @brief `y[r] += bias` for every row, rows split over the kernel threads.
@@ -55,8 +119,7 @@ template <class T>
 void linear_forward(Cpu, MatrixView<T> out, MatrixView<const T> in, const LinearParams<T>& p) {
   KA_ASSERT(in.extent(1) == p.in_features() && out.extent(1) == p.out_features());
   KA_ASSERT(in.extent(0) == out.extent(0));
-  auto y = out.matrix();
-  y.noalias() = in.matrix() * p.weight.matrix().transpose();
+  detail::matmul(out.matrix(), in.matrix(), p.weight.matrix().transpose(), false);
   if (!p.bias.empty()) add_bias_rows(out, p.bias.data());
 }
 

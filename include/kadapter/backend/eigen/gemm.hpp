@@ -1,0 +1,349 @@
+/// @file gemm.hpp
+/// @brief The CPU backend's own fp32 matrix product: packed panels and a register-blocked
+/// micro-kernel for AVX-512 (8 × 48 tile) or AVX2 + FMA (6 × 16 tile).
+///
+/// Eigen 3.4's product kernel for AVX-512 uses a 48 × 4 register tile (12 accumulators) and
+/// reaches about 60 % of the FMA peak of a core with two 512-bit FMA pipes (Zen 5: measured
+/// 160 of 256 GFLOP/s per core); a tile of 24 accumulators, loaded with three vectors of B
+/// and eight broadcasts of A per step, keeps both pipes busy (`bench/RESULTS.md` has the
+/// numbers). The layout is the usual one of packed GEMMs:
+///
+/// - B (k × n) is packed per (KC × NC) block into panels of NR columns, each panel stored
+///   k-major (NR consecutive floats per k), zero-padded past n;
+/// - A (m × k) is packed per (MC × KC) block into panels of MR rows, k-major (MR consecutive
+///   floats per k), zero-padded past m;
+/// - the micro-kernel accumulates an MR × NR tile of C over one KC block in registers and
+///   stores it (first block of an overwriting product) or adds it to C.
+///
+/// Threads: the kernel threads pack each B block together, then split the rows of C (whole
+/// MR panels) between them, each packing its own A; two barriers per B block. Every element
+/// of C is the same sequence of fused multiply-adds over k, in KC blocks added in order,
+/// whichever thread computes it and however many threads there are, so the result does not
+/// depend on the thread count. The packing buffers are kept per thread and grow once: no
+/// allocation in a steady training loop.
+///
+/// Operands are given as strided views, so transposed operands cost nothing: element (i, p)
+/// of A is `a[i * a_row_stride + p * a_col_stride]`.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdlib>
+#include <new>
+
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#include <immintrin.h>
+#endif
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include "kadapter/core/parallel.hpp"
+#include "kadapter/core/tensor.hpp"
+
+/// @def KADAPTER_OWN_SGEMM
+/// @brief 1 when the fp32 products of the CPU backend use the kernel of this file (x86 with
+/// AVX-512F, or AVX2 and FMA, at compile time, and not disabled by defining
+/// `KADAPTER_NO_OWN_SGEMM`); 0 when they go to Eigen.
+#if !defined(KADAPTER_NO_OWN_SGEMM) && (defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__)))
+#define KADAPTER_OWN_SGEMM 1
+#else
+#define KADAPTER_OWN_SGEMM 0
+#endif
+
+namespace kadapter::detail {
+
+#if KADAPTER_OWN_SGEMM
+
+/// @brief The vector instructions of the micro-kernel and its register tile.
+#if defined(__AVX512F__)
+struct SgemmIsa {
+  using Vec = __m512;
+  static constexpr int width = 16;   ///< floats per vector
+  static constexpr int mr = 8;       ///< rows of the register tile
+  static constexpr int nv = 3;       ///< vectors per row of the tile
+  static constexpr const char* name = "avx512";
+  static Vec zero() noexcept { return _mm512_setzero_ps(); }
+  static Vec load(const float* p) noexcept { return _mm512_load_ps(p); }
+  static Vec loadu(const float* p) noexcept { return _mm512_loadu_ps(p); }
+  static void storeu(float* p, Vec v) noexcept { _mm512_storeu_ps(p, v); }
+  static Vec broadcast(float x) noexcept { return _mm512_set1_ps(x); }
+  static Vec fmadd(Vec a, Vec b, Vec c) noexcept { return _mm512_fmadd_ps(a, b, c); }
+  static Vec add(Vec a, Vec b) noexcept { return _mm512_add_ps(a, b); }
+};
+#else
+struct SgemmIsa {
+  using Vec = __m256;
+  static constexpr int width = 8;
+  static constexpr int mr = 6;
+  static constexpr int nv = 2;
+  static constexpr const char* name = "avx2";
+  static Vec zero() noexcept { return _mm256_setzero_ps(); }
+  static Vec load(const float* p) noexcept { return _mm256_load_ps(p); }
+  static Vec loadu(const float* p) noexcept { return _mm256_loadu_ps(p); }
+  static void storeu(float* p, Vec v) noexcept { _mm256_storeu_ps(p, v); }
+  static Vec broadcast(float x) noexcept { return _mm256_set1_ps(x); }
+  static Vec fmadd(Vec a, Vec b, Vec c) noexcept { return _mm256_fmadd_ps(a, b, c); }
+  static Vec add(Vec a, Vec b) noexcept { return _mm256_add_ps(a, b); }
+};
+#endif
+
+/// @brief Block sizes: MR × NR register tile, KC depth per packed block, MC rows of A per
+/// packed block (in L2), NC columns of B per packed block (in L3).
+struct SgemmBlocking {
+  static constexpr index_t mr = SgemmIsa::mr;
+  static constexpr index_t nr = SgemmIsa::width * SgemmIsa::nv;
+  static constexpr index_t kc = 256;
+  static constexpr index_t mc = 192;
+  static constexpr index_t nc = 3072;
+};
+
+/// @brief A 64-byte aligned float buffer that only grows.
+class SgemmBuffer {
+ public:
+  SgemmBuffer() = default;
+  SgemmBuffer(const SgemmBuffer&) = delete;
+  SgemmBuffer& operator=(const SgemmBuffer&) = delete;
+  ~SgemmBuffer() { std::free(data_); }
+  float* get(std::size_t floats) {
+    if (floats > size_) {
+      std::free(data_);
+      data_ = nullptr;
+      size_ = 0;
+      const std::size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+      data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
+      if (!data_) throw std::bad_alloc();
+      size_ = floats;
+    }
+    return data_;
+  }
+
+ private:
+  float* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+/// @brief The packed-B buffer of the calling thread (shared with its team during a product).
+inline SgemmBuffer& sgemm_b_buffer() {
+  static thread_local SgemmBuffer buffer;
+  return buffer;
+}
+/// @brief The packed-A buffer of each thread.
+inline SgemmBuffer& sgemm_a_buffer() {
+  static thread_local SgemmBuffer buffer;
+  return buffer;
+}
+
+/// @brief The MR × NR tile product over @p kc steps of packed panels @p a and @p b, stored to
+/// (@p add false) or added to C (@p c, row stride @p ldc).
+[[gnu::always_inline]] inline void sgemm_tile(index_t kc, const float* __restrict a,
+                                              const float* __restrict b, float* c, index_t ldc,
+                                              bool add) noexcept {
+  using I = SgemmIsa;
+  constexpr int mr = I::mr, nv = I::nv, w = I::width;
+  typename I::Vec acc[mr][nv];
+#pragma GCC unroll 16
+  for (int i = 0; i < mr; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < nv; ++j) acc[i][j] = I::zero();
+  for (index_t p = 0; p < kc; ++p) {
+    typename I::Vec bv[nv];
+#pragma GCC unroll 4
+    for (int j = 0; j < nv; ++j) bv[j] = I::load(b + w * j);
+#pragma GCC unroll 16
+    for (int i = 0; i < mr; ++i) {
+      const typename I::Vec av = I::broadcast(a[i]);
+#pragma GCC unroll 4
+      for (int j = 0; j < nv; ++j) acc[i][j] = I::fmadd(av, bv[j], acc[i][j]);
+    }
+    a += mr;
+    b += w * nv;
+  }
+  if (add) {
+#pragma GCC unroll 16
+    for (int i = 0; i < mr; ++i)
+#pragma GCC unroll 4
+      for (int j = 0; j < nv; ++j) I::storeu(c + i * ldc + w * j, I::add(I::loadu(c + i * ldc + w * j), acc[i][j]));
+  } else {
+#pragma GCC unroll 16
+    for (int i = 0; i < mr; ++i)
+#pragma GCC unroll 4
+      for (int j = 0; j < nv; ++j) I::storeu(c + i * ldc + w * j, acc[i][j]);
+  }
+}
+
+/// @brief A full tile (not inlined, so that the loop around it stays small).
+[[gnu::noinline]] inline void sgemm_full_tile(index_t kc, const float* a, const float* b, float* c, index_t ldc,
+                                              bool add) noexcept {
+  sgemm_tile(kc, a, b, c, ldc, add);
+}
+
+/// @brief A tile cut by the edge of C: computed whole into a scratch tile (the packed panels
+/// are zero-padded), then its @p rows × @p cols part stored or added.
+[[gnu::noinline]] inline void sgemm_edge_tile(index_t kc, const float* a, const float* b, float* c, index_t ldc,
+                                              bool add, index_t rows, index_t cols) noexcept {
+  constexpr index_t mr = SgemmBlocking::mr, nr = SgemmBlocking::nr;
+  alignas(64) float tile[mr * nr];
+  sgemm_tile(kc, a, b, tile, nr, false);
+  for (index_t i = 0; i < rows; ++i) {
+    float* ci = c + i * ldc;
+    const float* ti = tile + i * nr;
+    if (add) {
+      for (index_t j = 0; j < cols; ++j) ci[j] += ti[j];
+    } else {
+      for (index_t j = 0; j < cols; ++j) ci[j] = ti[j];
+    }
+  }
+}
+
+/// @brief Pack rows [0, @p mc) and depth [0, @p kc) of A (element (i, p) at
+/// `a[i * rs + p * cs]`) into MR-row panels.
+inline void sgemm_pack_a(float* dst, const float* a, index_t rs, index_t cs, index_t mc, index_t kc) noexcept {
+  constexpr index_t mr = SgemmBlocking::mr;
+  for (index_t i = 0; i < mc; i += mr) {
+    const index_t rows = std::min(mr, mc - i);
+    float* d = dst + i * kc;
+    if (cs == 1) {  // rows of A are contiguous
+      for (index_t r = 0; r < rows; ++r) {
+        const float* s = a + (i + r) * rs;
+        for (index_t p = 0; p < kc; ++p) d[p * mr + r] = s[p];
+      }
+      for (index_t r = rows; r < mr; ++r)
+        for (index_t p = 0; p < kc; ++p) d[p * mr + r] = 0.0f;
+    } else {
+      for (index_t p = 0; p < kc; ++p) {
+        const float* s = a + i * rs + p * cs;
+        for (index_t r = 0; r < rows; ++r) d[p * mr + r] = s[r * rs];
+        for (index_t r = rows; r < mr; ++r) d[p * mr + r] = 0.0f;
+      }
+    }
+  }
+}
+
+/// @brief Pack panels [@p q0, @p q1) (NR columns each) of the @p kc × @p nc block of B
+/// (element (p, j) at `b[p * rs + j * cs]`).
+inline void sgemm_pack_b(float* dst, const float* b, index_t rs, index_t cs, index_t kc, index_t nc, index_t q0,
+                         index_t q1) noexcept {
+  constexpr index_t nr = SgemmBlocking::nr;
+  for (index_t q = q0; q < q1; ++q) {
+    const index_t j = q * nr, cols = std::min(nr, nc - j);
+    float* d = dst + q * nr * kc;
+    if (cs == 1) {  // rows of B are contiguous
+      for (index_t p = 0; p < kc; ++p) {
+        const float* s = b + p * rs + j;
+        index_t c = 0;
+        for (; c < cols; ++c) d[p * nr + c] = s[c];
+        for (; c < nr; ++c) d[p * nr + c] = 0.0f;
+      }
+    } else {
+      for (index_t c = 0; c < cols; ++c) {
+        const float* s = b + (j + c) * cs;
+        for (index_t p = 0; p < kc; ++p) d[p * nr + c] = s[p * rs];
+      }
+      for (index_t c = cols; c < nr; ++c)
+        for (index_t p = 0; p < kc; ++p) d[p * nr + c] = 0.0f;
+    }
+  }
+}
+
+/// @brief The part of a product that thread @p t of @p nt computes (all of it when nt = 1);
+/// @p shared_b is the team's packed-B buffer.
+inline void sgemm_thread(index_t m, index_t n, index_t k, const float* a, index_t ars, index_t acs, const float* b,
+                         index_t brs, index_t bcs, float* c, index_t ldc, bool accumulate, float* shared_b, int t,
+                         int nt) {
+  using B = SgemmBlocking;
+  const index_t panels = (m + B::mr - 1) / B::mr;
+  const index_t row_begin = panels * t / nt * B::mr;
+  const index_t row_end = std::min(m, panels * (t + 1) / nt * B::mr);
+  const index_t kc_max = std::min(B::kc, k);
+  float* packed_a = nullptr;
+  if (row_end > row_begin) {
+    const index_t mc_max = std::min(B::mc, (row_end - row_begin + B::mr - 1) / B::mr * B::mr);
+    packed_a = sgemm_a_buffer().get(static_cast<std::size_t>(mc_max * kc_max));
+  }
+  for (index_t jc = 0; jc < n; jc += B::nc) {
+    const index_t nc = std::min(B::nc, n - jc);
+    const index_t col_panels = (nc + B::nr - 1) / B::nr;
+    for (index_t pc = 0; pc < k; pc += B::kc) {
+      const index_t kc = std::min(B::kc, k - pc);
+      const bool add = accumulate || pc > 0;
+      sgemm_pack_b(shared_b, b + pc * brs + jc * bcs, brs, bcs, kc, nc, col_panels * t / nt,
+                   col_panels * (t + 1) / nt);
+#if defined(_OPENMP)
+      if (nt > 1) {
+#pragma omp barrier
+      }
+#endif
+      for (index_t ic = row_begin; ic < row_end; ic += B::mc) {
+        const index_t mc = std::min(B::mc, row_end - ic);
+        sgemm_pack_a(packed_a, a + ic * ars + pc * acs, ars, acs, mc, kc);
+        for (index_t q = 0; q < col_panels; ++q) {
+          const index_t j = q * B::nr, cols = std::min(B::nr, nc - j);
+          const float* bq = shared_b + q * B::nr * kc;
+          for (index_t i = 0; i < mc; i += B::mr) {
+            const index_t rows = std::min(B::mr, mc - i);
+            float* ct = c + (ic + i) * ldc + jc + j;
+            if (rows == B::mr && cols == B::nr) {
+              sgemm_full_tile(kc, packed_a + i * kc, bq, ct, ldc, add);
+            } else {
+              sgemm_edge_tile(kc, packed_a + i * kc, bq, ct, ldc, add, rows, cols);
+            }
+          }
+        }
+      }
+#if defined(_OPENMP)
+      if (nt > 1) {
+#pragma omp barrier
+      }
+#endif
+    }
+  }
+}
+
+#endif  // KADAPTER_OWN_SGEMM
+
+/// @brief Whether this build's fp32 products use the kernel of this file.
+inline constexpr bool has_own_sgemm = KADAPTER_OWN_SGEMM != 0;
+
+/// @brief The micro-kernel's instruction set: "avx512", "avx2" or "eigen" (no own kernel).
+inline const char* sgemm_isa() noexcept {
+#if KADAPTER_OWN_SGEMM
+  return SgemmIsa::name;
+#else
+  return "eigen";
+#endif
+}
+
+#if KADAPTER_OWN_SGEMM
+/// @brief `C = A · B` (@p accumulate false) or `C += A · B`, fp32.
+///
+/// C is m × n, row-major with row stride @p ldc; element (i, p) of A is
+/// `a[i * ars + p * acs]`, element (p, j) of B is `b[p * brs + j * bcs]`. Runs on the kernel
+/// threads unless called inside a parallel region. C must not overlap A or B.
+inline void sgemm(index_t m, index_t n, index_t k, const float* a, index_t ars, index_t acs, const float* b,
+                  index_t brs, index_t bcs, float* c, index_t ldc, bool accumulate) {
+  using B = SgemmBlocking;
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    if (!accumulate)
+      for (index_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
+    return;
+  }
+  const index_t nc_max = std::min(B::nc, (n + B::nr - 1) / B::nr * B::nr);
+  float* shared_b = sgemm_b_buffer().get(static_cast<std::size_t>(nc_max * std::min(B::kc, k)));
+  int nt = 1;
+#if defined(_OPENMP)
+  // Two threads need at least a few row panels each to be worth a barrier per block.
+  if (!omp_in_parallel()) nt = static_cast<int>(std::clamp<index_t>(m / (4 * B::mr), 1, kernel_threads()));
+  if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+    sgemm_thread(m, n, k, a, ars, acs, b, brs, bcs, c, ldc, accumulate, shared_b, omp_get_thread_num(),
+                 omp_get_num_threads());
+    return;
+  }
+#endif
+  sgemm_thread(m, n, k, a, ars, acs, b, brs, bcs, c, ldc, accumulate, shared_b, 0, 1);
+}
+#endif
+
+}  // namespace kadapter::detail

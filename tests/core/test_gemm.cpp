@@ -1,0 +1,166 @@
+// The CPU backend's matrix products (detail::matmul, and detail::sgemm where the build has
+// its own fp32 kernel) against a plain triple loop in double: every operand layout,
+// overwrite and accumulate, edges of the register tile and of the packed blocks, sub-blocks
+// of larger matrices, and thread-count independence.
+//
+// Built twice: once with the build's flags (AVX-512 on this project's machines) and once
+// with AVX-512 switched off (test_gemm_avx2), so that both micro-kernels are checked.
+#define BOOST_TEST_MODULE gemm
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kadapter/kadapter.hpp"
+
+using namespace kadapter;
+
+namespace {
+
+using RowMat = detail::RowMajorMatrix<float>;
+using RowMatD = detail::RowMajorMatrix<double>;
+
+RowMat random_matrix(index_t rows, index_t cols, std::mt19937& rng) {
+  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
+  RowMat m(rows, cols);
+  for (index_t i = 0; i < m.size(); ++i) m.data()[i] = d(rng);
+  return m;
+}
+
+// |computed - exact| <= gamma_k * sum_p |a_ip| |b_pj| with gamma_k = k u / (1 - k u),
+// u = 2^-24: the classical bound for any order of a k-term float dot product (Higham,
+// Accuracy and Stability of Numerical Algorithms, 3.1), plus one rounding of the addition
+// to the old value of C when accumulating.
+void check_product(const RowMat& got, const RowMatD& exact, const RowMatD& magnitude, index_t k, bool accumulate,
+                   const RowMatD& old_c) {
+  const double u = std::ldexp(1.0, -24);
+  const double kk = static_cast<double>(k + (accumulate ? 1 : 0));
+  const double gamma = kk * u / (1.0 - kk * u);
+  double worst = 0;
+  for (index_t i = 0; i < got.rows(); ++i)
+    for (index_t j = 0; j < got.cols(); ++j) {
+      const double bound = gamma * (magnitude(i, j) + (accumulate ? std::abs(old_c(i, j)) : 0.0)) + 1e-30;
+      worst = std::max(worst, std::abs(got(i, j) - exact(i, j)) / bound);
+    }
+  BOOST_TEST(worst <= 1.0, "error reaches " << worst << " of the float dot-product bound");
+}
+
+// C (=|+=) op(A) · op(B), op chosen by the flags; checks matmul on maps of the operands.
+void run_case(index_t m, index_t n, index_t k, bool a_transposed, bool b_transposed, bool accumulate,
+              std::mt19937& rng) {
+  BOOST_TEST_CONTEXT("m=" << m << " n=" << n << " k=" << k << " aT=" << a_transposed << " bT=" << b_transposed
+                          << " acc=" << accumulate) {
+    // Stored operands: A is m×k, or k×m when transposed; B is k×n, or n×k when transposed.
+    const RowMat a_store = a_transposed ? random_matrix(k, m, rng) : random_matrix(m, k, rng);
+    const RowMat b_store = b_transposed ? random_matrix(n, k, rng) : random_matrix(k, n, rng);
+    const RowMat c0 = random_matrix(m, n, rng);
+    RowMatD exact(m, n), magnitude(m, n);
+    const RowMatD old_c = c0.cast<double>();
+    for (index_t i = 0; i < m; ++i)
+      for (index_t j = 0; j < n; ++j) {
+        double s = accumulate ? old_c(i, j) : 0.0, mag = 0;
+        for (index_t p = 0; p < k; ++p) {
+          const double av = a_transposed ? a_store(p, i) : a_store(i, p);
+          const double bv = b_transposed ? b_store(j, p) : b_store(p, j);
+          s += av * bv;
+          mag += std::abs(av * bv);
+        }
+        exact(i, j) = s;
+        magnitude(i, j) = mag;
+      }
+    RowMat c = c0;
+    Eigen::Map<const RowMat> am(a_store.data(), a_store.rows(), a_store.cols());
+    Eigen::Map<const RowMat> bm(b_store.data(), b_store.rows(), b_store.cols());
+    Eigen::Map<RowMat> cm(c.data(), m, n);
+    if (a_transposed && b_transposed) detail::matmul(cm, am.transpose(), bm.transpose(), accumulate);
+    if (a_transposed && !b_transposed) detail::matmul(cm, am.transpose(), bm, accumulate);
+    if (!a_transposed && b_transposed) detail::matmul(cm, am, bm.transpose(), accumulate);
+    if (!a_transposed && !b_transposed) detail::matmul(cm, am, bm, accumulate);
+    check_product(c, exact, magnitude, k, accumulate, old_c);
+  }
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(reports_its_kernel) {
+  std::printf("fp32 product kernel: %s, %d kernel threads\n", detail::sgemm_isa(), kernel_threads());
+#if defined(__AVX512F__) && !defined(KADAPTER_NO_OWN_SGEMM)
+  BOOST_TEST(std::string(detail::sgemm_isa()) == "avx512");
+#elif defined(__AVX2__) && defined(__FMA__) && !defined(KADAPTER_NO_OWN_SGEMM)
+  BOOST_TEST(std::string(detail::sgemm_isa()) == "avx2");
+#endif
+}
+
+BOOST_AUTO_TEST_CASE(every_layout_and_edge) {
+  std::mt19937 rng(7);
+  // Sizes around the register tile (8×48 or 6×16), the depth block (256) and the row block
+  // (192), and 1.
+  const index_t ms[] = {1, 5, 8, 13, 49, 200};
+  const index_t ns[] = {1, 16, 47, 48, 97};
+  const index_t ks[] = {1, 3, 256, 257, 600};
+  for (index_t m : ms)
+    for (index_t n : ns)
+      for (index_t k : ks)
+        for (int layout = 0; layout < 4; ++layout) run_case(m, n, k, layout & 1, layout & 2, (m + n + k + layout) % 2, rng);
+}
+
+BOOST_AUTO_TEST_CASE(model_shapes_on_all_threads) {
+  std::mt19937 rng(11);
+  // x · W^T, dY · W, dY^T · X at one of the training step's shapes.
+  run_case(256, 768, 768, false, true, false, rng);
+  run_case(256, 768, 768, false, false, true, rng);
+  run_case(768, 768, 256, true, false, true, rng);
+  run_case(1024, 3072, 96, false, true, false, rng);
+}
+
+BOOST_AUTO_TEST_CASE(sub_blocks_of_larger_matrices) {
+  // The products of linear_concat_* read column blocks of W and write column blocks of dW:
+  // strided operands and a destination whose rows are longer than its width.
+  std::mt19937 rng(3);
+  const index_t m = 70, n = 100, k = 300;
+  const RowMat a = random_matrix(m, k + 20, rng), w = random_matrix(n + 10, k + 20, rng);
+  RowMat c = random_matrix(m, n + 30, rng);
+  const RowMat c0 = c;
+  Eigen::Map<const RowMat> am(a.data(), a.rows(), a.cols()), wm(w.data(), w.rows(), w.cols());
+  Eigen::Map<RowMat> cm(c.data(), c.rows(), c.cols());
+  detail::matmul(cm.middleCols(10, n), am.middleCols(5, k), wm.block(3, 7, n, k).transpose(), true);
+  RowMatD exact = c0.cast<double>(), magnitude = RowMatD::Zero(m, n + 30);
+  for (index_t i = 0; i < m; ++i)
+    for (index_t j = 0; j < n; ++j)
+      for (index_t p = 0; p < k; ++p) {
+        const double t = static_cast<double>(a(i, 5 + p)) * w(3 + j, 7 + p);
+        exact(i, 10 + j) += t;
+        magnitude(i, 10 + j) += std::abs(t);
+      }
+  check_product(c, exact, magnitude, k, true, c0.cast<double>());
+  // Columns outside the block are untouched.
+  BOOST_TEST((c.leftCols(10).array() == c0.leftCols(10).array()).all());
+  BOOST_TEST((c.rightCols(20).array() == c0.rightCols(20).array()).all());
+}
+
+BOOST_AUTO_TEST_CASE(empty_depth_and_thread_independence) {
+  std::mt19937 rng(5);
+  RowMat a(9, 0), b(0, 50);
+  RowMat c = random_matrix(9, 50, rng);
+  const RowMat c0 = c;
+  Eigen::Map<RowMat> cm(c.data(), 9, 50);
+  detail::matmul(cm, Eigen::Map<const RowMat>(a.data(), 9, 0), Eigen::Map<const RowMat>(b.data(), 0, 50), true);
+  BOOST_TEST((c.array() == c0.array()).all());
+  detail::matmul(cm, Eigen::Map<const RowMat>(a.data(), 9, 0), Eigen::Map<const RowMat>(b.data(), 0, 50), false);
+  BOOST_TEST((c.array() == 0.0f).all());
+
+  // The same product on one thread and on all threads: bit-identical.
+  const RowMat x = random_matrix(300, 520, rng), w = random_matrix(200, 520, rng);
+  RowMat y1(300, 200), yn(300, 200);
+  const int threads = Eigen::nbThreads();
+  Eigen::setNbThreads(1);
+  detail::matmul(Eigen::Map<RowMat>(y1.data(), 300, 200), Eigen::Map<const RowMat>(x.data(), 300, 520),
+                 Eigen::Map<const RowMat>(w.data(), 200, 520).transpose(), false);
+  Eigen::setNbThreads(threads);
+  detail::matmul(Eigen::Map<RowMat>(yn.data(), 300, 200), Eigen::Map<const RowMat>(x.data(), 300, 520),
+                 Eigen::Map<const RowMat>(w.data(), 200, 520).transpose(), false);
+  BOOST_TEST((y1.array() == yn.array()).all());
+}
