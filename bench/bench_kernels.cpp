@@ -45,6 +45,24 @@ void BM_Gemm(benchmark::State& state) {
 BENCHMARK(BM_Gemm)->Args({1024, 768, 768})->Args({1024, 3072, 768})->Args({1024, 768, 3072})
     ->Args({1024, 1024, 1024})->Args({2048, 2048, 2048})->Unit(benchmark::kMillisecond);
 
+// The same product with Eigen's own (multi-threaded) product, for comparison with the
+// backend's kernel (include/kadapter/backend/eigen/gemm.hpp).
+void BM_GemmEigen(benchmark::State& state) {
+  const index_t m = state.range(0), n = state.range(1), k = state.range(2);
+  auto x = random_vector(static_cast<std::size_t>(m * k), 1), w = random_vector(static_cast<std::size_t>(n * k), 2);
+  std::vector<float> y(static_cast<std::size_t>(m * n));
+  using Mat = detail::RowMajorMatrix<float>;
+  Eigen::Map<const Mat> xm(x.data(), m, k), wm(w.data(), n, k);
+  Eigen::Map<Mat> ym(y.data(), m, n);
+  for (auto _ : state) {
+    ym.noalias() = xm * wm.transpose();
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_flops(state, 2.0 * m * n * k);
+}
+BENCHMARK(BM_GemmEigen)->Args({1024, 768, 768})->Args({1024, 3072, 768})->Args({1024, 768, 3072})
+    ->Args({2048, 2048, 2048})->Unit(benchmark::kMillisecond);
+
 void BM_LayerNorm(benchmark::State& state) {
   const index_t n = state.range(0), h = state.range(1);
   auto x = random_vector(static_cast<std::size_t>(n * h), 3), g = random_vector(h, 4), b = random_vector(h, 5);

@@ -4,9 +4,11 @@
 #define BOOST_TEST_MODULE optimizer
 #include <boost/test/unit_test.hpp>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -93,4 +95,48 @@ BOOST_AUTO_TEST_CASE(no_decay_rule_matches_the_authors) {
   BOOST_TEST(!decays("self_attention.output.LayerNorm.weight"));
   BOOST_TEST(!decays("self_attention.output.LayerNorm.bias"));
   BOOST_TEST(decays("out_proj.weight"));
+}
+
+BOOST_AUTO_TEST_CASE(clipping_inside_the_update_is_the_same_as_clipping_first) {
+  // apply_update scales the gradients as AdamW reads them; the result must be bit-identical
+  // to clip_grad_norm (in place) followed by an unscaled step, in float.
+  auto make = [](ParameterStore<float>& store) {
+    store.build([](ParamLayout<float>& lay) {
+      lay.matrix("w", 300, 200);
+      lay.vector("b", 300);
+      return 0;
+    });
+    std::uint64_t x = 12345;
+    for (float& v : store.values()) {
+      x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+      v = static_cast<float>(static_cast<double>(x >> 40) / static_cast<double>(1ULL << 24) - 0.5);
+    }
+  };
+  ParameterStore<float> fused, separate;
+  make(fused);
+  make(separate);
+  TrainConfig cfg;
+  cfg.max_grad_norm = 1.0;
+  cfg.adam.weight_decay = 0.01;
+  cfg.adam.lr = 1e-3;
+  cfg.schedule = WarmupLinearSchedule{1, 100};
+  const std::vector<float> initial(fused.values().begin(), fused.values().end());
+  AdamW<float> adam_fused(cfg.adam), adam_separate(cfg.adam);
+  for (int step = 0; step < 3; ++step) {
+    for (auto* store : {&fused, &separate})
+      for (const auto& s : store->table())
+        for (index_t i = 0; i < s.size(); ++i) s.grad[i] = std::sin(0.37f * static_cast<float>(i + 1000 * step)) * 0.5f;
+    const StepReport r = apply_update(fused, adam_fused, cfg, step);
+    const double norm = clip_grad_norm(separate, cfg.max_grad_norm);
+    const std::int64_t sched = cfg.scheduler_before_optimizer ? step + 1 : step;
+    adam_separate.step(separate, cfg.adam.lr * cfg.schedule.factor(sched));
+    BOOST_TEST(r.grad_norm == norm);
+    BOOST_TEST(norm > cfg.max_grad_norm);  // the clip is active
+    for (std::size_t i = 0; i < fused.values().size(); ++i) BOOST_REQUIRE(fused.values()[i] == separate.values()[i]);
+    for (std::size_t i = 0; i < fused.values().size(); ++i)
+      BOOST_REQUIRE(adam_fused.second_moment()[i] == adam_separate.second_moment()[i]);
+  }
+  std::size_t moved = 0;
+  for (std::size_t i = 0; i < initial.size(); ++i) moved += fused.values()[i] != initial[i];
+  BOOST_TEST(moved > initial.size() / 2);  // the steps did update the parameters
 }

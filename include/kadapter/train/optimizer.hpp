@@ -69,18 +69,31 @@ double sum_squares(const T* x, index_t n) {
 }
 }  // namespace detail
 
-/// @brief Scale every gradient so their global L2 norm is at most @p max_norm
-/// (torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6) when below 1).
-/// @return the norm before clipping
+/// @brief The global L2 norm of every gradient in @p store (summed in double).
 template <class T>
-double clip_grad_norm(ParameterStore<T>& store, double max_norm) {
+double global_grad_norm(const ParameterStore<T>& store) {
   double sq = 0;
   for (const auto& s : store.table()) {
     if (!s.grad) continue;
     sq += detail::sum_squares(s.grad, s.size());
   }
-  const double norm = std::sqrt(sq);
+  return std::sqrt(sq);
+}
+
+/// @brief The factor clip_grad_norm multiplies the gradients by: max_norm / (norm + 1e-6)
+/// when that is below 1, else 1.
+inline double clip_coefficient(double norm, double max_norm) noexcept {
   const double coef = max_norm / (norm + 1e-6);
+  return coef < 1.0 ? coef : 1.0;
+}
+
+/// @brief Scale every gradient so their global L2 norm is at most @p max_norm
+/// (torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6) when below 1).
+/// @return the norm before clipping
+template <class T>
+double clip_grad_norm(ParameterStore<T>& store, double max_norm) {
+  const double norm = global_grad_norm(store);
+  const double coef = clip_coefficient(norm, max_norm);
   if (coef < 1.0)
     for (const auto& s : store.table()) {
       if (!s.grad) continue;
@@ -118,7 +131,11 @@ class AdamW {
   std::int64_t steps() const noexcept { return t_; }
 
   /// @brief One update of every trainable parameter with learning rate @p lr.
-  void step(ParameterStore<T>& store, double lr) {
+  ///
+  /// @p grad_scale multiplies each gradient as it is read, exactly as clip_grad_norm would
+  /// have multiplied it in place (`static_cast<T>(g * grad_scale)`): the training loop clips
+  /// this way, saving a pass over the gradients, which stay unscaled in the store.
+  void step(ParameterStore<T>& store, double lr, double grad_scale = 1.0) {
     const std::size_t n = store.values().size();
     if (m_.size() != n) {
       if (t_ != 0) throw Error("AdamW state does not match the model's parameter count");
@@ -139,13 +156,20 @@ class AdamW {
       T* m = m_.data() + s.offset;
       T* v = v_.data() + s.offset;
       const T* grad = s.grad;
-      parallel_chunks(s.size(), 1 << 14, [&](index_t begin, index_t end, index_t) {
+      const auto update = [&](index_t begin, index_t end, auto read) {
         for (index_t i = begin; i < end; ++i) {
-          const T g = grad[i];
+          const T g = read(i);
           m[i] = b1 * m[i] + (T(1) - b1) * g;
           v[i] = b2 * v[i] + (T(1) - b2) * g * g;
           p[i] -= ss * (m[i] / (std::sqrt(v[i]) + eps));
           if (decay != T(0)) p[i] -= decay * p[i];
+        }
+      };
+      parallel_chunks(s.size(), 1 << 14, [&](index_t begin, index_t end, index_t) {
+        if (grad_scale == 1.0) {
+          update(begin, end, [&](index_t i) { return grad[i]; });
+        } else {
+          update(begin, end, [&](index_t i) { return static_cast<T>(grad[i] * grad_scale); });
         }
       });
     }

@@ -36,10 +36,14 @@ template <class T>
 StepReport apply_update(ParameterStore<T>& store, AdamW<T>& adam, const TrainConfig& cfg,
                         std::int64_t step) {
   StepReport r;
-  r.grad_norm = cfg.max_grad_norm > 0 ? clip_grad_norm(store, cfg.max_grad_norm) : 0.0;
+  double scale = 1.0;
+  if (cfg.max_grad_norm > 0) {
+    r.grad_norm = global_grad_norm(store);
+    scale = clip_coefficient(r.grad_norm, cfg.max_grad_norm);
+  }
   const std::int64_t sched = cfg.scheduler_before_optimizer ? step + 1 : step;
   r.lr = cfg.adam.lr * cfg.schedule.factor(sched);
-  adam.step(store, r.lr);
+  adam.step(store, r.lr, scale);  // clipping applied as AdamW reads the gradients
   return r;
 }
 

@@ -196,6 +196,30 @@ inline SgemmBuffer& sgemm_a_buffer() {
   }
 }
 
+/// @brief `dst[c * ds + r] = src[r * ss + c]` for an 8 × 8 block (AVX shuffles).
+[[gnu::always_inline]] inline void sgemm_transpose8(const float* src, index_t ss, float* dst, index_t ds) noexcept {
+  __m256 r[8], t[8], u[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ss);
+#pragma GCC unroll 4
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+#pragma GCC unroll 2
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    _mm256_storeu_ps(dst + i * ds, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * ds, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+  }
+}
+
 /// @brief Pack rows [0, @p mc) and depth [0, @p kc) of A (element (i, p) at
 /// `a[i * rs + p * cs]`) into MR-row panels.
 inline void sgemm_pack_a(float* dst, const float* a, index_t rs, index_t cs, index_t mc, index_t kc) noexcept {
@@ -203,13 +227,24 @@ inline void sgemm_pack_a(float* dst, const float* a, index_t rs, index_t cs, ind
   for (index_t i = 0; i < mc; i += mr) {
     const index_t rows = std::min(mr, mc - i);
     float* d = dst + i * kc;
-    if (cs == 1) {  // rows of A are contiguous
+    if (cs == 1 && mr == 8 && rows == mr) {  // rows of A are contiguous: 8 × 8 transposes
+      index_t p = 0;
+      for (; p + 8 <= kc; p += 8) sgemm_transpose8(a + i * rs + p, rs, d + p * mr, mr);
+      for (; p < kc; ++p)
+        for (index_t r = 0; r < mr; ++r) d[p * mr + r] = a[(i + r) * rs + p];
+    } else if (cs == 1) {
       for (index_t r = 0; r < rows; ++r) {
         const float* s = a + (i + r) * rs;
         for (index_t p = 0; p < kc; ++p) d[p * mr + r] = s[p];
       }
       for (index_t r = rows; r < mr; ++r)
         for (index_t p = 0; p < kc; ++p) d[p * mr + r] = 0.0f;
+    } else if (rs == 1 && rows == mr) {  // columns of A are contiguous: copies of MR floats
+      for (index_t p = 0; p < kc; ++p) {
+        const float* s = a + i + p * cs;
+#pragma GCC unroll 8
+        for (index_t r = 0; r < mr; ++r) d[p * mr + r] = s[r];
+      }
     } else {
       for (index_t p = 0; p < kc; ++p) {
         const float* s = a + i * rs + p * cs;
@@ -236,7 +271,17 @@ inline void sgemm_pack_b(float* dst, const float* b, index_t rs, index_t cs, ind
         for (; c < nr; ++c) d[p * nr + c] = 0.0f;
       }
     } else {
-      for (index_t c = 0; c < cols; ++c) {
+      index_t c = 0;
+      if (rs == 1) {  // columns of B are contiguous (B = W^T): 8 × 8 transposes
+        for (; c + 8 <= cols; c += 8) {
+          const float* s = b + (j + c) * cs;
+          index_t p = 0;
+          for (; p + 8 <= kc; p += 8) sgemm_transpose8(s + p, cs, d + p * nr + c, nr);
+          for (; p < kc; ++p)
+            for (index_t cc = 0; cc < 8; ++cc) d[p * nr + c + cc] = s[cc * cs + p];
+        }
+      }
+      for (; c < cols; ++c) {
         const float* s = b + (j + c) * cs;
         for (index_t p = 0; p < kc; ++p) d[p * nr + c] = s[p * rs];
       }
