@@ -247,11 +247,11 @@ void attention_backward(Cpu, MatrixView<T> d_q, MatrixView<T> d_k, MatrixView<T>
       if (drop) {
         for (index_t i = 0; i < seq; ++i)
           for (index_t j = 0; j < seq; ++j) work(i, j) = P(i, j) * keep(i, j);
-        dvh.noalias() = work.transpose() * dch;
+        detail::matmul(dvh, work.transpose(), dch, false);
       } else {
-        dvh.noalias() = P.transpose() * dch;
+        detail::matmul(dvh, P.transpose(), dch, false);
       }
-      dP.noalias() = dch * vh.transpose();
+      detail::matmul(dP, dch, vh.transpose(), false);
       if (drop)
         for (index_t i = 0; i < seq; ++i)
           for (index_t j = 0; j < seq; ++j) dP(i, j) *= keep(i, j);
@@ -261,8 +261,8 @@ void attention_backward(Cpu, MatrixView<T> d_q, MatrixView<T> d_k, MatrixView<T>
         for (index_t j = 0; j < seq; ++j) dot += dP(i, j) * P(i, j);
         for (index_t j = 0; j < seq; ++j) work(i, j) = P(i, j) * (dP(i, j) - dot) * inv_scale;
       }
-      dqh.noalias() = work * kh;
-      dkh.noalias() = work.transpose() * qh;
+      detail::matmul(dqh, work, kh, false);
+      detail::matmul(dkh, work.transpose(), qh, false);
     }
   }
   });

@@ -287,22 +287,17 @@ void attention_forward(Cpu, MatrixView<T> ctx, std::type_identity_t<T>* probs, M
       StridedMap<T> ch(ctx.data() + offset, seq, d, stride);
       T* p = probs ? probs + (b * heads + h) * seq * seq : scratch_t;
       Eigen::Map<detail::RowMajorMatrix<T>> scores(p, seq, seq);
-      scores.noalias() = qh * kh.transpose();
+      detail::matmul(scores, qh, kh.transpose(), false);
       scores /= scale;
       if (!key_mask.empty()) {
         Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>> mask(key_mask.data() + b * seq, seq);
         scores.rowwise() += mask;
       }
-      for (index_t i = 0; i < seq; ++i) {
-        T* row = p + i * seq;
-        const T mx = *std::max_element(row, row + seq);
-        T sum = 0;
-        for (index_t j = 0; j < seq; ++j) {
-          row[j] = std::exp(row[j] - mx);
-          sum += row[j];
-        }
-        const T inv = T(1) / sum;
-        for (index_t j = 0; j < seq; ++j) row[j] *= inv;
+      for (index_t i = 0; i < seq; ++i) {  // softmax per row, vectorised exp
+        Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>> row(p + i * seq, seq);
+        const T mx = row.maxCoeff();
+        row = (row - mx).exp();
+        row *= T(1) / row.sum();
       }
       if (dropout && dropout->active()) {
         Eigen::Map<detail::RowMajorMatrix<T>> dropped(scratch_t + seq * seq, seq, seq);
@@ -310,9 +305,9 @@ void attention_forward(Cpu, MatrixView<T> ctx, std::type_identity_t<T>* probs, M
         for (index_t i = 0; i < seq; ++i)
           for (index_t j = 0; j < seq; ++j)
             dropped(i, j) = p[i * seq + j] * dropout->factor<T>(score_element(bh, static_cast<std::uint64_t>(i), static_cast<std::uint64_t>(j)));
-        ch.noalias() = dropped * vh;
+        detail::matmul(ch, dropped, vh, false);
       } else {
-        ch.noalias() = scores * vh;
+        detail::matmul(ch, scores, vh, false);
       }
     }
   }
