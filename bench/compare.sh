@@ -6,7 +6,8 @@
 # Runs, alternately and after a warm-up step each: kadapter (build/bench/bench_train_step),
 # PyTorch with its default threads, PyTorch with torch.set_num_threads(1). Prints for each the
 # median step time, GFLOP/s, the fraction of the GEMM ceiling measured in the same run
-# (build/bench/bench_gemm_ceiling) and the peak RSS; the last line is
+# (build/bench/bench_gemm_ceiling: the faster of the library's and Eigen's product per shape,
+# both printed) and the peak RSS; the last line is
 # `speedup_vs_pytorch=X.XX` against the faster PyTorch setting.
 # Needs: the build (cmake --build build), Debian's python3-torch and libopenblas0-pthread
 # (without OpenBLAS, torch falls back to the reference BLAS), GNU time (/usr/bin/time).
@@ -33,7 +34,9 @@ done
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-ceiling=$("$build/bench/bench_gemm_ceiling" | sed -n 's/^gemm_ceiling_gflops=//p')
+ceiling_out=$("$build/bench/bench_gemm_ceiling")
+echo "$ceiling_out" | grep '^gemm '
+ceiling=$(echo "$ceiling_out" | sed -n 's/^gemm_ceiling_gflops=//p')
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1); GEMM ceiling ${ceiling} GFLOP/s"
 echo "config: $config, $steps timed steps after 1 warm-up"
 
