@@ -91,6 +91,20 @@ void BM_Gelu(benchmark::State& state) {
 BENCHMARK(BM_Gelu)->Arg(1024 * 3072)->Unit(benchmark::kMillisecond);
 
 // Multi-head attention core (scores, softmax, context) over projected Q, K, V.
+// Row softmax of the attention scores: B·heads·T rows of T (one attention layer's worth).
+void BM_Softmax(benchmark::State& state) {
+  const index_t rows = state.range(0), cols = state.range(1);
+  auto x0 = random_vector(static_cast<std::size_t>(rows * cols), 9, 3.0f);
+  std::vector<float> x(x0.size());
+  for (auto _ : state) {
+    std::copy(x0.begin(), x0.end(), x.begin());
+    softmax_rows(MatrixView<float>(x.data(), rows, cols));
+    benchmark::DoNotOptimize(x.data());
+  }
+  state.SetItemsProcessed(state.iterations() * rows * cols);
+}
+BENCHMARK(BM_Softmax)->Args({16 * 12 * 64, 64})->Args({16 * 12 * 128, 128})->Unit(benchmark::kMicrosecond);
+
 void BM_Attention(benchmark::State& state) {
   const index_t b = state.range(0), t = state.range(1), h = state.range(2), a = state.range(3);
   const index_t n = b * t;

@@ -248,6 +248,25 @@ void additive_key_mask(std::span<T> out, std::span<const std::int64_t> attention
   for (std::size_t i = 0; i < out.size(); ++i) out[i] = attention_mask[i] ? T(0) : fill;
 }
 
+/// @brief Softmax of every row of @p x in place: `x_ij = exp(x_ij - max_i) / sum_j exp(...)`,
+/// with Eigen's vectorised exp. A term whose exp falls below the smallest normal number is
+/// exactly 0 (Eigen's double exp returns a subnormal for the dtype's lowest value, which is
+/// how padded keys are masked; their weight must be 0). Single-threaded: attention calls it
+/// per (sequence, head) from its own threads.
+template <class T>
+void softmax_rows(MatrixView<T> x) {
+  const index_t rows = x.extent(0), cols = x.extent(1);
+  constexpr T tiny = std::numeric_limits<T>::min();
+  for (index_t i = 0; i < rows; ++i) {
+    T* r = x.data() + i * cols;
+    Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>> row(r, cols);
+    const T mx = row.maxCoeff();
+    row = (row - mx).exp();
+    for (index_t j = 0; j < cols; ++j) r[j] = r[j] < tiny ? T(0) : r[j];
+    row *= T(1) / row.sum();
+  }
+}
+
 /// @brief Multi-head scaled dot-product attention over projected Q, K, V.
 ///
 /// For each sequence b and head h (columns h·d..h·d+d-1):
@@ -293,12 +312,7 @@ void attention_forward(Cpu, MatrixView<T> ctx, std::type_identity_t<T>* probs, M
         Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>> mask(key_mask.data() + b * seq, seq);
         scores.rowwise() += mask;
       }
-      for (index_t i = 0; i < seq; ++i) {  // softmax per row, vectorised exp
-        Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>> row(p + i * seq, seq);
-        const T mx = row.maxCoeff();
-        row = (row - mx).exp();
-        row *= T(1) / row.sum();
-      }
+      softmax_rows(MatrixView<T>(p, seq, seq));
       if (dropout && dropout->active()) {
         Eigen::Map<detail::RowMajorMatrix<T>> dropped(scratch_t + seq * seq, seq, seq);
         const auto bh = static_cast<std::uint64_t>(b * heads + h);
