@@ -8,6 +8,7 @@
 #define BOOST_TEST_MODULE gemm
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -152,15 +153,72 @@ BOOST_AUTO_TEST_CASE(empty_depth_and_thread_independence) {
   detail::matmul(cm, Eigen::Map<const RowMat>(a.data(), 9, 0), Eigen::Map<const RowMat>(b.data(), 0, 50), false);
   BOOST_TEST((c.array() == 0.0f).all());
 
-  // The same product on one thread and on all threads: bit-identical.
-  const RowMat x = random_matrix(300, 520, rng), w = random_matrix(200, 520, rng);
-  RowMat y1(300, 200), yn(300, 200);
-  const int threads = Eigen::nbThreads();
-  Eigen::setNbThreads(1);
-  detail::matmul(Eigen::Map<RowMat>(y1.data(), 300, 200), Eigen::Map<const RowMat>(x.data(), 300, 520),
-                 Eigen::Map<const RowMat>(w.data(), 200, 520).transpose(), false);
-  Eigen::setNbThreads(threads);
-  detail::matmul(Eigen::Map<RowMat>(yn.data(), 300, 200), Eigen::Map<const RowMat>(x.data(), 300, 520),
-                 Eigen::Map<const RowMat>(w.data(), 200, 520).transpose(), false);
-  BOOST_TEST((y1.array() == yn.array()).all());
+  // The same product on one thread and on several: bit-identical, for a product large
+  // enough to be split over the threads and for one that is not (fewer than 4e6
+  // multiply-adds). At least two threads are asked for; the CTest variants *_thread_limit run
+  // this with OMP_THREAD_LIMIT=1, where the team is smaller than asked for.
+  const index_t shapes[][3] = {{300, 200, 520}, {56, 60, 893}};
+  for (const auto& shape : shapes) {
+    const index_t m = shape[0], n = shape[1], k = shape[2];
+    const RowMat x = random_matrix(m, k, rng), w = random_matrix(n, k, rng);
+    RowMat y1(m, n), yn(m, n);
+    const int threads = Eigen::nbThreads();
+    Eigen::setNbThreads(1);
+    detail::matmul(Eigen::Map<RowMat>(y1.data(), m, n), Eigen::Map<const RowMat>(x.data(), m, k),
+                   Eigen::Map<const RowMat>(w.data(), n, k).transpose(), false);
+    Eigen::setNbThreads(std::max(2, threads));
+    detail::matmul(Eigen::Map<RowMat>(yn.data(), m, n), Eigen::Map<const RowMat>(x.data(), m, k),
+                   Eigen::Map<const RowMat>(w.data(), n, k).transpose(), false);
+    Eigen::setNbThreads(threads);
+    BOOST_TEST_CONTEXT("m=" << m << " n=" << n << " k=" << k) {
+#if defined(_OPENMP)
+      // With a team of one thread where two were asked for, a product left to Eigen (no own
+      // kernel) is threaded by Eigen itself with blocking sized for two threads: correct, but
+      // not bit-identical to the serial product. Check it against the exact product then.
+      if (!detail::has_own_sgemm && omp_get_thread_limit() < 2) {
+        RowMatD exact(m, n), magnitude(m, n);
+        for (index_t i = 0; i < m; ++i)
+          for (index_t j = 0; j < n; ++j) {
+            double sum = 0, mag = 0;
+            for (index_t p = 0; p < k; ++p) {
+              sum += static_cast<double>(x(i, p)) * w(j, p);
+              mag += std::abs(static_cast<double>(x(i, p)) * w(j, p));
+            }
+            exact(i, j) = sum;
+            magnitude(i, j) = mag;
+          }
+        check_product(yn, exact, magnitude, k, false, exact);
+        continue;
+      }
+#endif
+      BOOST_TEST((y1.array() == yn.array()).all());
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(several_column_blocks_and_inside_a_parallel_region) {
+  std::mt19937 rng(13);
+  // n beyond one packed block of B (3072 columns).
+  run_case(20, 3100, 40, false, true, false, rng);
+  run_case(17, 3200, 9, false, false, true, rng);
+
+  // Called from the threads of an enclosing parallel region (as attention does per head):
+  // each call runs on its own thread and gives the serial result.
+  const index_t m = 64, n = 64, k = 64;
+  std::vector<RowMat> a, b, c, expected;
+  for (int i = 0; i < 8; ++i) {
+    a.push_back(random_matrix(m, k, rng));
+    b.push_back(random_matrix(k, n, rng));
+    c.emplace_back(m, n);
+    expected.emplace_back(m, n);
+    detail::matmul(Eigen::Map<RowMat>(expected[i].data(), m, n), Eigen::Map<const RowMat>(a[i].data(), m, k),
+                   Eigen::Map<const RowMat>(b[i].data(), k, n), false);
+  }
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(2)
+#endif
+  for (int i = 0; i < 8; ++i)
+    detail::matmul(Eigen::Map<RowMat>(c[i].data(), m, n), Eigen::Map<const RowMat>(a[i].data(), m, k),
+                   Eigen::Map<const RowMat>(b[i].data(), k, n), false);
+  for (int i = 0; i < 8; ++i) BOOST_TEST((c[i].array() == expected[i].array()).all());
 }

@@ -38,8 +38,9 @@ void parallel_chunks(index_t n, index_t min_chunk, F&& f) {
   if (nt > 1 && !omp_in_parallel()) {
 #pragma omp parallel num_threads(static_cast<int>(nt))
     {
-      const index_t t = omp_get_thread_num();
-      f(n * t / nt, n * (t + 1) / nt, t);
+      // The team may be smaller than asked for (OMP_THREAD_LIMIT, dynamic threads).
+      const index_t t = omp_get_thread_num(), team = omp_get_num_threads();
+      f(n * t / team, n * (t + 1) / team, t);
     }
     return;
   }

@@ -20,7 +20,7 @@
 /// of C is the same sequence of fused multiply-adds over k, in KC blocks added in order,
 /// whichever thread computes it and however many threads there are, so the result does not
 /// depend on the thread count. The packing buffers are kept per thread and grow once: no
-/// allocation in a steady training loop.
+/// allocation in a steady training loop, and none inside a parallel region.
 ///
 /// Operands are given as strided views, so transposed operands cost nothing: element (i, p)
 /// of A is `a[i * a_row_stride + p * a_col_stride]`.
@@ -128,7 +128,8 @@ inline SgemmBuffer& sgemm_b_buffer() {
   static thread_local SgemmBuffer buffer;
   return buffer;
 }
-/// @brief The packed-A buffer of each thread.
+/// @brief The packed-A buffers of the calling thread's team, one slice per thread (allocated
+/// before the parallel region, so that a failed allocation throws in the caller).
 inline SgemmBuffer& sgemm_a_buffer() {
   static thread_local SgemmBuffer buffer;
   return buffer;
@@ -292,20 +293,14 @@ inline void sgemm_pack_b(float* dst, const float* b, index_t rs, index_t cs, ind
 }
 
 /// @brief The part of a product that thread @p t of @p nt computes (all of it when nt = 1);
-/// @p shared_b is the team's packed-B buffer.
+/// @p shared_b is the team's packed-B buffer, @p packed_a this thread's packed-A slice.
 inline void sgemm_thread(index_t m, index_t n, index_t k, const float* a, index_t ars, index_t acs, const float* b,
-                         index_t brs, index_t bcs, float* c, index_t ldc, bool accumulate, float* shared_b, int t,
-                         int nt) {
+                         index_t brs, index_t bcs, float* c, index_t ldc, bool accumulate, float* shared_b,
+                         float* packed_a, int t, int nt) {
   using B = SgemmBlocking;
   const index_t panels = (m + B::mr - 1) / B::mr;
   const index_t row_begin = panels * t / nt * B::mr;
   const index_t row_end = std::min(m, panels * (t + 1) / nt * B::mr);
-  const index_t kc_max = std::min(B::kc, k);
-  float* packed_a = nullptr;
-  if (row_end > row_begin) {
-    const index_t mc_max = std::min(B::mc, (row_end - row_begin + B::mr - 1) / B::mr * B::mr);
-    packed_a = sgemm_a_buffer().get(static_cast<std::size_t>(mc_max * kc_max));
-  }
   for (index_t jc = 0; jc < n; jc += B::nc) {
     const index_t nc = std::min(B::nc, n - jc);
     const index_t col_panels = (nc + B::nr - 1) / B::nr;
@@ -380,14 +375,19 @@ inline void sgemm(index_t m, index_t n, index_t k, const float* a, index_t ars, 
 #if defined(_OPENMP)
   // Two threads need at least a few row panels each to be worth a barrier per block.
   if (!omp_in_parallel()) nt = static_cast<int>(std::clamp<index_t>(m / (4 * B::mr), 1, kernel_threads()));
+#endif
+  // One A slice per thread, enough for MC rows (or all of m) by KC.
+  const index_t a_slice = (std::min(B::mc, (m + B::mr - 1) / B::mr * B::mr) * std::min(B::kc, k) + 15) / 16 * 16;
+  float* packed_a = sgemm_a_buffer().get(static_cast<std::size_t>(a_slice * nt));
+#if defined(_OPENMP)
   if (nt > 1) {
 #pragma omp parallel num_threads(nt)
-    sgemm_thread(m, n, k, a, ars, acs, b, brs, bcs, c, ldc, accumulate, shared_b, omp_get_thread_num(),
-                 omp_get_num_threads());
+    sgemm_thread(m, n, k, a, ars, acs, b, brs, bcs, c, ldc, accumulate, shared_b,
+                 packed_a + a_slice * omp_get_thread_num(), omp_get_thread_num(), omp_get_num_threads());
     return;
   }
 #endif
-  sgemm_thread(m, n, k, a, ars, acs, b, brs, bcs, c, ldc, accumulate, shared_b, 0, 1);
+  sgemm_thread(m, n, k, a, ars, acs, b, brs, bcs, c, ldc, accumulate, shared_b, packed_a, 0, 1);
 }
 #endif
 

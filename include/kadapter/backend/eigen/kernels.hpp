@@ -43,8 +43,11 @@ using ConstStridedMap = Eigen::Map<const RowMajorMatrix<T>, 0, Eigen::OuterStrid
 /// output per kernel thread (columns in multiples of 48, else rows in multiples of 8), each
 /// computed by Eigen's single-threaded product: Eigen's own threading shares packed panels
 /// between threads and waits on them, which loses 10-15 % on two cores at the model's shapes.
-/// Either way every output element is one dot product over the full depth in a fixed order,
-/// so the result does not depend on the number of threads.
+/// Products too small to split run on one thread of a team, so that Eigen takes its serial
+/// path. Either way every output element is one dot product over the full depth in a fixed
+/// order, so the result does not depend on the number of threads (on the Eigen path, as long
+/// as OpenMP gives at least two of the threads asked for: with a team of one, Eigen threads
+/// the product itself and blocks it for the count asked for).
 template <class Dst, class Lhs, class Rhs>
 void matmul(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate) {
   const index_t rows = dst.rows(), cols = dst.cols(), depth = lhs.cols();
@@ -69,16 +72,22 @@ void matmul(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate) {
   const index_t nt = kernel_threads();
   constexpr index_t col_block = 48, row_block = 8;
   const bool large = static_cast<double>(rows) * static_cast<double>(cols) * static_cast<double>(depth) >= 4.0e6;
-  if (nt > 1 && large && !omp_in_parallel()) {
+  // Eigen threads a product only from 2 × 50,000 multiply-adds on (Parallelizer.h): below
+  // that it is serial anyway and needs no team.
+  const bool eigen_would_thread = static_cast<double>(rows) * static_cast<double>(cols) * static_cast<double>(depth) >= 1.0e5;
+  if (nt > 1 && eigen_would_thread && !omp_in_parallel()) {
     const bool by_cols = cols >= nt * col_block * 2;
     const index_t units = by_cols ? (cols + col_block - 1) / col_block : (rows + row_block - 1) / row_block;
-    if (units >= nt) {
+    const bool split = large && units >= nt;
 #pragma omp parallel num_threads(static_cast<int>(nt))
-      {
-        const index_t t = omp_get_thread_num();
+    {
+      // The team may be smaller than asked for (OMP_THREAD_LIMIT, dynamic threads): split
+      // over the threads there are.
+      const index_t t = omp_get_thread_num(), team = omp_get_num_threads();
+      if (split) {
         const index_t unit = by_cols ? col_block : row_block, extent = by_cols ? cols : rows;
-        const index_t begin = std::min(extent, units * t / nt * unit);
-        const index_t end = std::min(extent, units * (t + 1) / nt * unit);
+        const index_t begin = std::min(extent, units * t / team * unit);
+        const index_t end = std::min(extent, units * (t + 1) / team * unit);
         if (end > begin) {
           if (by_cols) {
             run(dst.middleCols(begin, end - begin), lhs, rhs.middleCols(begin, end - begin));
@@ -86,9 +95,13 @@ void matmul(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate) {
             run(dst.middleRows(begin, end - begin), lhs.middleRows(begin, end - begin), rhs);
           }
         }
+      } else if (t == 0) {
+        // Too small to split: one thread of the team computes it, so Eigen takes its serial
+        // path (its own threading would block the product differently per thread count).
+        run(dst, lhs, rhs);
       }
-      return;
     }
+    return;
   }
 #else
   (void)rows;
