@@ -21,6 +21,7 @@
 
 #include "kadapter/backend/eigen/backward.hpp"
 #include "kadapter/backend/eigen/kernels.hpp"
+#include "kadapter/core/aligned.hpp"
 #include "kadapter/core/error.hpp"
 #include "kadapter/core/gradient_mode.hpp"
 #include "kadapter/core/random.hpp"
@@ -638,6 +639,90 @@ BOOST_AUTO_TEST_CASE(attention_dropout) {
   // probs are kept before dropout; the output does change.
   BOOST_TEST(identical(csp(plain.probs), csp(dropped.probs)));
   BOOST_TEST(max_abs_diff(csp(plain.ctx), csp(dropped.ctx)) > 1e-3);
+}
+
+// Without kept probabilities the scores live in per-thread scratch. A length whose rows are
+// not a whole number of vectors (23) in float, where Eigen's exp and sums use vector and
+// scalar steps: the output must not depend on the thread count, nor on whether the
+// probabilities are kept.
+BOOST_AUTO_TEST_CASE(attention_thread_count_independent) {
+  constexpr index_t B = 4, T = 23, A = 3, H = 24, n = B * T;
+  std::mt19937_64 rng(77);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> q(n * H), k(n * H), v(n * H), mask(n, 0.0f);
+  for (auto* x : {&q, &k, &v})
+    for (float& e : *x) e = normal(rng);
+  for (index_t b = 0; b < B; ++b)
+    for (index_t t = T - 2 * b; t < T; ++t) mask[static_cast<std::size_t>(b * T + t)] = std::numeric_limits<float>::lowest();
+  const int threads = Eigen::nbThreads();
+  auto run = [&](int nt, bool keep_probs) {
+    Eigen::setNbThreads(nt);
+    AlignedVector<float> scratch(attention_scratch(T)), probs(static_cast<std::size_t>(B * A * T * T));
+    std::vector<float> ctx(n * H);
+    attention_forward(Cpu{}, MatrixView<float>(ctx.data(), n, H), keep_probs ? probs.data() : nullptr,
+                      MatrixView<const float>(q.data(), n, H), MatrixView<const float>(k.data(), n, H),
+                      MatrixView<const float>(v.data(), n, H), std::span<const float>(mask), B, T, A,
+                      scratch.data());
+    return ctx;
+  };
+  const std::vector<float> one = run(1, false), two = run(std::max(2, threads), false),
+                           kept = run(std::max(2, threads), true);
+  Eigen::setNbThreads(threads);
+  BOOST_TEST((one == two));
+  BOOST_TEST((one == kept));
+}
+
+// The float GELU kernels use Eigen's vector erf and exp. Every element must go through the
+// vector path whatever its address and whichever thread computes it: the same values at
+// another offset, and on one or two threads, give bit-identical results.
+BOOST_AUTO_TEST_CASE(gelu_thread_count_and_address_independent) {
+  constexpr index_t rows = 9, width = 4133;  // width: not a whole number of vectors
+  std::mt19937_64 rng(78);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  std::vector<float> pre(rows * width), grad(rows * width), bias(width);
+  for (auto* x : {&pre, &grad, &bias})
+    for (float& e : *x) e = normal(rng);
+  const int threads = Eigen::nbThreads();
+  struct Out {
+    std::vector<float> act, act_flat, d, d_flat, bias_grad;
+  };
+  auto run = [&](int nt, index_t offset) {
+    Eigen::setNbThreads(nt);
+    const std::size_t n = static_cast<std::size_t>(rows * width), o = static_cast<std::size_t>(offset);
+    std::vector<float> p_buf(n + o), a_buf(n + o), d_buf(n + o), bg(width, 0.0f);
+    std::copy(pre.begin(), pre.end(), p_buf.begin() + offset);
+    bias_gelu_forward(Cpu{}, MatrixView<float>(p_buf.data() + o, rows, width), MatrixView<float>(a_buf.data() + o, rows, width),
+                      bias.data());
+    Out out;
+    out.act.assign(a_buf.begin() + offset, a_buf.end());
+    std::copy(p_buf.begin() + offset, p_buf.end(), a_buf.begin() + offset);  // pre + bias
+    gelu_inplace(Cpu{}, std::span<float>(a_buf.data() + o, n));
+    out.act_flat.assign(a_buf.begin() + offset, a_buf.end());
+    std::copy(grad.begin(), grad.end(), d_buf.begin() + offset);
+    bias_gelu_backward(Cpu{}, MatrixView<float>(d_buf.data() + o, rows, width),
+                       MatrixView<const float>(p_buf.data() + o, rows, width), bg.data());
+    out.d.assign(d_buf.begin() + offset, d_buf.end());
+    out.bias_grad = bg;
+    std::copy(grad.begin(), grad.end(), d_buf.begin() + offset);
+    gelu_backward_inplace(Cpu{}, std::span<float>(d_buf.data() + o, n), std::span<const float>(p_buf.data() + o, n));
+    out.d_flat.assign(d_buf.begin() + offset, d_buf.end());
+    return out;
+  };
+  const Out base = run(1, 0);
+  for (const auto& [nt, offset] : {std::pair{std::max(2, threads), index_t{0}}, std::pair{1, index_t{3}},
+                                    std::pair{std::max(2, threads), index_t{5}}}) {
+    const Out r = run(nt, offset);
+    BOOST_TEST_CONTEXT("threads " << nt << ", offset " << offset) {
+      BOOST_TEST((r.act == base.act));
+      BOOST_TEST((r.act_flat == base.act_flat));
+      BOOST_TEST((r.d == base.d));
+      BOOST_TEST((r.d_flat == base.d_flat));
+      BOOST_TEST((r.bias_grad == base.bias_grad));
+    }
+  }
+  Eigen::setNbThreads(threads);
+  // The flat and the fused kernels compute the same GELU (the bias is already in pre).
+  BOOST_TEST((base.act == base.act_flat));
 }
 
 BOOST_AUTO_TEST_CASE(attention_block) {

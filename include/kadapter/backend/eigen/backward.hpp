@@ -153,10 +153,12 @@ void gelu_backward_inplace(Cpu, std::span<T> d, std::span<const T> pre) {
   const T inv_sqrt2 = static_cast<T>(0.70710678118654752440);
   const T inv_sqrt_2pi = static_cast<T>(0.39894228040143267794);
   if constexpr (std::is_same_v<T, float>) {  // vectorised erf and exp, as in gelu_inplace
-    parallel_chunks(static_cast<index_t>(d.size()), 4096, [&](index_t begin, index_t end, index_t) {
-      Eigen::Map<Eigen::ArrayXf> g(d.data() + begin, end - begin);
-      Eigen::Map<const Eigen::ArrayXf> x(pre.data() + begin, end - begin);
-      g *= 0.5f * (1.0f + (x * inv_sqrt2).erf()) + x * inv_sqrt_2pi * (-0.5f * x.square()).exp();
+    constexpr index_t w = detail::packet_size<T>();
+    const index_t n = static_cast<index_t>(d.size()), packets = (n + w - 1) / w;
+    parallel_chunks(packets, 4096 / w, [&](index_t begin, index_t end, index_t) {
+      const index_t first = begin * w, last = std::min(end * w, n);
+      detail::packet_apply(last - first, [](const auto& g, const auto& x) { return detail::gelu_grad_packet<T>(g, x); },
+                           d.data() + first, static_cast<const T*>(d.data() + first), pre.data() + first);
     });
     return;
   }
@@ -180,14 +182,17 @@ void bias_gelu_backward(Cpu, MatrixView<T> d, MatrixView<const T> pre, T* bias_g
   const index_t rows = d.extent(0), width = d.extent(1);
   const T inv_sqrt2 = static_cast<T>(0.70710678118654752440);
   const T inv_sqrt_2pi = static_cast<T>(0.39894228040143267794);
-  parallel_chunks(width, 64, [&](index_t begin, index_t end, index_t) {
+  // Columns split over the threads in whole packets (see detail::packet_apply).
+  constexpr index_t pw = detail::packet_size<T>();
+  parallel_chunks((width + pw - 1) / pw, std::max<index_t>(1, 64 / pw), [&](index_t first, index_t last, index_t) {
     using Arr = Eigen::Array<T, 1, Eigen::Dynamic>;
-    const index_t w = end - begin;
+    const index_t begin = first * pw, w = std::min(last * pw, width) - begin;
     for (index_t r = 0; r < rows; ++r) {
       Eigen::Map<Arr> g(d.data() + r * width + begin, w);
       Eigen::Map<const Arr> x(pre.data() + r * width + begin, w);
       if constexpr (std::is_same_v<T, float>) {
-        g *= 0.5f * (1.0f + (x * inv_sqrt2).erf()) + x * inv_sqrt_2pi * (-0.5f * x.square()).exp();
+        detail::packet_apply(w, [](const auto& gp, const auto& xp) { return detail::gelu_grad_packet<T>(gp, xp); },
+                             g.data(), static_cast<const T*>(g.data()), x.data());
       } else {
         for (index_t j = 0; j < w; ++j) {
           const T cdf = T(0.5) * (T(1) + std::erf(x(j) * inv_sqrt2));
@@ -224,7 +229,7 @@ void attention_backward(Cpu, MatrixView<T> d_q, MatrixView<T> d_k, MatrixView<T>
   const Eigen::OuterStride<> stride(width);
   const bool drop = dropout && dropout->active();
   parallel_chunks(batch * heads, 1, [&](index_t first, index_t last, index_t thread) {
-  T* scratch_t = scratch + thread * 2 * seq * seq;
+  T* scratch_t = scratch + thread * attention_scratch_per_thread(seq);
   for (index_t bh_ = first; bh_ < last; ++bh_) {
     {
       const index_t b = bh_ / heads, h = bh_ % heads;

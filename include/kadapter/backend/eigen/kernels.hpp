@@ -110,6 +110,73 @@ void matmul(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate) {
 #endif
   run(dst, lhs, rhs);
 }
+
+// GCC 12 warns that the pass-through operand of _mm512_min_ps / _mm512_max_ps (its own
+// _mm512_undefined_ps) is used uninitialised when Eigen's vector exp and erf are inlined here
+// (GCC bug 105593, a false positive).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+/// @brief `out[j] = f(in[j]...)` for j < @p n, where @p f maps Eigen packets to a packet.
+///
+/// Every element goes through @p f on packets: whole packets from the start, the last partial
+/// one through a zero-padded copy. An element's result therefore depends only on its inputs,
+/// not on its address or on where a thread's chunk begins. (Eigen's own loops take scalar
+/// steps up to an aligned address, and its scalar erf and exp differ from the vector ones in
+/// the last bits: a thread's chunk starting elsewhere changed the results.) Chunks given to
+/// threads should start at multiples of packet_size<T>() to keep whole packets whole.
+template <class T, class F, class... In>
+void packet_apply(index_t n, F&& f, T* out, const In*... in) {
+  namespace ei = Eigen::internal;
+  using Packet = typename ei::packet_traits<T>::type;
+  constexpr index_t w = ei::packet_traits<T>::size;
+  index_t j = 0;
+  for (; j + w <= n; j += w) ei::pstoreu(out + j, f(ei::ploadu<Packet>(in + j)...));
+  if (j < n) {
+    const index_t rest = n - j;
+    auto padded = [&](const T* src) {
+      alignas(64) T buf[w];
+      for (index_t l = 0; l < w; ++l) buf[l] = l < rest ? src[j + l] : T(0);
+      return ei::pload<Packet>(buf);
+    };
+    alignas(64) T res[w];
+    ei::pstore(res, f(padded(in)...));
+    for (index_t l = 0; l < rest; ++l) out[j + l] = res[l];
+  }
+}
+
+/// @brief Elements per Eigen packet of @p T.
+template <class T>
+constexpr index_t packet_size() noexcept {
+  return Eigen::internal::packet_traits<T>::size;
+}
+
+/// @brief `x · (1 + erf(x / sqrt 2)) / 2` on a packet (Eigen's vectorised erf).
+template <class T, class Packet = typename Eigen::internal::packet_traits<T>::type>
+Packet gelu_packet(const Packet& x) {
+  namespace ei = Eigen::internal;
+  const Packet half = ei::pset1<Packet>(T(0.5)), one = ei::pset1<Packet>(T(1));
+  const Packet inv_sqrt2 = ei::pset1<Packet>(static_cast<T>(0.70710678118654752440));
+  return ei::pmul(ei::pmul(x, half), ei::padd(one, ei::scalar_erf_op<T>().packetOp(ei::pmul(x, inv_sqrt2))));
+}
+
+/// @brief `g · (Φ(x) + x · φ(x))` on packets: the GELU backward.
+template <class T, class Packet = typename Eigen::internal::packet_traits<T>::type>
+Packet gelu_grad_packet(const Packet& g, const Packet& x) {
+  namespace ei = Eigen::internal;
+  const Packet half = ei::pset1<Packet>(T(0.5)), one = ei::pset1<Packet>(T(1));
+  const Packet inv_sqrt2 = ei::pset1<Packet>(static_cast<T>(0.70710678118654752440));
+  const Packet inv_sqrt_2pi = ei::pset1<Packet>(static_cast<T>(0.39894228040143267794));
+  const Packet cdf = ei::pmul(half, ei::padd(one, ei::scalar_erf_op<T>().packetOp(ei::pmul(x, inv_sqrt2))));
+  const Packet pdf = ei::pmul(ei::pmul(x, inv_sqrt_2pi), ei::pexp(ei::pmul(ei::pset1<Packet>(T(-0.5)), ei::pmul(x, x))));
+  return ei::pmul(g, ei::padd(cdf, pdf));
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 }  // namespace detail
 
 /// @brief `y[r] += bias` for every row, rows split over the kernel threads.
@@ -196,10 +263,14 @@ void gelu_inplace(Cpu, std::span<T> x) {
   const T inv_sqrt2 = static_cast<T>(0.70710678118654752440);
   if constexpr (std::is_same_v<T, float>) {
     // Eigen's vectorised float erf (within a few ulp of std::erf) instead of a scalar call
-    // per element: the GELU otherwise costs as much as the FFN's matrix product.
-    parallel_chunks(static_cast<index_t>(x.size()), 4096, [&](index_t begin, index_t end, index_t) {
-      Eigen::Map<Eigen::ArrayXf> a(x.data() + begin, end - begin);
-      a = a * 0.5f * (1.0f + (a * inv_sqrt2).erf());
+    // per element: the GELU otherwise costs as much as the FFN's matrix product. Chunks of
+    // whole packets, so the result does not depend on the thread count.
+    constexpr index_t w = detail::packet_size<T>();
+    const index_t packets = (static_cast<index_t>(x.size()) + w - 1) / w;
+    parallel_chunks(packets, 4096 / w, [&](index_t begin, index_t end, index_t) {
+      const index_t first = begin * w, last = std::min(end * w, static_cast<index_t>(x.size()));
+      detail::packet_apply(last - first, [](const auto& p) { return detail::gelu_packet<T>(p); }, x.data() + first,
+                           static_cast<const T*>(x.data() + first));
     });
   } else {
     parallel_chunks(static_cast<index_t>(x.size()), 4096, [&](index_t begin, index_t end, index_t) {
@@ -224,7 +295,8 @@ void bias_gelu_forward(Cpu, MatrixView<T> pre, MatrixView<T> act, const T* bias)
       Eigen::Map<Arr> y(act.data() + r * width, width);
       x += b;
       if constexpr (std::is_same_v<T, float>) {
-        y = x * 0.5f * (1.0f + (x * inv_sqrt2).erf());
+        detail::packet_apply(width, [](const auto& p) { return detail::gelu_packet<T>(p); }, y.data(),
+                             static_cast<const T*>(x.data()));
       } else {
         for (index_t j = 0; j < width; ++j) y(j) = x(j) * T(0.5) * (T(1) + std::erf(x(j) * inv_sqrt2));
       }
@@ -266,18 +338,56 @@ void additive_key_mask(std::span<T> out, std::span<const std::int64_t> attention
 /// exactly 0 (Eigen's double exp returns a subnormal for the dtype's lowest value, which is
 /// how padded keys are masked; their weight must be 0). Single-threaded: attention calls it
 /// per (sequence, head) from its own threads.
+///
+/// Every term goes through the vector exp (the last partial vector of a row through a padded
+/// copy) and the row sum adds whole vectors from the row's start, so the result depends only
+/// on the values, not on the row's address. (Eigen's own loops start with scalar steps up to
+/// an aligned address, and its scalar exp differs from the vector one in the last bit: the
+/// same scores at another address gave another result.)
 template <class T>
 void softmax_rows(MatrixView<T> x) {
+  namespace ei = Eigen::internal;
+  using Packet = typename ei::packet_traits<T>::type;
+  constexpr index_t w = ei::packet_traits<T>::size;
   const index_t rows = x.extent(0), cols = x.extent(1);
   constexpr T tiny = std::numeric_limits<T>::min();
+  alignas(64) T part[w];
   for (index_t i = 0; i < rows; ++i) {
     T* r = x.data() + i * cols;
-    Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>> row(r, cols);
-    const T mx = row.maxCoeff();
-    row = (row - mx).exp();
-    for (index_t j = 0; j < cols; ++j) r[j] = r[j] < tiny ? T(0) : r[j];
-    row *= T(1) / row.sum();
+    T mx = r[0];
+    for (index_t j = 1; j < cols; ++j) mx = r[j] > mx ? r[j] : mx;
+    const Packet pmx = ei::pset1<Packet>(mx);
+    index_t j = 0;
+    for (; j + w <= cols; j += w) ei::pstoreu(r + j, ei::pexp(ei::psub(ei::ploadu<Packet>(r + j), pmx)));
+    const index_t rest = cols - j;
+    if (rest > 0) {
+      for (index_t l = 0; l < w; ++l) part[l] = l < rest ? r[j + l] : mx;
+      ei::pstore(part, ei::pexp(ei::psub(ei::pload<Packet>(part), pmx)));
+      for (index_t l = 0; l < rest; ++l) r[j + l] = part[l];
+    }
+    for (j = 0; j < cols; ++j) r[j] = r[j] < tiny ? T(0) : r[j];
+    Packet acc = ei::pset1<Packet>(T(0));
+    for (j = 0; j + w <= cols; j += w) acc = ei::padd(acc, ei::ploadu<Packet>(r + j));
+    if (rest > 0) {
+      for (index_t l = 0; l < w; ++l) part[l] = l < rest ? r[j + l] : T(0);
+      acc = ei::padd(acc, ei::pload<Packet>(part));
+    }
+    const T inv = T(1) / ei::predux(acc);
+    for (j = 0; j < cols; ++j) r[j] *= inv;
   }
+}
+
+/// @brief Scratch elements of one kernel thread in attention_forward and attention_backward:
+/// 2·T·T, rounded up to a multiple of 16 so that every thread's slice has the alignment of
+/// the scratch buffer. Eigen's vectorised loops and sums start with scalar steps up to an
+/// aligned address, so a slice's alignment decides which elements take the scalar path; with
+/// slices of different alignment the result of a (sequence, head) pair would depend on the
+/// thread that computes it, and so on the thread count.
+inline index_t attention_scratch_per_thread(index_t seq) noexcept { return (2 * seq * seq + 15) / 16 * 16; }
+
+/// @brief Scratch elements attention_forward and attention_backward need for length @p seq.
+inline std::size_t attention_scratch(index_t seq) {
+  return static_cast<std::size_t>(attention_scratch_per_thread(seq) * kernel_threads());
 }
 
 /// @brief Multi-head scaled dot-product attention over projected Q, K, V.
@@ -290,7 +400,8 @@ void softmax_rows(MatrixView<T> x) {
 /// @param q, k, v (B*T, H)
 /// @param key_mask (B*T) additive mask per key, or empty for no mask
 /// @param batch, seq, heads B, T and A
-/// @param scratch at least attention_scratch(T) elements (2·T·T per kernel thread)
+/// @param scratch at least attention_scratch(T) elements (attention_scratch_per_thread(T) per
+///        kernel thread; results do not depend on the thread count when it is 64-byte aligned)
 /// @param dropout dropout on the attention probabilities (element index
 ///        score_element(b*A + h, i, j)), or nullptr; @p probs keeps the values before dropout
 template <class T>
@@ -308,7 +419,7 @@ void attention_forward(Cpu, MatrixView<T> ctx, std::type_identity_t<T>* probs, M
   // (sequence, head) pairs split over the kernel threads, each with its own scratch; the
   // small products run single-threaded inside.
   parallel_chunks(batch * heads, 1, [&](index_t first, index_t last, index_t thread) {
-  T* scratch_t = scratch + thread * 2 * seq * seq;
+  T* scratch_t = scratch + thread * attention_scratch_per_thread(seq);
   for (index_t bh = first; bh < last; ++bh) {
     {
       const index_t b = bh / heads, h = bh % heads;
@@ -339,11 +450,6 @@ void attention_forward(Cpu, MatrixView<T> ctx, std::type_identity_t<T>* probs, M
     }
   }
   });
-}
-
-/// @brief Scratch elements attention_forward and attention_backward need for length @p seq.
-inline std::size_t attention_scratch(index_t seq) {
-  return static_cast<std::size_t>(2 * seq * seq * kernel_threads());
 }
 
 /// @brief Embeddings: `LN((word[id] + token_type[tt]) + position[pos])` per token.
