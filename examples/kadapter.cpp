@@ -1,6 +1,8 @@
 // The kadapter command-line program: one binary, one subcommand per job.
 #include <cstdio>
 #include <exception>
+#include <filesystem>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -44,6 +46,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kadapter: unknown command '%s'\n%s", command.c_str(), kUsage);
     return 2;
   } catch (const kadapter::Error& e) {
+    std::fprintf(stderr, "kadapter %s: error: %s\n", command.c_str(), e.what());
+    return 2;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr,
+                 "kadapter %s: error: out of memory: the sizes asked for do not fit in this machine's memory "
+                 "(check the sizes in the model's config.json, --batch-size, --max-seq-length and the adapter flags)\n",
+                 command.c_str());
+    return 2;
+  } catch (const std::filesystem::filesystem_error& e) {
     std::fprintf(stderr, "kadapter %s: error: %s\n", command.c_str(), e.what());
     return 2;
   } catch (const std::exception& e) {

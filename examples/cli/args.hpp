@@ -2,6 +2,7 @@
 #pragma once
 
 #include <charconv>
+#include <cstdio>
 #include <cmath>
 #include <map>
 #include <set>
@@ -91,6 +92,12 @@ class Args {
     return x;
   }
 
+  static std::string format(double x) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", x);
+    return buf;
+  }
+
   /// The value of --name as a finite number.
   double number(const std::string& name) const {
     const std::string v = get(name);
@@ -98,6 +105,15 @@ class Args {
     auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
     if (ec != std::errc() || p != v.data() + v.size() || !std::isfinite(x))
       throw Error(command_ + ": --" + name + " '" + v + "' is not a number");
+    return x;
+  }
+
+  /// The value of --name as a finite number in [lo, hi] (or [lo, hi) when @p hi_open).
+  double number(const std::string& name, double lo, double hi, bool hi_open = false) const {
+    const double x = number(name);
+    if (x < lo || x > hi || (hi_open && x == hi))
+      throw Error(command_ + ": --" + name + " '" + get(name) + "' is not a number in [" + format(lo) + ", " +
+                  format(hi) + (hi_open ? ")" : "]"));
     return x;
   }
 

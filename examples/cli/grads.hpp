@@ -38,10 +38,15 @@ inline AdapterConfig adapter_config_from(const io::SafetensorsFile& f, const std
                         R"((\d+)\.down_project\.weight$)");
   const std::regex layer("^" + std::regex_replace(prefix, std::regex(R"(\.)"), R"(\.)") +
                          R"(0\.encoder\.layer\.(\d+)\.)");
+  // Layer numbers in tensor names: small non-negative integers (at most 4 digits here).
+  auto number = [&](const std::string& name, const std::string& digits) -> index_t {
+    if (digits.size() > 4) throw Error(file + ": tensor " + name + ": layer number " + digits + " is out of range");
+    return static_cast<index_t>(std::stol(digits));
+  };
   for (const auto& n : f.names()) {
     std::smatch m;
-    if (std::regex_search(n, m, down)) adapters.insert(std::stoll(m[1]));
-    if (std::regex_search(n, m, layer)) layers.insert(std::stoll(m[1]));
+    if (std::regex_search(n, m, down)) adapters.insert(number(n, m[1]));
+    if (std::regex_search(n, m, layer)) layers.insert(number(n, m[1]));
   }
   if (adapters.empty()) throw Error(file + ": no tensor " + prefix + "0.down_project.weight");
   const index_t K = static_cast<index_t>(adapters.size());
@@ -66,7 +71,9 @@ inline AdapterConfig adapter_config_from(const io::SafetensorsFile& f, const std
   if (c.layers > 0) {
     const std::string inter = prefix + "0.encoder.layer.0.intermediate.dense.weight";
     if (!f.contains(inter)) throw Error(file + ": missing tensor " + inter);
-    c.ffn = f.info(inter).shape.at(0);
+    const auto& ishape = f.info(inter).shape;
+    if (ishape.size() != 2) throw Error(file + ": " + inter + " must be 2-D");
+    c.ffn = ishape[0];
   }
   if (c.size % heads != 0)
     throw Error("--adapter-heads " + std::to_string(heads) + " does not divide the adapter width " +
@@ -76,7 +83,8 @@ inline AdapterConfig adapter_config_from(const io::SafetensorsFile& f, const std
 
 inline index_t rows_of(const io::SafetensorsFile& f, const std::string& name) {
   if (!f.contains(name)) throw Error(f.path().string() + ": missing tensor " + name);
-  return f.info(name).shape.at(0);
+  if (f.info(name).shape.size() != 2) throw Error(f.path().string() + ": " + name + " must be 2-D (labels, hidden)");
+  return f.info(name).shape[0];
 }
 
 /// A float (B, T) or (B, C) tensor of the batch file, shape-checked.

@@ -3,7 +3,10 @@
 #pragma once
 
 #include <algorithm>
+#include <cerrno>
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -176,6 +179,70 @@ PackedSplit pack(Task task, const fs::path& file, const Tok& tok, io::LabelMap& 
   return p;
 }
 
+/// Write @p text to @p path through `PATH.tmp` and a rename, checking every step: a full disk
+/// or an unwritable directory is an error, and never leaves a truncated file under @p path.
+inline void write_text_file(const fs::path& path, const std::string& text) {
+  fs::path tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!f) throw Error(tmp.string() + ": cannot create (" + std::strerror(errno) + ")");
+    f << text;
+    f.close();
+    if (f.fail()) {
+      const std::string why = std::strerror(errno);
+      std::error_code ignored;
+      fs::remove(tmp, ignored);
+      throw Error(tmp.string() + ": write failed (" + why + ")");
+    }
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    std::error_code ignored;
+    fs::remove(tmp, ignored);
+    throw Error(path.string() + ": cannot replace it with " + tmp.string() + " (" + ec.message() + ")");
+  }
+}
+
+/// The label names of a run (`labels.json`: a JSON list of distinct strings).
+inline std::vector<std::string> read_labels_file(const fs::path& path) {
+  if (fs::is_directory(path)) throw Error(path.string() + ": is a directory, expected a JSON list of label names");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path.string() + ": cannot open (" + std::strerror(errno) + ")");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path.string() + ": not valid JSON (" + e.what() + "); expected a list of label names");
+  }
+  if (!j.is_array()) throw Error(path.string() + ": expected a JSON list of label names, found " + j.type_name());
+  std::vector<std::string> names;
+  for (std::size_t i = 0; i < j.size(); ++i) {
+    if (!j[i].is_string()) throw Error(path.string() + ": entry " + std::to_string(i) + " is " + j[i].type_name() + ", expected a label name (string)");
+    names.push_back(j[i].get<std::string>());
+  }
+  try {
+    return io::LabelMap(names).names();
+  } catch (const Error& e) {
+    throw Error(path.string() + ": " + e.what());
+  }
+}
+
+/// The `step` of a checkpoint's metadata: an integer in [0, @p total].
+inline std::int64_t checkpoint_step(const std::map<std::string, std::string>& meta, const fs::path& file,
+                                    std::int64_t total) {
+  const auto it = meta.find("step");
+  if (it == meta.end()) throw Error(file.string() + ": metadata has no \"step\" (not a kadapter checkpoint?)");
+  const std::string& v = it->second;
+  long long x = -1;
+  const auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+  if (ec != std::errc() || p != v.data() + v.size() || x < 0 || x > total)
+    throw Error(file.string() + ": metadata \"step\" = \"" + v + "\" is not an integer in [0, " + std::to_string(total) +
+                "] (the run's total steps)");
+  return x;
+}
+
 }  // namespace detail
 
 /// Results of one training run.
@@ -202,30 +269,67 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   const bool official = args.choice("compat", {"standard", "official"}) == "official";
   const io::Convention conv = official ? io::Convention::official : io::Convention::standard;
   const fs::path data = args.get("data"), out = args.get("out");
-  fs::create_directories(out / "checkpoint");
   const EncoderConfig& ec = enc.config();
+  {
+    // Position ids of a sequence run from position_offset() (RoBERTa: pad_id + 1) under the
+    // standard scheme; the model must have rows for all of them.
+    const index_t need = official ? S : S + ec.position_offset();
+    if (need > ec.max_positions)
+      throw Error("--max-seq-length " + std::to_string(S) + " needs " + std::to_string(need) + " position embeddings but " +
+                  (fs::path(args.get("model")) / "config.json").string() + " has max_position_embeddings " +
+                  std::to_string(ec.max_positions));
+  }
+  if (evaluate_only && !fs::exists(out / "model.safetensors"))
+    throw Error((out / "model.safetensors").string() + ": not found (evaluate reads a finished pretrain or finetune run)");
+  if (args.has("resume") && !evaluate_only && !fs::exists(out / "checkpoint" / "optimizer.safetensors"))
+    throw Error("--resume: " + (out / "checkpoint" / "optimizer.safetensors").string() +
+                " not found (no checkpoint to continue from; without --resume the run starts anew)");
+  if (!evaluate_only) {
+    std::error_code mk;
+    fs::create_directories(out / "checkpoint", mk);
+    if (mk || !fs::is_directory(out / "checkpoint"))
+      throw Error("--out " + out.string() + ": cannot create the directory " + (out / "checkpoint").string() + " (" +
+                  (mk ? mk.message() : std::string("a file is in the way")) + ")");
+  }
 
   // Labels: kept with the model so that evaluation and resume see the same ids.
   io::LabelMap labels;
-  if (evaluate_only && !fs::exists(out / "model.safetensors"))
-    throw Error((out / "model.safetensors").string() + ": not found (evaluate reads a finished pretrain or finetune run)");
-  if (fs::exists(out / "labels.json")) {
-    std::ifstream lf(out / "labels.json");
-    labels = io::LabelMap(nlohmann::json::parse(lf).get<std::vector<std::string>>());
+  const fs::path labels_path = out / "labels.json";
+  const bool named_labels = task == Task::fac || task == Task::relation || task == Task::entity_typing;
+  if (fs::exists(labels_path)) {
+    labels = io::LabelMap(detail::read_labels_file(labels_path));
+  } else if (evaluate_only && named_labels) {
+    throw Error(labels_path.string() + ": not found (evaluate reads the label names of a finished run)");
   }
   auto split_file = [&](const std::string& name) {
     return fs::exists(data / (name + ".jsonl")) ? data / (name + ".jsonl") : data / (name + ".json");
   };
   PackedSplit train = evaluate_only ? PackedSplit{}
                                     : detail::pack(task, split_file("train"), tok, labels, S, conv);
+  const std::size_t train_labels = labels.size();
   const std::string eval_name = args.choice("eval-split", {"dev", "test"});
   PackedSplit eval = detail::pack(task, split_file(eval_name), tok, labels, S, conv);
-  {
-    std::ofstream lf(out / "labels.json");
-    lf << nlohmann::json(labels.names()).dump(1) << "\n";
+  if (labels.size() > train_labels) {
+    std::string extra;
+    for (std::size_t i = train_labels; i < labels.size() && i < train_labels + 5; ++i)
+      extra += (extra.empty() ? "\"" : ", \"") + labels.names()[i] + "\"";
+    if (labels.size() > train_labels + 5) extra += ", ...";
+    // A finished run has one output per label it was trained with: new names cannot be scored.
+    if (evaluate_only)
+      throw Error(split_file(eval_name).string() + ": label(s) " + extra + " are not among the " +
+                  std::to_string(train_labels) + " labels of the run (" + labels_path.string() + ")");
+    // Entity typing keeps one target column per label: pack the training split again so that
+    // its rows have the columns of the types that only the evaluation split names.
+    if (task == Task::entity_typing) train = detail::pack(task, split_file("train"), tok, labels, S, conv);
+    std::fprintf(stderr, "note: %s names %zu label(s) that %s does not (%s); they get outputs but no training examples\n",
+                 split_file(eval_name).string().c_str(), labels.size() - train_labels,
+                 split_file("train").string().c_str(), extra.c_str());
   }
+  if (!evaluate_only) detail::write_text_file(labels_path, nlohmann::json(labels.names()).dump(1) + "\n");
   if (!evaluate_only && train.count == 0)
-    throw Error(split_file("train").string() + ": no usable example");
+    throw Error(split_file("train").string() + ": no usable example (" + std::to_string(train.read) + " read, " +
+                std::to_string(train.dropped) + " dropped, e.g. entity or marker positions beyond --max-seq-length " +
+                std::to_string(S) + ")");
   std::fprintf(stderr, "%s: %zu training examples (%zu dropped), %zu %s examples, %zu labels\n",
                args.get("task").c_str(), static_cast<std::size_t>(train.count), train.dropped,
                static_cast<std::size_t>(eval.count), eval_name.c_str(), labels.size());
@@ -248,7 +352,10 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   TaskConfig tc;
   tc.task = task;
   tc.compat = official ? Compat::official : Compat::standard;
-  tc.dropout = static_cast<float>(args.number("dropout"));
+  tc.dropout = static_cast<float>(args.number("dropout", 0.0, 1.0, /*hi_open=*/true));
+  if (ac.skip_layers > ac.count)
+    throw Error("--adapter-skip-layers " + std::to_string(ac.skip_layers) + " is more than the " + std::to_string(ac.count) +
+                " adapter layers of --adapter-list (0 turns the skip connections off)");
   tc.num_labels = task == Task::lin ? S
                   : task == Task::multiple_choice ? std::max(train.rows_per_example, eval.rows_per_example)
                                                   : static_cast<index_t>(labels.size());
@@ -258,6 +365,10 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     adapter_dirs = detail::split_list(args.get("adapter-dirs"));
     if (!adapter_dirs.empty() && adapter_dirs.size() != tc.adapters.size())
       throw Error("--adapter-dirs names " + std::to_string(adapter_dirs.size()) + " directories for " + std::to_string(tc.adapters.size()) + " adapters");
+    for (std::size_t j = 0; j < tc.adapters.size(); ++j)
+      for (std::size_t i = 0; i < j; ++i)
+        if (tc.adapters[i] == tc.adapters[j])
+          throw Error("--adapters names \"" + tc.adapters[j] + "\" twice (each adapter's tensors are saved under its name)");
     tc.fusion = args.choice("fusion", {"concat", "add"}) == "add" ? Fusion::add : Fusion::concat;
     tc.adapter_trainable.assign(tc.adapters.size(), !args.has("freeze-adapters"));
   } else {
@@ -295,8 +406,8 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   }
 
   TrainConfig cfg;
-  cfg.adam.lr = args.number("learning-rate");
-  cfg.adam.weight_decay = args.number("weight-decay");
+  cfg.adam.lr = args.number("learning-rate", 0.0, 1e3);
+  cfg.adam.weight_decay = args.number("weight-decay", 0.0, 1e3);
   cfg.schedule = WarmupLinearSchedule{args.integer("warmup-steps", 0, 1LL << 40), total};
   cfg.seed = seed;
   cfg.scheduler_before_optimizer = !finetune;  // as the authors' pre-training scripts
@@ -304,10 +415,11 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
 
   std::int64_t step = 0;
   if (evaluate_only) step = total = 0;
-  if (args.has("resume") && fs::exists(out / "checkpoint" / "optimizer.safetensors")) {
+  if (args.has("resume") && !evaluate_only) {
+    const fs::path opt = out / "checkpoint" / "optimizer.safetensors";  // exists: checked above
     io::load_parameters(model.parameters(), io::SafetensorsFile(out / "checkpoint" / "model.safetensors"));
-    const auto meta = io::load_optimizer(model.parameters(), trainer.optimizer(), out / "checkpoint" / "optimizer.safetensors");
-    step = std::stoll(meta.at("step"));
+    const auto meta = io::load_optimizer(model.parameters(), trainer.optimizer(), opt);
+    step = detail::checkpoint_step(meta, opt, total);
     trainer.set_steps(step);
     std::fprintf(stderr, "resumed from %s at step %lld\n", (out / "checkpoint").string().c_str(), static_cast<long long>(step));
   }
@@ -497,6 +609,13 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     result.final_loss = r.loss;
     progress.step(r.loss);
     log.write({{"step", step}, {"epoch", epoch}, {"loss", r.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm}});
+    // A non-finite loss or gradient has already spoilt the weights: stop before anything is
+    // saved over the last good checkpoint.
+    if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm))
+      throw Error("step " + std::to_string(step) + ": the loss (" + std::to_string(r.loss) + ") or gradient norm (" +
+                  std::to_string(r.grad_norm) + ") is not finite; stopped without saving" +
+                  (save_steps > 0 ? " (the last checkpoint in " + (out / "checkpoint").string() + " is kept)" : std::string()) +
+                  ". Check the learning rate and the input data (a damaged --feature-cache file gives this too)");
     if (save_steps > 0 && step % save_steps == 0) save_checkpoint();
     if (stop_after > 0 && step >= stop_after) {
       std::fprintf(stderr, "stopping after step %lld as asked (--stop-after)\n", static_cast<long long>(step));
@@ -513,8 +632,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
                            {"adapter_transformer_layers", ac.layers}, {"adapter_heads", ac.heads},
                            {"adapter_list", plug}, {"adapter_skip_layers", ac.skip_layers},
                            {"max_seq_length", S}, {"adapters", tc.adapters}};
-    std::ofstream cf(out / "adapter_config.json");
-    cf << cfgj.dump(1) << "\n";
+    detail::write_text_file(out / "adapter_config.json", cfgj.dump(1) + "\n");
   }
   }
 
@@ -585,9 +703,16 @@ inline TrainResult run_training(const Args& args, bool finetune, bool evaluate_o
   if (threads > 0) Eigen::setNbThreads(threads);
   const fs::path dir = args.get("model");
   return io::with_encoder_dir<float>(dir, [&](auto& enc, const io::EncoderLoadReport&) {
+    auto checked = [&](auto tok) {
+      if (static_cast<index_t>(tok.vocab_size()) > enc.config().vocab_size)
+        throw Error("the tokenizer in " + dir.string() + " has " + std::to_string(tok.vocab_size()) + " tokens but " +
+                    (dir / "config.json").string() + " has vocab_size " + std::to_string(enc.config().vocab_size) +
+                    " (tokenizer files from another model?)");
+      return tok;
+    };
     if (enc.config().family == Family::bert)
-      return train_with(enc, io::BertTokenizer::from_directory(dir), args, finetune, evaluate_only);
-    return train_with(enc, io::RobertaTokenizer::from_directory(dir), args, finetune, evaluate_only);
+      return train_with(enc, checked(io::BertTokenizer::from_directory(dir)), args, finetune, evaluate_only);
+    return train_with(enc, checked(io::RobertaTokenizer::from_directory(dir)), args, finetune, evaluate_only);
   });
 }
 

@@ -9,7 +9,10 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <nlohmann/json.hpp>
 
 namespace fs = std::filesystem;
 
@@ -20,6 +23,14 @@ const fs::path kData = fs::path(KA_FIXTURE_DIR).parent_path().parent_path() / "d
 int run(const std::string& args) {
   const std::string cmd = std::string("'") + KA_CLI + "' " + args + " > /dev/null 2>&1";
   return std::system(cmd.c_str());
+}
+// Exit code and output (stdout and stderr) of a run.
+std::pair<int, std::string> run_output(const std::string& args, const fs::path& log) {
+  const std::string cmd = std::string("'") + KA_CLI + "' " + args + " > '" + log.string() + "' 2>&1";
+  const int status = std::system(cmd.c_str());
+  std::ifstream f(log);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+          std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>())};
 }
 std::string bytes(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
@@ -129,5 +140,72 @@ BOOST_AUTO_TEST_CASE(bucketing_and_feature_cache_keep_the_numbers) {
   BOOST_TEST(last_loss(tmp / "sort" / "metrics.jsonl") > 0.0);
   // The authors' mode keeps full padding.
   BOOST_TEST(run(common + out("official") + " --compat official --bucketing trim") != 0);
+  fs::remove_all(tmp);
+}
+
+// Bad run inputs: a clear error (exit 2) naming the file or flag, before any work is lost,
+// and nothing of a finished run overwritten.
+BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
+  const fs::path tmp = fs::temp_directory_path() / ("kadapter_badrun_cli_" + std::to_string(::getpid()));
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  const std::string model = " --model '" + kModel.string() + "'";
+  const std::string sizes = " --batch-size 4 --max-seq-length 32 --adapter-size 16 --adapter-heads 2";
+  auto data = [&](const fs::path& d) { return " --data '" + d.string() + "'"; };
+  auto out = [&](const char* name) { return " --out '" + (tmp / name).string() + "'"; };
+  auto fails = [&](const std::string& args, const std::string& words) {
+    const auto [code, text] = run_output(args, tmp / "log.txt");
+    BOOST_TEST_INFO(args << " ->\n" << text);
+    BOOST_TEST(code == 2);
+    BOOST_TEST(text.find(words) != std::string::npos);
+  };
+  const std::string fac = "pretrain --task fac" + model + data(kData / "fac") + sizes;
+  BOOST_REQUIRE_EQUAL(run(fac + " --max-steps 2" + out("run")), 0);
+  const std::string labels = bytes(tmp / "run" / "labels.json");
+
+  // evaluate on data with a relation the run was not trained with: an error, and the run's
+  // labels.json stays as it was.
+  fs::copy(kData / "fac", tmp / "fac2");
+  {
+    std::ifstream in(kData / "fac" / "test.json");
+    nlohmann::json j = nlohmann::json::parse(in);
+    j[0]["relation"] = "P_NEW";
+    std::ofstream(tmp / "fac2" / "test.json") << j.dump();
+  }
+  fails("evaluate --task fac" + model + data(tmp / "fac2") + sizes + out("run") + " --eval-split test",
+        "\"P_NEW\" are not among the");
+  BOOST_TEST(bytes(tmp / "run" / "labels.json") == labels);
+  // A damaged labels.json is named.
+  std::ofstream(tmp / "run" / "labels.json") << "{bad";
+  fails("evaluate --task fac" + model + data(kData / "fac") + sizes + out("run"), "labels.json: not valid JSON");
+  std::ofstream(tmp / "run" / "labels.json") << "{\"a\": 1}";
+  fails("evaluate --task fac" + model + data(kData / "fac") + sizes + out("run"),
+        "labels.json: expected a JSON list of label names");
+
+  // Flags out of range, and flags that cannot work together, fail before training.
+  fails(fac + " --dropout 1" + out("x"), "--dropout '1' is not a number in [0, 1)");
+  fails(fac + " --learning-rate -1" + out("x"), "--learning-rate '-1' is not a number in [0, 1000]");
+  fails(fac + " --adapter-skip-layers 5" + out("x"), "--adapter-skip-layers 5 is more than the 3 adapter layers");
+  fails(fac + " --resume" + out("y"), "--resume: ");
+  BOOST_TEST(!fs::exists(tmp / "y"));  // a mistyped --out is not created
+  fails("finetune --task relation" + model + data(kData / "relation") + sizes + out("x") +
+            " --adapters fac,fac --adapter-dirs '" + (tmp / "run").string() + "','" + (tmp / "run").string() + "'",
+        "--adapters names \"fac\" twice");
+  fails(fac + " --max-steps 1 --out '" + (tmp / "run" / "labels.json").string() + "'", "cannot create the directory");
+
+  // A cache file whose states were damaged (0xFF bytes: NaN in fp16) gives a non-finite loss:
+  // the run stops with an error and saves nothing.
+  const std::string cached = fac + " --max-steps 3 --feature-cache '" + (tmp / "cache").string() + "'";
+  BOOST_REQUIRE_EQUAL(run(cached + out("c1")), 0);
+  for (const auto& e : fs::directory_iterator(tmp / "cache")) {
+    std::fstream f(e.path(), std::ios::in | std::ios::out | std::ios::binary);
+    const auto size = static_cast<std::streamoff>(fs::file_size(e.path()));
+    f.seekp(size / 2);  // past the header and the lengths, inside the states
+    const std::string ff(static_cast<std::size_t>(size - size / 2), '\xff');
+    f.write(ff.data(), static_cast<std::streamsize>(ff.size()));
+  }
+  fails(cached + " --save-steps 1" + out("c2"), "is not finite; stopped without saving");
+  BOOST_TEST(!fs::exists(tmp / "c2" / "model.safetensors"));
+  BOOST_TEST(!fs::exists(tmp / "c2" / "checkpoint" / "model.safetensors"));
   fs::remove_all(tmp);
 }

@@ -3,6 +3,7 @@
 /// authors' state-dict names.
 #pragma once
 
+#include <charconv>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -163,12 +164,11 @@ std::map<std::string, std::string> load_optimizer(const ParameterStore<T>& store
   auto it = f.metadata().find("adamw.steps");
   if (it == f.metadata().end())
     throw Error(path.string() + ": metadata field \"adamw.steps\" is missing (not an optimizer state)");
-  std::int64_t steps = 0;
-  try {
-    steps = std::stoll(it->second);
-  } catch (...) {
-    throw Error(path.string() + ": metadata \"adamw.steps\" = \"" + it->second + "\" is not an integer");
-  }
+  std::int64_t steps = -1;
+  const std::string& sv = it->second;
+  const auto [end, ec] = std::from_chars(sv.data(), sv.data() + sv.size(), steps);
+  if (ec != std::errc() || end != sv.data() + sv.size() || steps < 0)
+    throw Error(path.string() + ": metadata \"adamw.steps\" = \"" + sv + "\" is not a non-negative integer");
   auto& m = opt.first_moment();
   auto& v = opt.second_moment();
   m.assign(store.values().size(), T(0));

@@ -352,7 +352,8 @@ void for_record(ReadReport& rep, MalformedPolicy policy, std::size_t record, std
 
 inline std::string read_all(const std::filesystem::path& path, const char* what) {
   std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path.string() + ": cannot open the " + what + " file");
+  if (!f || std::filesystem::is_directory(path))
+    throw Error(path.string() + (std::filesystem::is_directory(path) ? ": is a directory, expected the " : ": cannot open the ") + what + " file");
   std::ostringstream ss;
   ss << f.rdbuf();
   return ss.str();
@@ -768,7 +769,7 @@ inline ReadResult<HeadExample> parse_conllu(std::istream& in, const std::string&
 inline ReadResult<HeadExample> read_conllu(const std::filesystem::path& path,
                                            const HeadReadOptions& opt = {}) {
   std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path.string() + ": cannot open the CoNLL-U file");
+  if (!f || std::filesystem::is_directory(path)) throw Error(path.string() + ": cannot open the CoNLL-U file (missing, unreadable or a directory)");
   return parse_conllu(f, path.string(), opt);
 }
 
@@ -811,7 +812,7 @@ inline ReadResult<EntityTypingExample> parse_entity_typing(
 inline ReadResult<EntityTypingExample> read_entity_typing(const std::filesystem::path& path,
                                                           const EntityTypingReadOptions& opt = {}) {
   std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path.string() + ": cannot open the entity-typing file");
+  if (!f || std::filesystem::is_directory(path)) throw Error(path.string() + ": cannot open the entity-typing file (missing, unreadable or a directory)");
   char c = 0;
   while (f.get(c) && (c == ' ' || c == '\t' || c == '\r' || c == '\n')) {
   }
@@ -872,7 +873,7 @@ inline ReadResult<MultipleChoiceExample> parse_multiple_choice(
 inline ReadResult<MultipleChoiceExample> read_multiple_choice(
     const std::filesystem::path& path, const MultipleChoiceReadOptions& opt = {}) {
   std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path.string() + ": cannot open the multiple-choice file");
+  if (!f || std::filesystem::is_directory(path)) throw Error(path.string() + ": cannot open the multiple-choice file (missing, unreadable or a directory)");
   return parse_multiple_choice(f, path.string(), opt);
 }
 

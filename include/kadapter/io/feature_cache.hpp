@@ -195,7 +195,7 @@ class FeatureCache {
       if (::msync(map_, map_size_, MS_SYNC) != 0) fail_io("cannot sync");
       std::filesystem::path tmp = path_;
       tmp += ".tmp";
-      if (::rename(tmp.c_str(), path_.c_str()) != 0) fail_io("cannot rename " + tmp.string() + " to");
+      if (::rename(tmp.c_str(), path_.c_str()) != 0) fail_io("cannot replace it with " + tmp.string());
     }
     complete_ = true;
   }
@@ -286,11 +286,14 @@ class FeatureCache {
     const int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) fail_io("cannot create", tmp);
     map_size_ = data_start + data_end_;
-    if (::ftruncate(fd, static_cast<off_t>(map_size_)) != 0) {
-      const int saved = errno;
+    // Reserve the blocks now (not just the size, as ftruncate would): writing through the
+    // mapping into a hole on a full disk kills the process with SIGBUS instead of failing.
+    if (const int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(map_size_)); rc != 0) {
       ::close(fd);
-      errno = saved;
-      fail_io("cannot size to " + std::to_string(map_size_) + " bytes", tmp);
+      std::error_code ignored;
+      std::filesystem::remove(tmp, ignored);
+      errno = rc;
+      fail_io("cannot reserve " + std::to_string(map_size_) + " bytes", tmp);
     }
     void* m = ::mmap(nullptr, map_size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     const int saved = errno;

@@ -86,7 +86,7 @@ inline EncoderConfig parse_hf_config(const std::string& text, const std::string&
 /// @brief Read a HuggingFace `config.json` from disk. @see parse_hf_config
 inline EncoderConfig read_hf_config(const std::filesystem::path& path) {
   std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path.string() + ": cannot open the model config");
+  if (!f || std::filesystem::is_directory(path)) throw Error(path.string() + ": cannot open the model config (missing, unreadable or a directory)");
   std::ostringstream ss;
   ss << f.rdbuf();
   return parse_hf_config(ss.str(), path.string());

@@ -577,7 +577,8 @@ class SafetensorsWriter {
       const int saved_errno = errno;
       ::unlink(temporary_path.c_str());
       errno = saved_errno;
-      io_failure(path, "cannot rename " + temporary_path.string() + " to");
+      io_failure(path, "cannot replace it with " + temporary_path.string() +
+                           (std::filesystem::is_directory(path) ? " (it is a directory)" : ""));
     }
   }
 

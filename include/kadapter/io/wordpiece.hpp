@@ -358,7 +358,8 @@ inline Encoding assemble(std::vector<Piece> first, std::optional<std::vector<Pie
 /// Whole file as a string; Error naming the file if it cannot be read.
 inline std::string read_text_file(const std::filesystem::path& path, std::string_view what) {
   std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path.string() + ": cannot open the " + std::string(what));
+  if (!f || std::filesystem::is_directory(path))
+    throw Error(path.string() + ": cannot open the " + std::string(what) + " (missing, unreadable or a directory)");
   std::ostringstream ss;
   ss << f.rdbuf();
   if (f.bad()) throw Error(path.string() + ": cannot read the " + std::string(what));

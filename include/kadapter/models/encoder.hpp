@@ -81,7 +81,14 @@ EncoderParams<T> layout_encoder(const EncoderConfig& c, T* base, std::vector<Par
 }
 
 inline std::string batch_position(index_t i, index_t seq) {
-  return "[" + std::to_string(i / seq) + "][" + std::to_string(i % seq) + "]";
+  // Appended piece by piece: `"[" + std::to_string(...)` trips GCC 12's -Wrestrict false
+  // positive (GCC bug 105329) at -O2 and above.
+  std::string s("[");
+  s += std::to_string(i / seq);
+  s += "][";
+  s += std::to_string(i % seq);
+  s += "]";
+  return s;
 }
 
 }  // namespace detail
