@@ -244,10 +244,11 @@ void adapter_backward(Cpu, MatrixView<const T> d_result, const AdapterCache<T>& 
       ws.rewind(mark);
       std::swap(de_a, de_b);
     }
-    // d_x = d_o (residual) + Down^T path; it is d_r of the previous adapter layer.
-    d_run.matrix() = d_o.matrix();
-    linear_backward(Cpu{}, d_run, GradientMode::Accumulate, &G.down, MatrixView<const T>(de_a),
-                    MatrixView<const T>(L.x), P.down);
+    // d_x = d_o (residual) + Down^T path; it is d_r of the previous adapter layer. The first
+    // layer's input is a backbone state: only the weight gradients are needed there.
+    if (k > 0) d_run.matrix() = d_o.matrix();
+    linear_backward(Cpu{}, d_run, k > 0 ? GradientMode::Accumulate : GradientMode::Ignore, &G.down,
+                    MatrixView<const T>(de_a), MatrixView<const T>(L.x), P.down);
   }
 }
 
