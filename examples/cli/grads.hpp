@@ -95,7 +95,9 @@ std::vector<T> read_float_field(const io::SafetensorsFile& f, const std::string&
   if (!is_floating(f.info(field).dtype))
     throw Error(f.path().string() + ": tensor '" + field + "' has dtype " +
                 std::string(dtype_name(f.info(field).dtype)) + ", expected F32");
-  return f.read<T>(field, shape);
+  std::vector<T> v = f.read<T>(field, shape);
+  io::require_finite(std::span<const T>(v), f.path().string(), "'" + field + "'");
+  return v;
 }
 
 }  // namespace detail

@@ -2,7 +2,9 @@
 #define BOOST_TEST_MODULE checkpoint
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <filesystem>
+#include <limits>
 #include <fstream>
 #include <string>
 #include <unistd.h>
@@ -43,6 +45,7 @@ struct Edit {
   std::vector<std::string> drop;            // names to leave out
   std::vector<std::string> extra;           // extra F32 (2) tensors to add
   std::string reshape;                      // written with its first dim one smaller
+  std::string poison;                       // its element 3 written as NaN
   DType as = DType::F32;                    // dtype of every float tensor written
 };
 
@@ -54,6 +57,7 @@ void rewrite(const fs::path& from, const fs::path& to, const Edit& e) {
     auto info = in.info(name);
     auto values = in.read<float>(name);
     std::vector<std::int64_t> shape = info.shape;
+    if (name == e.poison) values.at(3) = std::numeric_limits<float>::quiet_NaN();
     if (name == e.reshape) {
       values.resize(values.size() / static_cast<std::size_t>(shape[0]) *
                     static_cast<std::size_t>(shape[0] - 1));
@@ -152,6 +156,21 @@ BOOST_AUTO_TEST_CASE(integer_weights_are_rejected) {
                         [&](const Error& err) {
                           return message_has(err, {"has dtype I64", "expected a floating type"});
                         });
+}
+
+BOOST_AUTO_TEST_CASE(non_finite_weights_are_rejected) {
+  TempDir tmp;
+  const fs::path nan = tmp.path / "nan.safetensors";
+  io::SafetensorsFile good(kRoberta / "model.safetensors");
+  Edit e;
+  for (const auto& name : good.names())
+    if (name.find("word_embeddings.weight") != std::string::npos) e.poison = name;
+  BOOST_REQUIRE(!e.poison.empty());
+  rewrite(kRoberta / "model.safetensors", nan, e);
+  FrozenEncoder<dynamic_encoder, float> enc(io::read_hf_config(kRoberta / "config.json"));
+  BOOST_CHECK_EXCEPTION(io::load_encoder_weights(enc, io::SafetensorsFile(nan)), Error, [&](const Error& err) {
+    return message_has(err, {"nan.safetensors", e.poison, "non-finite value", "element 3"});
+  });
 }
 
 BOOST_AUTO_TEST_CASE(prefixed_and_bare_names_load_the_same_weights) {

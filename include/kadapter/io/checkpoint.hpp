@@ -105,6 +105,7 @@ std::vector<std::string> load_parameters(ParameterStore<T>& store, const Safeten
     auto it = model_to_file.find(s.name);
     if (it == model_to_file.end()) continue;
     file.read_into<T>(it->second, std::span<T>(s.data, static_cast<std::size_t>(s.size())));
+    require_finite(std::span<const T>(s.data, static_cast<std::size_t>(s.size())), file.path().string(), it->second);
     loaded.push_back(s.name);
   }
   return loaded;

@@ -88,9 +88,12 @@ EncoderLoadReport load_encoder_weights(FrozenEncoder<C, T>& enc, const Safetenso
                    (enc.config().family == Family::roberta ? "roberta" : "bert") + ", H=" +
                    std::to_string(enc.config().hidden) + ", L=" +
                    std::to_string(enc.config().layers) + ")");
-  for (const auto& slot : enc.parameter_table())
+  for (const auto& slot : enc.parameter_table()) {
     file.read_into<T>(report.prefix + slot.name,
                       std::span<T>(slot.data, static_cast<std::size_t>(slot.size())));
+    require_finite(std::span<const T>(slot.data, static_cast<std::size_t>(slot.size())), file.path().string(),
+                   report.prefix + slot.name);
+  }
   return report;
 }
 

@@ -3,6 +3,8 @@
 /// reports it all in one error.
 #pragma once
 
+#include <cmath>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -43,5 +45,15 @@ struct TensorMismatch {
     throw Error(msg);
   }
 };
+
+/// @brief Throw an Error naming @p file, @p tensor and the first element that is NaN or
+/// infinite: weights that are not finite would silently turn every output into NaN.
+template <class T>
+void require_finite(std::span<const T> values, const std::string& file, const std::string& tensor) {
+  for (std::size_t i = 0; i < values.size(); ++i)
+    if (!std::isfinite(values[i]))
+      throw Error(file + ": tensor " + tensor + " holds a non-finite value (" + std::to_string(values[i]) +
+                  ") at element " + std::to_string(i));
+}
 
 }  // namespace kadapter::io
