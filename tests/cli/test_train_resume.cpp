@@ -14,6 +14,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kadapter/kadapter.hpp"
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -192,6 +194,26 @@ BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
             " --adapters fac,fac --adapter-dirs '" + (tmp / "run").string() + "','" + (tmp / "run").string() + "'",
         "--adapters names \"fac\" twice");
   fails(fac + " --max-steps 1 --out '" + (tmp / "run" / "labels.json").string() + "'", "cannot create the directory");
+
+  // A checkpoint whose step metadata is not an integer in [0, total steps] is named.
+  BOOST_REQUIRE_EQUAL(run(fac + " --max-steps 4 --save-steps 2 --stop-after 2" + out("part")), 0);
+  const fs::path opt = tmp / "part" / "checkpoint" / "optimizer.safetensors";
+  for (const std::string bad : {"abc", "-3", "2.5", "12abc", "99999"}) {
+    {
+      kadapter::io::SafetensorsFile in(opt);
+      kadapter::io::SafetensorsWriter w;
+      for (const auto& name : in.names()) {
+        const std::vector<float> v = in.read<float>(name);
+        w.add<float>(name, in.info(name).shape, std::span<const float>(v));
+      }
+      for (const auto& [key, value] : in.metadata()) w.set_metadata(key, value);
+      w.set_metadata("step", bad);
+      w.write(tmp / "opt.safetensors");
+    }
+    fs::rename(tmp / "opt.safetensors", opt);
+    fails(fac + " --max-steps 4 --save-steps 2 --resume" + out("part"),
+          "optimizer.safetensors: metadata \"step\" = \"" + bad + "\" is not an integer in [0, 4]");
+  }
 
   // A cache file whose states were damaged (0xFF bytes: NaN in fp16) gives a non-finite loss:
   // the run stops with an error and saves nothing.
