@@ -217,6 +217,10 @@ GradsResult<T> compute_grads(const GradsRequest& req) {
     } else if (task == Task::entity_typing) {
       targets = read_float_field<T>(batch_file, "labels", {B, tc.num_labels});
     } else {
+      if (task == Task::multiple_choice && B % tc.num_labels != 0)
+        throw Error(batch_file.path().string() + ": input_ids has " + std::to_string(B) +
+                    " rows, not a multiple of --choices " + std::to_string(tc.num_labels) +
+                    " (one row per answer of each question)");
       const std::vector<std::int64_t> want{task == Task::multiple_choice ? B / tc.num_labels : B};
       if (!batch_file.contains("labels")) throw Error(batch_file.path().string() + ": missing tensor 'labels'");
       labels = batch_file.read<std::int64_t>("labels", want);

@@ -165,4 +165,11 @@ BOOST_AUTO_TEST_CASE(grads_writes_loss_logits_and_every_gradient) {
   std::string wrong_fusion = args;
   wrong_fusion.replace(wrong_fusion.find("--fusion concat"), 15, "--fusion add");
   fails(wrong_fusion, "--fusion add but the file holds task_dense.* (concat fusion)");
+  // A multiple-choice model given a 2-D batch of 3 rows: not a whole number of questions.
+  const fs::path qa = fs::path(KA_FIXTURE_DIR) / "adapter" / "qa_add_official";
+  fails("grads --model '" + (kEnc / "tiny_roberta").string() + "' --adapter '" + (qa / "adapter.safetensors").string() +
+            "' --batch '" + (fs::path(KA_FIXTURE_DIR) / "adapter" / "fac_official" / "batch.safetensors").string() +
+            "' --task multiple-choice --adapter-list 0,2 --adapter-heads 2 --fusion add --compat official --out '" +
+            out.string() + "'",
+        "input_ids has 3 rows, not a multiple of --choices 4");
 }
