@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <limits>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -220,4 +221,19 @@ BOOST_AUTO_TEST_CASE(model_dir_errors) {
   BOOST_CHECK_EXCEPTION(
       io::with_encoder_dir<float>(tmp.path, [](auto&, const auto&) { return 0; }), Error,
       [&](const Error& e) { return message_has(e, {"model.safetensors", "not found"}); });
+  // A config asking for far more weights than the file holds fails before allocating them.
+  {
+    std::ifstream in(kRoberta / "config.json");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto at = text.find("\"num_hidden_layers\"");
+    BOOST_REQUIRE(at != std::string::npos);
+    const auto colon = text.find(':', at), end = text.find_first_of(",}", colon);
+    text.replace(colon + 1, end - colon - 1, " 100000");
+    std::ofstream(tmp.path / "config.json") << text;
+  }
+  fs::copy_file(kRoberta / "model.safetensors", tmp.path / "model.safetensors");
+  BOOST_CHECK_EXCEPTION(
+      io::with_encoder_dir<float>(tmp.path, [](auto&, const auto&) { return 0; }), Error, [&](const Error& e) {
+        return message_has(e, {"config.json: describes an encoder of about", "num_hidden_layers 100000", "holds"});
+      });
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <filesystem>
+#include <string>
 #include <utility>
 
 #include "kadapter/io/encoder_checkpoint.hpp"
@@ -26,6 +27,24 @@ decltype(auto) with_encoder_dir(const std::filesystem::path& dir, F&& f) {
   if (!std::filesystem::exists(weights))
     throw Error(weights.string() + ": not found (the model directory needs model.safetensors)");
   SafetensorsFile file(weights);
+  // Before allocating the encoder: a config that asks for more weights than the file holds
+  // (a wrong or damaged config.json) would otherwise fail only after a huge allocation.
+  double held = 0;
+  for (const auto& name : file.names()) {
+    double count = 1;
+    for (const auto d : file.info(name).shape) count *= static_cast<double>(d);
+    held += count;
+  }
+  const double needed = (static_cast<double>(cfg.vocab_size) + static_cast<double>(cfg.max_positions) +
+                         static_cast<double>(cfg.token_types)) * static_cast<double>(cfg.hidden) +
+                        static_cast<double>(cfg.layers) * static_cast<double>(cfg.hidden) *
+                            (4.0 * static_cast<double>(cfg.hidden) + 2.0 * static_cast<double>(cfg.ffn));
+  if (needed > held)
+    throw Error((dir / "config.json").string() + ": describes an encoder of about " + std::to_string(needed) +
+                " weights (vocab_size " + std::to_string(cfg.vocab_size) + ", max_position_embeddings " +
+                std::to_string(cfg.max_positions) + ", hidden_size " + std::to_string(cfg.hidden) +
+                ", num_hidden_layers " + std::to_string(cfg.layers) + ", intermediate_size " + std::to_string(cfg.ffn) +
+                ") but " + weights.string() + " holds " + std::to_string(held) + " values");
   return dispatch_encoder_config(cfg, [&](auto tag) -> decltype(auto) {
     FrozenEncoder<decltype(tag)::value, T> enc(cfg);
     EncoderLoadReport report = load_encoder_weights(enc, file);
