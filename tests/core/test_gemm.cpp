@@ -222,3 +222,34 @@ BOOST_AUTO_TEST_CASE(several_column_blocks_and_inside_a_parallel_region) {
                    Eigen::Map<const RowMat>(b[i].data(), k, n), false);
   for (int i = 0; i < 8; ++i) BOOST_TEST((c[i].array() == expected[i].array()).all());
 }
+
+#if KADAPTER_OWN_SGEMM
+BOOST_AUTO_TEST_CASE(small_path_equals_packed_path) {
+  // Products with a small B run on one thread without packing A (attention's per-head
+  // products); their results must be bit-identical to the packed kernel's, which computes
+  // each element as the same chain of FMAs. Every layout, edges of the small tiles (rows,
+  // whole and partial vectors), depth beyond one block, overwrite and accumulate.
+  std::mt19937 rng(17);
+  const index_t shapes[][3] = {{64, 64, 64}, {23, 23, 64}, {64, 64, 23}, {13, 40, 300}, {8, 16, 256},
+                               {5, 97, 257}, {1, 1, 1}, {9, 33, 7}, {128, 64, 128}};
+  for (const auto& s : shapes) {
+    const index_t m = s[0], n = s[1], k = s[2];
+    BOOST_REQUIRE(detail::sgemm_small_fits(n, k));
+    for (int layout = 0; layout < 8; ++layout) {
+      const bool at = layout & 1, bt = layout & 2, acc = layout & 4;
+      const RowMat a = at ? random_matrix(k, m, rng) : random_matrix(m, k, rng);
+      const RowMat b = bt ? random_matrix(n, k, rng) : random_matrix(k, n, rng);
+      const RowMat c0 = random_matrix(m, n, rng);
+      const index_t ars = at ? 1 : k, acs = at ? m : 1, brs = bt ? 1 : n, bcs = bt ? k : 1;
+      RowMat small = c0, packed = c0;
+      detail::sgemm_small(m, n, k, a.data(), ars, acs, b.data(), brs, bcs, small.data(), n, acc);
+      detail::SgemmBuffer shared_b, packed_a;  // 64-byte aligned, as the packed kernel loads them
+      detail::sgemm_thread(m, n, k, a.data(), ars, acs, b.data(), brs, bcs, packed.data(), n, acc,
+                           shared_b.get(3072 * 256), packed_a.get(192 * 256), 0, 1);
+      BOOST_TEST_CONTEXT("m=" << m << " n=" << n << " k=" << k << " aT=" << at << " bT=" << bt << " acc=" << acc) {
+        BOOST_TEST((small.array() == packed.array()).all());
+      }
+    }
+  }
+}
+#endif

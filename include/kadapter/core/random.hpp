@@ -41,6 +41,40 @@ struct Dropout {
   }
 };
 
+/// @brief The mask of one Dropout with its per-stream work done once, for loops over many
+/// elements: `factor(i)` equals `Dropout::factor<T>(i)` for every index.
+///
+/// The hash of (seed, stream) and the survivor scale are computed at construction, and
+/// `uniform01(...) < p` is compared as integers: the 24 random bits are below `p · 2^24`
+/// exactly when they are below its ceiling (the float product is exact, a power-of-two
+/// scaling). Held by value in a loop, nothing is reloaded per element and the loop vectorises.
+template <class T>
+struct DropoutMask {
+  std::uint64_t key = 0;        ///< mix64(seed ^ mix64(stream))
+  std::uint64_t threshold = 0;  ///< elements whose 24 bits are below this are dropped
+  T scale = T(1);               ///< 1 / (1 - p)
+  explicit DropoutMask(const Dropout& d) noexcept
+      : key(mix64(d.seed ^ mix64(d.stream))), scale(T(1) / (T(1) - static_cast<T>(d.p))) {
+    const float bound = d.p * 16777216.0f;  // exact
+    const auto whole = static_cast<std::uint64_t>(bound);
+    threshold = bound > 0.0f ? whole + (static_cast<float>(whole) < bound ? 1 : 0) : 0;
+  }
+  /// @brief The multiplier of element @p index: 0 or 1 / (1 - p).
+  T factor(std::uint64_t index) const noexcept { return (mix64(key + index) >> 40) < threshold ? T(0) : scale; }
+  /// @brief `dst[j] = src[j] · factor(first + j)` for j < @p n (@p dst may be @p src, not
+  /// otherwise overlap it).
+  void apply(T* dst, const T* src, std::uint64_t first, std::int64_t n) const noexcept {
+    const DropoutMask m = *this;
+    if (dst == src) {
+      for (std::int64_t j = 0; j < n; ++j) dst[j] *= m.factor(first + static_cast<std::uint64_t>(j));
+    } else {
+      const T* __restrict s = src;
+      T* __restrict d = dst;
+      for (std::int64_t j = 0; j < n; ++j) d[j] = s[j] * m.factor(first + static_cast<std::uint64_t>(j));
+    }
+  }
+};
+
 /// @brief Dropout element index of column @p c of position @p t of sequence @p b in a token
 /// tensor (rows are the positions of sequences, one after another).
 ///

@@ -228,7 +228,8 @@ void attention_backward(Cpu, MatrixView<T> d_q, MatrixView<T> d_k, MatrixView<T>
   using Mat = detail::RowMajorMatrix<T>;
   const Eigen::OuterStride<> stride(width);
   const bool drop = dropout && dropout->active();
-  parallel_chunks(batch * heads, 1, [&](index_t first, index_t last, index_t thread) {
+  const DropoutMask<T> drop_mask(drop ? *dropout : Dropout{});
+  parallel_chunks(batch * heads, 1, [&, drop_mask](index_t first, index_t last, index_t thread) {
   T* scratch_t = scratch + thread * attention_scratch_per_thread(seq);
   for (index_t bh_ = first; bh_ < last; ++bh_) {
     {
@@ -246,12 +247,9 @@ void attention_backward(Cpu, MatrixView<T> d_q, MatrixView<T> d_k, MatrixView<T>
       Eigen::Map<Mat> dP(scratch_t, seq, seq);
       Eigen::Map<Mat> work(scratch_t + seq * seq, seq, seq);
       const auto bh = static_cast<std::uint64_t>(b * heads + h);
-      auto keep = [&](index_t i, index_t j) {
-        return dropout->factor<T>(score_element(bh, static_cast<std::uint64_t>(i), static_cast<std::uint64_t>(j)));
-      };
       if (drop) {
         for (index_t i = 0; i < seq; ++i)
-          for (index_t j = 0; j < seq; ++j) work(i, j) = P(i, j) * keep(i, j);
+          drop_mask.apply(work.data() + i * seq, pptr + i * seq, score_element(bh, static_cast<std::uint64_t>(i), 0), seq);
         detail::matmul(dvh, work.transpose(), dch, false);
       } else {
         detail::matmul(dvh, P.transpose(), dch, false);
@@ -259,12 +257,14 @@ void attention_backward(Cpu, MatrixView<T> d_q, MatrixView<T> d_k, MatrixView<T>
       detail::matmul(dP, dch, vh.transpose(), false);
       if (drop)
         for (index_t i = 0; i < seq; ++i)
-          for (index_t j = 0; j < seq; ++j) dP(i, j) *= keep(i, j);
+          drop_mask.apply(dP.data() + i * seq, dP.data() + i * seq, score_element(bh, static_cast<std::uint64_t>(i), 0), seq);
       // dS = P ∘ (dP - rowsum(dP ∘ P)), scaled by 1/sqrt(d) (the score scaling).
       for (index_t i = 0; i < seq; ++i) {
-        T dot = 0;
-        for (index_t j = 0; j < seq; ++j) dot += dP(i, j) * P(i, j);
-        for (index_t j = 0; j < seq; ++j) work(i, j) = P(i, j) * (dP(i, j) - dot) * inv_scale;
+        const T* pr = pptr + i * seq;
+        const T* dpr = dP.data() + i * seq;
+        T* wr = work.data() + i * seq;
+        const T dot = detail::packet_dot(dpr, pr, seq);
+        for (index_t j = 0; j < seq; ++j) wr[j] = pr[j] * (dpr[j] - dot) * inv_scale;
       }
       detail::matmul(dqh, work, kh, false);
       detail::matmul(dkh, work.transpose(), qh, false);

@@ -22,14 +22,23 @@
 /// depend on the thread count. The packing buffers are kept per thread and grow once: no
 /// allocation in a steady training loop, and none inside a parallel region.
 ///
+/// Small products on one thread (attention's per-head products, called inside the (sequence,
+/// head) loop) take a second path, sgemm_small: A read in place and broadcast, B read in
+/// place when its rows are whole vectors, else copied once into a padded buffer, and a tile
+/// of whole vectors whose last one may be partial. Packing both 64 × 64 operands and the
+/// 48-column tile's waste on 64 columns had cost more than the arithmetic. Each element is
+/// the same chain of FMAs as on the packed path, so the two paths agree bit for bit.
+///
 /// Operands are given as strided views, so transposed operands cost nothing: element (i, p)
 /// of A is `a[i * a_row_stride + p * a_col_stride]`.
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdlib>
 #include <new>
+#include <utility>
 
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
@@ -340,6 +349,148 @@ inline void sgemm_thread(index_t m, index_t n, index_t k, const float* a, index_
   }
 }
 
+/// @brief Tile sizes of the small-product path: MR rows × NV vectors.
+struct SgemmSmallBlocking {
+#if defined(__AVX512F__)
+  static constexpr int mr = 8;
+  static constexpr int nv = 2;
+#else
+  static constexpr int mr = 6;
+  static constexpr int nv = 2;
+#endif
+  /// Largest packed or read B (k × n floats) handled by the small path: it stays in L2.
+  static constexpr index_t max_b = 64 * 1024;
+};
+
+/// @brief An R × NV-vector tile of a small product over @p kc steps: A read in place
+/// (element (i, p) at `a[i * ars + p * acs]`, broadcast), B row-major with row stride @p ldb
+/// and whole vectors readable; the last vector stores only @p last_cols columns of C.
+/// The arithmetic is sgemm_tile's: one FMA chain per element from zero, then stored or added.
+template <int R, int NV>
+[[gnu::noinline]] void sgemm_small_tile(index_t kc, const float* a, index_t ars, index_t acs, const float* b,
+                                        index_t ldb, float* c, index_t ldc, bool add, int last_cols) noexcept {
+  using I = SgemmIsa;
+  constexpr int w = I::width;
+  typename I::Vec acc[R][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) acc[i][j] = I::zero();
+  const float* ar[R];
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) ar[i] = a + i * ars;
+  for (index_t p = 0; p < kc; ++p) {
+    typename I::Vec bv[NV];
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) bv[j] = I::loadu(b + w * j);
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+      const typename I::Vec av = I::broadcast(ar[i][p * acs]);
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) acc[i][j] = I::fmadd(av, bv[j], acc[i][j]);
+    }
+    b += ldb;
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) {
+    float* ci = c + i * ldc;
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) {
+      if (j + 1 < NV || last_cols == w) {
+        I::storeu(ci + w * j, add ? I::add(I::loadu(ci + w * j), acc[i][j]) : acc[i][j]);
+      } else {
+        alignas(64) float part[w];
+        I::storeu(part, acc[i][j]);
+        for (int l = 0; l < last_cols; ++l) ci[w * j + l] = add ? ci[w * j + l] + part[l] : part[l];
+      }
+    }
+  }
+}
+
+/// @brief The small-product tile for @p rows (1..MR) and @p vectors (1..NV).
+using SgemmSmallTileFn = void (*)(index_t, const float*, index_t, index_t, const float*, index_t, float*, index_t,
+                                  bool, int) noexcept;
+template <int... Rs, int... Vs>
+constexpr auto sgemm_small_table(std::integer_sequence<int, Rs...>, std::integer_sequence<int, Vs...> vs) {
+  constexpr int nv = sizeof...(Vs);
+  std::array<SgemmSmallTileFn, sizeof...(Rs) * nv> table{};
+  std::size_t slot = 0;
+  (
+      [&]<int R>() {
+        ((table[slot++] = &sgemm_small_tile<R + 1, Vs + 1>), ...);
+      }.template operator()<Rs>(),
+      ...);
+  (void)vs;
+  return table;
+}
+inline SgemmSmallTileFn sgemm_small_tile_for(int rows, int vectors) noexcept {
+  using S = SgemmSmallBlocking;
+  static constexpr auto table =
+      sgemm_small_table(std::make_integer_sequence<int, S::mr>{}, std::make_integer_sequence<int, S::nv>{});
+  return table[static_cast<std::size_t>((rows - 1) * S::nv + (vectors - 1))];
+}
+
+/// @brief The packed-B buffer of the small path (per thread).
+inline SgemmBuffer& sgemm_small_b_buffer() {
+  static thread_local SgemmBuffer buffer;
+  return buffer;
+}
+
+/// @brief Whether sgemm runs a product of these sizes on the small path: on one thread, with
+/// B (k × n, padded to whole vectors) small enough to stay in L2. Attention's per-head products.
+inline bool sgemm_small_fits(index_t n, index_t k) noexcept {
+  const index_t np = (n + SgemmIsa::width - 1) / SgemmIsa::width * SgemmIsa::width;
+  return np * k <= SgemmSmallBlocking::max_b;
+}
+
+/// @brief A small product on the calling thread, without packing A (read in place) and
+/// packing B only when its rows are not contiguous whole vectors (row-major with n a multiple
+/// of the vector width is read in place). Each element of C is the same chain of FMAs as in
+/// sgemm_thread (from zero over each KC block, blocks added in order), so the two paths give
+/// identical results.
+inline void sgemm_small(index_t m, index_t n, index_t k, const float* a, index_t ars, index_t acs, const float* b,
+                        index_t brs, index_t bcs, float* c, index_t ldc, bool accumulate) {
+  using S = SgemmSmallBlocking;
+  constexpr index_t w = SgemmIsa::width;
+  const index_t np = (n + w - 1) / w * w;
+  const float* bp = b;
+  index_t ldb = brs;
+  if (bcs != 1 || np != n) {
+    float* buf = sgemm_small_b_buffer().get(static_cast<std::size_t>(np * k));
+    if (brs == 1 && n % 8 == 0) {  // columns of B are contiguous (B = K^T): 8 × 8 transposes
+      for (index_t j = 0; j < n; j += 8) {
+        index_t p = 0;
+        for (; p + 8 <= k; p += 8) sgemm_transpose8(b + j * bcs + p, bcs, buf + p * np + j, np);
+        for (; p < k; ++p)
+          for (index_t jj = j; jj < j + 8; ++jj) buf[p * np + jj] = b[jj * bcs + p];
+      }
+    } else {
+      for (index_t p = 0; p < k; ++p)
+        for (index_t j = 0; j < n; ++j) buf[p * np + j] = b[p * brs + j * bcs];
+    }
+    for (index_t p = 0; p < k; ++p)
+      for (index_t j = n; j < np; ++j) buf[p * np + j] = 0.0f;
+    bp = buf;
+    ldb = np;
+  }
+  constexpr index_t group = S::nv * w;
+  for (index_t pc = 0; pc < k; pc += SgemmBlocking::kc) {
+    const index_t kc = std::min(SgemmBlocking::kc, k - pc);
+    const bool add = accumulate || pc > 0;
+    for (index_t j = 0; j < n; j += group) {
+      const index_t cols = std::min(group, n - j);
+      const int vectors = static_cast<int>((cols + w - 1) / w);
+      const int last_cols = static_cast<int>(cols - (vectors - 1) * w);
+      const float* bj = bp + pc * ldb + j;
+      for (index_t i = 0; i < m; i += S::mr) {
+        const int rows = static_cast<int>(std::min<index_t>(S::mr, m - i));
+        sgemm_small_tile_for(rows, vectors)(kc, a + i * ars + pc * acs, ars, acs, bj, ldb, c + i * ldc + j, ldc, add,
+                                            last_cols);
+      }
+    }
+  }
+}
+
 #endif  // KADAPTER_OWN_SGEMM
 
 /// @brief Whether this build's fp32 products use the kernel of this file.
@@ -369,13 +520,17 @@ inline void sgemm(index_t m, index_t n, index_t k, const float* a, index_t ars, 
       for (index_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
     return;
   }
-  const index_t nc_max = std::min(B::nc, (n + B::nr - 1) / B::nr * B::nr);
-  float* shared_b = sgemm_b_buffer().get(static_cast<std::size_t>(nc_max * std::min(B::kc, k)));
   int nt = 1;
 #if defined(_OPENMP)
   // Two threads need at least a few row panels each to be worth a barrier per block.
   if (!omp_in_parallel()) nt = static_cast<int>(std::clamp<index_t>(m / (4 * B::mr), 1, kernel_threads()));
 #endif
+  if (nt == 1 && sgemm_small_fits(n, k)) {
+    sgemm_small(m, n, k, a, ars, acs, b, brs, bcs, c, ldc, accumulate);
+    return;
+  }
+  const index_t nc_max = std::min(B::nc, (n + B::nr - 1) / B::nr * B::nr);
+  float* shared_b = sgemm_b_buffer().get(static_cast<std::size_t>(nc_max * std::min(B::kc, k)));
   // One A slice per thread, enough for MC rows (or all of m) by KC.
   const index_t a_slice = (std::min(B::mc, (m + B::mr - 1) / B::mr * B::mr) * std::min(B::kc, k) + 15) / 16 * 16;
   float* packed_a = sgemm_a_buffer().get(static_cast<std::size_t>(a_slice * nt));

@@ -148,6 +148,29 @@ void packet_apply(index_t n, F&& f, T* out, const In*... in) {
   }
 }
 
+/// @brief `Σ_j a[j] · b[j]` for j < @p n, on packets: whole packets from the start multiplied
+/// and added into one accumulator, the last partial one through zero-padded copies, then the
+/// packet's lanes summed. The order of operations depends only on @p n, not on the addresses.
+template <class T>
+T packet_dot(const T* a, const T* b, index_t n) {
+  namespace ei = Eigen::internal;
+  using Packet = typename ei::packet_traits<T>::type;
+  constexpr index_t w = ei::packet_traits<T>::size;
+  Packet acc = ei::pset1<Packet>(T(0));
+  index_t j = 0;
+  for (const index_t whole = n / w * w; j < whole; j += w)
+    acc = ei::pmadd(ei::ploadu<Packet>(a + j), ei::ploadu<Packet>(b + j), acc);
+  if (j < n) {
+    alignas(64) T pa[w], pb[w];
+    for (index_t l = 0; l < w; ++l) {
+      pa[l] = j + l < n ? a[j + l] : T(0);
+      pb[l] = j + l < n ? b[j + l] : T(0);
+    }
+    acc = ei::pmadd(ei::pload<Packet>(pa), ei::pload<Packet>(pb), acc);
+  }
+  return ei::predux(acc);
+}
+
 /// @brief Elements per Eigen packet of @p T.
 template <class T>
 constexpr index_t packet_size() noexcept {
@@ -313,12 +336,11 @@ void dropout_inplace(Cpu, MatrixView<T> x, const Dropout& d, index_t seq) {
   if (!d.active()) return;
   KA_ASSERT(seq > 0 && x.extent(0) % seq == 0);
   const index_t rows = x.extent(0), width = x.extent(1);
-  parallel_chunks(rows, 16, [&](index_t begin, index_t end, index_t) {
+  const DropoutMask<T> drop_mask(d);
+  parallel_chunks(rows, 16, [&, drop_mask](index_t begin, index_t end, index_t) {
     for (index_t r = begin; r < end; ++r) {
       T* row = x.data() + r * width;
-      const auto b = static_cast<std::uint64_t>(r / seq), t = static_cast<std::uint64_t>(r % seq);
-      for (index_t c = 0; c < width; ++c)
-        row[c] *= d.factor<T>(token_element(b, t, static_cast<std::uint64_t>(c)));
+      drop_mask.apply(row, row, token_element(static_cast<std::uint64_t>(r / seq), static_cast<std::uint64_t>(r % seq), 0), width);
     }
   });
 }
@@ -354,10 +376,18 @@ void softmax_rows(MatrixView<T> x) {
   alignas(64) T part[w];
   for (index_t i = 0; i < rows; ++i) {
     T* r = x.data() + i * cols;
+    // The row maximum (exact in any order): whole packets, then the rest.
     T mx = r[0];
-    for (index_t j = 1; j < cols; ++j) mx = r[j] > mx ? r[j] : mx;
+    index_t j = 1;
+    if (cols >= w) {
+      const index_t whole = cols / w * w;
+      Packet pm = ei::ploadu<Packet>(r);
+      for (j = w; j < whole; j += w) pm = ei::pmax(pm, ei::ploadu<Packet>(r + j));
+      mx = ei::predux_max(pm);
+    }
+    for (; j < cols; ++j) mx = r[j] > mx ? r[j] : mx;
     const Packet pmx = ei::pset1<Packet>(mx);
-    index_t j = 0;
+    j = 0;
     for (; j + w <= cols; j += w) ei::pstoreu(r + j, ei::pexp(ei::psub(ei::ploadu<Packet>(r + j), pmx)));
     const index_t rest = cols - j;
     if (rest > 0) {
@@ -416,9 +446,10 @@ void attention_forward(Cpu, MatrixView<T> ctx, std::type_identity_t<T>* probs, M
   using detail::ConstStridedMap;
   using detail::StridedMap;
   const Eigen::OuterStride<> stride(width);
+  const DropoutMask<T> drop_mask(dropout ? *dropout : Dropout{});
   // (sequence, head) pairs split over the kernel threads, each with its own scratch; the
   // small products run single-threaded inside.
-  parallel_chunks(batch * heads, 1, [&](index_t first, index_t last, index_t thread) {
+  parallel_chunks(batch * heads, 1, [&, drop_mask](index_t first, index_t last, index_t thread) {
   T* scratch_t = scratch + thread * attention_scratch_per_thread(seq);
   for (index_t bh = first; bh < last; ++bh) {
     {
@@ -438,12 +469,11 @@ void attention_forward(Cpu, MatrixView<T> ctx, std::type_identity_t<T>* probs, M
       }
       softmax_rows(MatrixView<T>(p, seq, seq));
       if (dropout && dropout->active()) {
-        Eigen::Map<detail::RowMajorMatrix<T>> dropped(scratch_t + seq * seq, seq, seq);
+        T* dropped = scratch_t + seq * seq;
         const auto bh = static_cast<std::uint64_t>(b * heads + h);
         for (index_t i = 0; i < seq; ++i)
-          for (index_t j = 0; j < seq; ++j)
-            dropped(i, j) = p[i * seq + j] * dropout->factor<T>(score_element(bh, static_cast<std::uint64_t>(i), static_cast<std::uint64_t>(j)));
-        detail::matmul(ch, dropped, vh, false);
+          drop_mask.apply(dropped + i * seq, p + i * seq, score_element(bh, static_cast<std::uint64_t>(i), 0), seq);
+        detail::matmul(ch, Eigen::Map<const detail::RowMajorMatrix<T>>(dropped, seq, seq), vh, false);
       } else {
         detail::matmul(ch, scores, vh, false);
       }
