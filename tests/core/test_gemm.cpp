@@ -244,8 +244,9 @@ BOOST_AUTO_TEST_CASE(small_path_equals_packed_path) {
       RowMat small = c0, packed = c0;
       detail::sgemm_small(m, n, k, a.data(), ars, acs, b.data(), brs, bcs, small.data(), n, acc);
       detail::SgemmBuffer shared_b, packed_a;  // 64-byte aligned, as the packed kernel loads them
+      detail::SgemmClaims claims;
       detail::sgemm_thread(m, n, k, a.data(), ars, acs, b.data(), brs, bcs, packed.data(), n, acc,
-                           shared_b.get(3072 * 256), packed_a.get(192 * 256), 0, 1);
+                           shared_b.get(3072 * 256), packed_a.get(192 * 256), claims, 0, 1);
       BOOST_TEST_CONTEXT("m=" << m << " n=" << n << " k=" << k << " aT=" << at << " bT=" << bt << " acc=" << acc) {
         BOOST_TEST((small.array() == packed.array()).all());
       }

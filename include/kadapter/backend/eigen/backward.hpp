@@ -128,14 +128,32 @@ void layernorm_backward(Cpu, MatrixView<T> d_in, GradientMode mode,
     const T* dy = d_out.data() + r * width;
     const T* xh = cache.xhat.data() + r * width;
     T* dx = d_in.data() + r * width;
+    // Σ dy·γ and Σ dy·γ·x̂ as packet sums in a fixed order.
     T mean_g = 0, mean_gx = 0;
-    for (index_t j = 0; j < width; ++j) {
-      const T g = dy[j] * gamma[j];
-      mean_g += g;
-      mean_gx += g * xh[j];
+    {
+      namespace ei = Eigen::internal;
+      using Packet = typename ei::packet_traits<T>::type;
+      constexpr index_t w = ei::packet_traits<T>::size;
+      Packet sg = ei::pset1<Packet>(T(0)), sgx = sg;
+      index_t j = 0;
+      for (const index_t whole = width / w * w; j < whole; j += w) {
+        const Packet g = ei::pmul(ei::ploadu<Packet>(dy + j), ei::ploadu<Packet>(gamma + j));
+        sg = ei::padd(sg, g);
+        sgx = ei::pmadd(g, ei::ploadu<Packet>(xh + j), sgx);
+      }
+      if (j < width) {
+        alignas(64) T pg[w], px[w];
+        for (index_t l = 0; l < w; ++l) {
+          pg[l] = j + l < width ? dy[j + l] * gamma[j + l] : T(0);
+          px[l] = j + l < width ? xh[j + l] : T(0);
+        }
+        const Packet g = ei::pload<Packet>(pg);
+        sg = ei::padd(sg, g);
+        sgx = ei::pmadd(g, ei::pload<Packet>(px), sgx);
+      }
+      mean_g = ei::predux(sg) * inv_width;
+      mean_gx = ei::predux(sgx) * inv_width;
     }
-    mean_g *= inv_width;
-    mean_gx *= inv_width;
     const T rstd = cache.rstd.data()[r];
     for (index_t j = 0; j < width; ++j) {
       const T v = rstd * (dy[j] * gamma[j] - mean_g - xh[j] * mean_gx);

@@ -15,8 +15,9 @@
 /// - the micro-kernel accumulates an MR × NR tile of C over one KC block in registers and
 ///   stores it (first block of an overwriting product) or adds it to C.
 ///
-/// Threads: the kernel threads pack each B block together, then split the rows of C (whole
-/// MR panels) between them, each packing its own A; two barriers per B block. Every element
+/// Threads: the kernel threads pack each B block together, then claim row panels of C from a
+/// shared counter (guided sizes, sgemm_claim), each packing the claimed rows of A; two
+/// barriers per B block. Every element
 /// of C is the same sequence of fused multiply-adds over k, in KC blocks added in order,
 /// whichever thread computes it and however many threads there are, so the result does not
 /// depend on the thread count. The packing buffers are kept per thread and grow once: no
@@ -35,6 +36,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdlib>
 #include <new>
@@ -301,30 +303,59 @@ inline void sgemm_pack_b(float* dst, const float* b, index_t rs, index_t cs, ind
   }
 }
 
-/// @brief The part of a product that thread @p t of @p nt computes (all of it when nt = 1);
-/// @p shared_b is the team's packed-B buffer, @p packed_a this thread's packed-A slice.
+/// @brief The work counters a team shares during one product: the next row panel of C to
+/// compute and the next column panel of B to pack, one pair per parity of the block number
+/// (a pair is reset by thread 0 after the block that used it, while the other pair is in use).
+struct SgemmClaims {
+  std::atomic<index_t> row_panel[2] = {0, 0};
+  std::atomic<index_t> col_panel[2] = {0, 0};
+};
+
+/// @brief Claim the next items of [0, @p total) from @p next: a share of what is left
+/// (guided: about 1 / (2 · @p nt) of it, at least @p min_take, at most @p max_take), so that
+/// a thread slowed down by something else on its core takes less of the block and the team
+/// waits for at most one small claim at the barrier. False when nothing is left.
+inline bool sgemm_claim(std::atomic<index_t>& next, index_t total, int nt, index_t min_take, index_t max_take,
+                        index_t& begin, index_t& end) noexcept {
+  index_t cur = next.load(std::memory_order_relaxed);
+  index_t take = 0;
+  do {
+    if (cur >= total) return false;
+    take = std::min(total - cur, std::clamp<index_t>((total - cur + 2 * nt - 1) / (2 * nt), min_take, max_take));
+  } while (!next.compare_exchange_weak(cur, cur + take, std::memory_order_relaxed));
+  begin = cur;
+  end = cur + take;
+  return true;
+}
+
+/// @brief Thread @p t's part of a product computed by a team of @p nt (all of it when nt = 1):
+/// per (KC × NC) block of B, the team packs B's column panels into @p shared_b, claiming them
+/// a few at a time, then claims row panels of C (packing their A into this thread's
+/// @p packed_a slice) until none are left. Which thread computes which rows changes from run
+/// to run; the result does not, since every element is the same chain of FMAs wherever it is
+/// computed. @p claims must be zero at the start and shared by the team.
 inline void sgemm_thread(index_t m, index_t n, index_t k, const float* a, index_t ars, index_t acs, const float* b,
                          index_t brs, index_t bcs, float* c, index_t ldc, bool accumulate, float* shared_b,
-                         float* packed_a, int t, int nt) {
+                         float* packed_a, SgemmClaims& claims, int t, int nt) {
   using B = SgemmBlocking;
   const index_t panels = (m + B::mr - 1) / B::mr;
-  const index_t row_begin = panels * t / nt * B::mr;
-  const index_t row_end = std::min(m, panels * (t + 1) / nt * B::mr);
+  int parity = 0;
   for (index_t jc = 0; jc < n; jc += B::nc) {
     const index_t nc = std::min(B::nc, n - jc);
     const index_t col_panels = (nc + B::nr - 1) / B::nr;
     for (index_t pc = 0; pc < k; pc += B::kc) {
       const index_t kc = std::min(B::kc, k - pc);
       const bool add = accumulate || pc > 0;
-      sgemm_pack_b(shared_b, b + pc * brs + jc * bcs, brs, bcs, kc, nc, col_panels * t / nt,
-                   col_panels * (t + 1) / nt);
+      index_t first = 0, last = 0;
+      while (sgemm_claim(claims.col_panel[parity], col_panels, nt, 1, 4, first, last))
+        sgemm_pack_b(shared_b, b + pc * brs + jc * bcs, brs, bcs, kc, nc, first, last);
 #if defined(_OPENMP)
       if (nt > 1) {
 #pragma omp barrier
       }
 #endif
-      for (index_t ic = row_begin; ic < row_end; ic += B::mc) {
-        const index_t mc = std::min(B::mc, row_end - ic);
+      while (sgemm_claim(claims.row_panel[parity], panels, nt, 1, B::mc / B::mr, first, last)) {
+        const index_t ic = first * B::mr, mc = std::min(m, last * B::mr) - ic;
         sgemm_pack_a(packed_a, a + ic * ars + pc * acs, ars, acs, mc, kc);
         for (index_t q = 0; q < col_panels; ++q) {
           const index_t j = q * B::nr, cols = std::min(B::nr, nc - j);
@@ -345,6 +376,11 @@ inline void sgemm_thread(index_t m, index_t n, index_t k, const float* a, index_
 #pragma omp barrier
       }
 #endif
+      if (t == 0) {
+        claims.row_panel[parity].store(0, std::memory_order_relaxed);
+        claims.col_panel[parity].store(0, std::memory_order_relaxed);
+      }
+      parity ^= 1;
     }
   }
 }
@@ -534,15 +570,16 @@ inline void sgemm(index_t m, index_t n, index_t k, const float* a, index_t ars, 
   // One A slice per thread, enough for MC rows (or all of m) by KC.
   const index_t a_slice = (std::min(B::mc, (m + B::mr - 1) / B::mr * B::mr) * std::min(B::kc, k) + 15) / 16 * 16;
   float* packed_a = sgemm_a_buffer().get(static_cast<std::size_t>(a_slice * nt));
+  SgemmClaims claims;
 #if defined(_OPENMP)
   if (nt > 1) {
 #pragma omp parallel num_threads(nt)
     sgemm_thread(m, n, k, a, ars, acs, b, brs, bcs, c, ldc, accumulate, shared_b,
-                 packed_a + a_slice * omp_get_thread_num(), omp_get_thread_num(), omp_get_num_threads());
+                 packed_a + a_slice * omp_get_thread_num(), claims, omp_get_thread_num(), omp_get_num_threads());
     return;
   }
 #endif
-  sgemm_thread(m, n, k, a, ars, acs, b, brs, bcs, c, ldc, accumulate, shared_b, packed_a, 0, 1);
+  sgemm_thread(m, n, k, a, ars, acs, b, brs, bcs, c, ldc, accumulate, shared_b, packed_a, claims, 0, 1);
 }
 #endif
 

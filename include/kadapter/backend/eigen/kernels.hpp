@@ -171,6 +171,46 @@ T packet_dot(const T* a, const T* b, index_t n) {
   return ei::predux(acc);
 }
 
+/// @brief `Σ_j x[j]` for j < @p n, in the order of packet_dot.
+template <class T>
+T packet_sum(const T* x, index_t n) {
+  namespace ei = Eigen::internal;
+  using Packet = typename ei::packet_traits<T>::type;
+  constexpr index_t w = ei::packet_traits<T>::size;
+  Packet acc = ei::pset1<Packet>(T(0));
+  index_t j = 0;
+  for (const index_t whole = n / w * w; j < whole; j += w) acc = ei::padd(acc, ei::ploadu<Packet>(x + j));
+  if (j < n) {
+    alignas(64) T px[w];
+    for (index_t l = 0; l < w; ++l) px[l] = j + l < n ? x[j + l] : T(0);
+    acc = ei::padd(acc, ei::pload<Packet>(px));
+  }
+  return ei::predux(acc);
+}
+
+/// @brief `Σ_j (x[j] - c)²` for j < @p n, in the order of packet_dot (the tail padded with
+/// @p c, which adds nothing).
+template <class T>
+T packet_sum_sq_dev(const T* x, T c, index_t n) {
+  namespace ei = Eigen::internal;
+  using Packet = typename ei::packet_traits<T>::type;
+  constexpr index_t w = ei::packet_traits<T>::size;
+  const Packet pc = ei::pset1<Packet>(c);
+  Packet acc = ei::pset1<Packet>(T(0));
+  index_t j = 0;
+  for (const index_t whole = n / w * w; j < whole; j += w) {
+    const Packet d = ei::psub(ei::ploadu<Packet>(x + j), pc);
+    acc = ei::pmadd(d, d, acc);
+  }
+  if (j < n) {
+    alignas(64) T px[w];
+    for (index_t l = 0; l < w; ++l) px[l] = j + l < n ? x[j + l] : c;
+    const Packet d = ei::psub(ei::pload<Packet>(px), pc);
+    acc = ei::pmadd(d, d, acc);
+  }
+  return ei::predux(acc);
+}
+
 /// @brief Elements per Eigen packet of @p T.
 template <class T>
 constexpr index_t packet_size() noexcept {
@@ -246,18 +286,15 @@ void add_layernorm_forward(Cpu, MatrixView<T> out, std::type_identity_t<LayerNor
     const T* x = a.data() + r * width;
     const T* y = b.empty() ? nullptr : b.data() + r * width;
     T* o = out.data() + r * width;
-    // Sum first (out may alias a or b), then two-pass mean and biased variance.
-    T mean = 0;
+    // Sum first (out may alias a or b), then two-pass mean and biased variance, each a
+    // packet sum in a fixed order (a scalar sum is one long dependency chain).
     if (y) {
       for (index_t j = 0; j < width; ++j) o[j] = x[j] + y[j];
     } else if (o != x) {
       std::copy(x, x + width, o);
     }
-    for (index_t j = 0; j < width; ++j) mean += o[j];
-    mean /= static_cast<T>(width);
-    T var = 0;
-    for (index_t j = 0; j < width; ++j) var += (o[j] - mean) * (o[j] - mean);
-    var /= static_cast<T>(width);
+    const T mean = detail::packet_sum(o, width) / static_cast<T>(width);
+    const T var = detail::packet_sum_sq_dev(o, mean, width) / static_cast<T>(width);
     const T rstd = T(1) / std::sqrt(var + eps);
     if (cache) {
       T* xhat = cache->xhat.data() + r * width;
