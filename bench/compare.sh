@@ -7,7 +7,10 @@
 # PyTorch with its default threads, PyTorch with torch.set_num_threads(1). Prints for each the
 # median step time, GFLOP/s, the fraction of the GEMM ceiling measured in the same run
 # (build/bench/bench_gemm_ceiling: the faster of the library's and Eigen's product per shape,
-# both printed) and the peak RSS; the last line is
+# both printed) and the peak RSS; then kadapter's steps against the ceiling probed right
+# before each of them (bench_train_step --paired-ceiling: on a shared machine whose speed
+# drifts, one ceiling measured at the start can be far from the speed during a step, in
+# either direction; a separate run); the last line is
 # `speedup_vs_pytorch=X.XX` against the faster PyTorch setting.
 # Needs: the build (cmake --build build), Debian's python3-torch and libopenblas0-pthread
 # (without OpenBLAS, torch falls back to the reference BLAS), GNU time (/usr/bin/time).
@@ -48,6 +51,8 @@ run() {  # name, command...
 run kadapter "$build/bench/bench_train_step" --config "$config" --steps "$steps"
 run torch_default /usr/bin/python3 bench/reference/train_step.py --config "$config" --steps "$steps" --threads default
 run torch_1 /usr/bin/python3 bench/reference/train_step.py --config "$config" --steps "$steps" --threads 1
+# A separate run, so that the probes' buffers do not count in the peak RSS above.
+run kadapter_paired "$build/bench/bench_train_step" --config "$config" --steps "$steps" --paired-ceiling
 
 field() { sed -n "s/.*$2=\([0-9.]*\).*/\1/p" "$tmp/$1.out" | tail -1; }
 printf "%-26s %12s %10s %12s %12s\n" "" "median_ms" "GFLOP/s" "of_ceiling" "peak_RSS_MB"
@@ -60,6 +65,8 @@ for name in kadapter torch_default torch_1; do
   [ "$name" = torch_1 ] && label="pytorch (1 thread)"
   printf "%-26s %12s %10s %11.0f%% %12.0f\n" "$label" "$ms" "$gf" "$(echo "100 * $gf / $ceiling" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
 done
+printf "kadapter against the ceiling probed just before each of its steps (median): %.0f%%\n" \
+  "$(echo "100 * $(field kadapter_paired paired_ceiling_fraction)" | bc -l)"
 k=$(field kadapter median_ms)
 best=$(printf "%s\n%s\n" "$(field torch_default median_ms)" "$(field torch_1 median_ms)" | sort -g | head -1)
 printf "speedup_vs_pytorch=%.2f\n" "$(echo "$best / $k" | bc -l)"

@@ -4,10 +4,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <random>
-#include <vector>
 
-#include "kadapter/kadapter.hpp"
+#include "ceiling.hpp"
 
 using namespace kadapter;
 
@@ -16,32 +14,23 @@ int main() {
   using Mat = detail::RowMajorMatrix<float>;
   double best = 0;
   for (const auto& s : shapes) {
+    bench::GemmProbe probe(s[0], s[1], s[2]);
     const index_t m = s[0], n = s[1], k = s[2];
-    std::vector<float> x(static_cast<std::size_t>(m * k)), w(static_cast<std::size_t>(n * k)), y(static_cast<std::size_t>(m * n));
-    std::mt19937 rng(1);
-    std::normal_distribution<float> d;
-    for (auto& v : x) v = d(rng);
-    for (auto& v : w) v = d(rng);
-    LinearParams<float> p;
-    p.weight = MatrixView<const float>(w.data(), n, k);
-    Eigen::Map<const Mat> xm(x.data(), m, k), wm(w.data(), n, k);
-    Eigen::Map<Mat> ym(y.data(), m, n);
-    for (int product = 0; product < 2; ++product) {
-      double shape_best = 0;
-      for (int r = 0; r < 6; ++r) {
-        const auto t0 = std::chrono::steady_clock::now();
-        if (product == 0) {
-          linear_forward(Cpu{}, MatrixView<float>(y.data(), m, n), MatrixView<const float>(x.data(), m, k), p);
-        } else {
-          ym.noalias() = xm * wm.transpose();
-        }
-        const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        if (r > 0) shape_best = std::max(shape_best, 2.0 * m * n * k / sec * 1e-9);
-      }
-      std::printf("gemm %ldx%ldx%ld (%s): %.1f GFLOP/s\n", static_cast<long>(m), static_cast<long>(n),
-                  static_cast<long>(k), product == 0 ? detail::sgemm_isa() : "eigen", shape_best);
-      best = std::max(best, shape_best);
+    const double own = probe.best_gflops(5);
+    std::printf("gemm %ldx%ldx%ld (%s): %.1f GFLOP/s\n", static_cast<long>(m), static_cast<long>(n),
+                static_cast<long>(k), detail::sgemm_isa(), own);
+    Eigen::Map<const Mat> xm(probe.x.data(), m, k), wm(probe.w.data(), n, k);
+    Eigen::Map<Mat> ym(probe.y.data(), m, n);
+    double eigen = 0;
+    for (int r = 0; r < 6; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      ym.noalias() = xm * wm.transpose();
+      const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (r > 0) eigen = std::max(eigen, 2.0 * m * n * k / sec * 1e-9);
     }
+    std::printf("gemm %ldx%ldx%ld (eigen): %.1f GFLOP/s\n", static_cast<long>(m), static_cast<long>(n),
+                static_cast<long>(k), eigen);
+    best = std::max({best, own, eigen});
   }
   std::printf("gemm_ceiling_gflops=%.1f\n", best);
 }

@@ -1,11 +1,15 @@
 // One K-Adapter training step, timed: the kadapter side of bench/compare.sh.
 //
-//   train_step --config small|base|large [--steps N] [--warmup N]
+//   train_step --config small|base|large [--steps N] [--warmup N] [--paired-ceiling]
 //
 // Factual-adapter pre-training step (adapters, com_dense and the head, forward and backward,
 // clipping, AdamW) on random backbone hidden states, batch 16 (8 for large) x 64, dropout 0.1,
 // as the authors' loop runs it with the backbone's outputs given. Prints one line per step
-// and a summary line `kadapter median_ms=... gflop=... gflops=...`.
+// and a summary line `kadapter median_ms=... gflop=... gflops=...`. With --paired-ceiling
+// each step is preceded by a probe of the library's GEMM at the model's shapes, and a last
+// line `paired_ceiling_fraction=X` gives the median of each step's GFLOP/s over the ceiling
+// probed just before it: on a machine whose speed drifts from second to second (a shared
+// VM), a ratio taken moment by moment, rather than against one ceiling measured earlier.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -14,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "ceiling.hpp"
 #include "kadapter/kadapter.hpp"
 
 using namespace kadapter;
@@ -50,6 +55,7 @@ int main(int argc, char** argv) {
   try {
     std::string name = "base";
     int steps = 5, warmup = 1;
+    bool paired = false;
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
       auto value = [&]() -> std::string {
@@ -59,7 +65,8 @@ int main(int argc, char** argv) {
       if (a == "--config") name = value();
       else if (a == "--steps") steps = std::max(1, std::atoi(value().c_str()));
       else if (a == "--warmup") warmup = std::max(0, std::atoi(value().c_str()));
-      else throw Error("unknown option " + a + " (expected --config, --steps, --warmup)");
+      else if (a == "--paired-ceiling") paired = true;
+      else throw Error("unknown option " + a + " (expected --config, --steps, --warmup, --paired-ceiling)");
     }
     const BenchConfig c = config_named(name);
     const index_t relations = 430;
@@ -94,18 +101,42 @@ int main(int argc, char** argv) {
     }
     const TaskBatch<float> batch{c.batch, c.seq, &states, c.layers, mask, labels, {}, subj, obj, {}};
 
-    std::vector<double> ms;
+    // --paired-ceiling: right before each step, the library's product at the three shapes of
+    // the base model's linear layers (best of 3 runs each, the best shape), so that each step
+    // is set against the machine's speed at that moment.
+    std::vector<bench::GemmProbe> probes;
+    if (paired) {
+      probes.emplace_back(1024, 768, 768);
+      probes.emplace_back(1024, 3072, 768);
+      probes.emplace_back(1024, 768, 3072);
+    }
+    const double flop = step_flops(c, relations);
+    std::vector<double> ms, fractions;
     for (int s = 0; s < warmup + steps; ++s) {
+      double ceiling = 0;
+      for (auto& probe : probes) ceiling = std::max(ceiling, probe.best_gflops(3));
       const auto t0 = std::chrono::steady_clock::now();
       const StepReport r = trainer.step(std::span<const TaskBatch<float>>(&batch, 1));
       const double dt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      std::printf("step %d: %.1f ms, loss %.4f\n", s, dt, r.loss);
-      if (s >= warmup) ms.push_back(dt);
+      if (paired) {
+        std::printf("step %d: %.1f ms, loss %.4f, ceiling just before %.1f GFLOP/s (%.0f%%)\n", s, dt, r.loss, ceiling,
+                    100.0 * flop * 1e-9 / (dt * 1e-3) / ceiling);
+      } else {
+        std::printf("step %d: %.1f ms, loss %.4f\n", s, dt, r.loss);
+      }
+      if (s >= warmup) {
+        ms.push_back(dt);
+        if (paired) fractions.push_back(flop * 1e-9 / (dt * 1e-3) / ceiling);
+      }
     }
     std::sort(ms.begin(), ms.end());
     const double median = ms[ms.size() / 2];
-    const double flop = step_flops(c, relations);
     std::printf("kadapter median_ms=%.1f gflop=%.1f gflops=%.1f\n", median, flop * 1e-9, flop * 1e-9 / (median * 1e-3));
+    if (paired) {
+      std::sort(fractions.begin(), fractions.end());
+      std::printf("paired_ceiling_fraction=%.3f (median over steps of the step's GFLOP/s over the ceiling probed just before it)\n",
+                  fractions[fractions.size() / 2]);
+    }
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "train_step: error: %s\n", e.what());
