@@ -284,6 +284,70 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   if (args.has("resume") && !evaluate_only && !fs::exists(out / "checkpoint" / "optimizer.safetensors"))
     throw Error("--resume: " + (out / "checkpoint" / "optimizer.safetensors").string() +
                 " not found (no checkpoint to continue from; without --resume the run starts anew)");
+  // The model's sizes, checked before anything is written to --out.
+  AdapterConfig ac;
+  ac.hidden = ec.hidden;
+  ac.size = static_cast<index_t>(args.integer("adapter-size", 1, 8192));
+  ac.layers = static_cast<index_t>(args.integer("adapter-transformer-layers", 0, 64));
+  ac.heads = static_cast<index_t>(args.integer("adapter-heads", 1, 1024));
+  ac.ffn = 4 * ac.size;
+  ac.skip_layers = static_cast<index_t>(args.integer("adapter-skip-layers", 0, 64));
+  const auto plug = args.integer_list("adapter-list");
+  ac.count = static_cast<index_t>(plug.size());
+  if (plug.empty() || plug.size() > kMaxPlugPoints) throw Error("--adapter-list needs 1.." + std::to_string(kMaxPlugPoints) + " plug-in points");
+  for (std::size_t k = 0; k < plug.size(); ++k) {
+    if (plug[k] > ec.layers) throw Error("--adapter-list names hidden state " + std::to_string(plug[k]) + " but the encoder has 0.." + std::to_string(ec.layers));
+    ac.plug_in[k] = plug[k];
+  }
+  TaskConfig tc;
+  tc.task = task;
+  tc.compat = official ? Compat::official : Compat::standard;
+  tc.dropout = static_cast<float>(args.number("dropout", 0.0, 1.0, /*hi_open=*/true));
+  if (ac.skip_layers > ac.count)
+    throw Error("--adapter-skip-layers " + std::to_string(ac.skip_layers) + " is more than the " + std::to_string(ac.count) +
+                " adapter layers of --adapter-list (0 turns the skip connections off)");
+  std::vector<std::string> adapter_dirs;
+  if (finetune) {
+    tc.adapters = detail::split_list(args.get("adapters"));
+    adapter_dirs = detail::split_list(args.get("adapter-dirs"));
+    if (!adapter_dirs.empty() && adapter_dirs.size() != tc.adapters.size())
+      throw Error("--adapter-dirs names " + std::to_string(adapter_dirs.size()) + " directories for " + std::to_string(tc.adapters.size()) + " adapters");
+    for (std::size_t j = 0; j < tc.adapters.size(); ++j)
+      for (std::size_t i = 0; i < j; ++i)
+        if (tc.adapters[i] == tc.adapters[j])
+          throw Error("--adapters names \"" + tc.adapters[j] + "\" twice (each adapter's tensors are saved under its name)");
+    tc.fusion = args.choice("fusion", {"concat", "add"}) == "add" ? Fusion::add : Fusion::concat;
+    tc.adapter_trainable.assign(tc.adapters.size(), !args.has("freeze-adapters"));
+  } else {
+    tc.adapters = {args.get("task")};
+  }
+  // Sizes that cannot fit are named before anything is allocated (otherwise a bad_alloc, or
+  // the kernel's OOM killer, says nothing about which flag asked for them).
+  {
+    const double H = static_cast<double>(ac.hidden), A = static_cast<double>(ac.size), F = static_cast<double>(ac.ffn);
+    const double per_transformer = 4 * (A * A + A) + 2 * A * F + F + A + 4 * A;
+    const double per_plug = 2 * H * A + A + H + static_cast<double>(ac.layers) * per_transformer;
+    const double adapters = static_cast<double>(tc.adapters.size()) * static_cast<double>(ac.count);
+    // values, gradients and AdamW's two moments; the saved activations of one batch.
+    const double param_bytes = 4.0 * adapters * per_plug * sizeof(T);
+    const double tokens = static_cast<double>(B) * static_cast<double>(S);
+    const double act_bytes = adapters * static_cast<double>(ac.layers) *
+                             (tokens * (8 * A + 2 * F) + static_cast<double>(B * ac.heads) * static_cast<double>(S * S)) * sizeof(T);
+    const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+    const double machine = pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
+    if (machine > 0 && param_bytes + act_bytes > machine) {
+      char msg[512];
+      std::snprintf(msg, sizeof msg,
+                    "the adapters asked for need at least %.1f GiB (%.1f GiB of parameters, gradients and AdamW state, "
+                    "%.1f GiB of saved activations per batch) but this machine has %.1f GiB: lower --adapter-size (%lld), "
+                    "--adapter-transformer-layers (%lld), the number of --adapter-list plug-in points (%lld), "
+                    "--batch-size (%lld) or --max-seq-length (%lld)",
+                    (param_bytes + act_bytes) / 1073741824.0, param_bytes / 1073741824.0, act_bytes / 1073741824.0,
+                    machine / 1073741824.0, static_cast<long long>(ac.size), static_cast<long long>(ac.layers),
+                    static_cast<long long>(ac.count), static_cast<long long>(B), static_cast<long long>(S));
+      throw Error(msg);
+    }
+  }
   if (!evaluate_only) {
     std::error_code mk;
     fs::create_directories(out / "checkpoint", mk);
@@ -334,46 +398,9 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
                args.get("task").c_str(), static_cast<std::size_t>(train.count), train.dropped,
                static_cast<std::size_t>(eval.count), eval_name.c_str(), labels.size());
 
-  // The model.
-  AdapterConfig ac;
-  ac.hidden = ec.hidden;
-  ac.size = static_cast<index_t>(args.integer("adapter-size", 1, 8192));
-  ac.layers = static_cast<index_t>(args.integer("adapter-transformer-layers", 0, 64));
-  ac.heads = static_cast<index_t>(args.integer("adapter-heads", 1, 1024));
-  ac.ffn = 4 * ac.size;
-  ac.skip_layers = static_cast<index_t>(args.integer("adapter-skip-layers", 0, 64));
-  const auto plug = args.integer_list("adapter-list");
-  ac.count = static_cast<index_t>(plug.size());
-  if (plug.empty() || plug.size() > kMaxPlugPoints) throw Error("--adapter-list needs 1.." + std::to_string(kMaxPlugPoints) + " plug-in points");
-  for (std::size_t k = 0; k < plug.size(); ++k) {
-    if (plug[k] > ec.layers) throw Error("--adapter-list names hidden state " + std::to_string(plug[k]) + " but the encoder has 0.." + std::to_string(ec.layers));
-    ac.plug_in[k] = plug[k];
-  }
-  TaskConfig tc;
-  tc.task = task;
-  tc.compat = official ? Compat::official : Compat::standard;
-  tc.dropout = static_cast<float>(args.number("dropout", 0.0, 1.0, /*hi_open=*/true));
-  if (ac.skip_layers > ac.count)
-    throw Error("--adapter-skip-layers " + std::to_string(ac.skip_layers) + " is more than the " + std::to_string(ac.count) +
-                " adapter layers of --adapter-list (0 turns the skip connections off)");
   tc.num_labels = task == Task::lin ? S
                   : task == Task::multiple_choice ? std::max(train.rows_per_example, eval.rows_per_example)
                                                   : static_cast<index_t>(labels.size());
-  std::vector<std::string> adapter_dirs;
-  if (finetune) {
-    tc.adapters = detail::split_list(args.get("adapters"));
-    adapter_dirs = detail::split_list(args.get("adapter-dirs"));
-    if (!adapter_dirs.empty() && adapter_dirs.size() != tc.adapters.size())
-      throw Error("--adapter-dirs names " + std::to_string(adapter_dirs.size()) + " directories for " + std::to_string(tc.adapters.size()) + " adapters");
-    for (std::size_t j = 0; j < tc.adapters.size(); ++j)
-      for (std::size_t i = 0; i < j; ++i)
-        if (tc.adapters[i] == tc.adapters[j])
-          throw Error("--adapters names \"" + tc.adapters[j] + "\" twice (each adapter's tensors are saved under its name)");
-    tc.fusion = args.choice("fusion", {"concat", "add"}) == "add" ? Fusion::add : Fusion::concat;
-    tc.adapter_trainable.assign(tc.adapters.size(), !args.has("freeze-adapters"));
-  } else {
-    tc.adapters = {args.get("task")};
-  }
   TaskModel<dynamic_adapter, T> model(tc, ac);
   const std::uint64_t seed = static_cast<std::uint64_t>(args.integer("seed", 0, 1LL << 62));
   init_parameters(model.parameters(), seed);

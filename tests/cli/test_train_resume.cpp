@@ -188,6 +188,13 @@ BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
   fails(fac + " --dropout 1" + out("x"), "--dropout '1' is not a number in [0, 1)");
   fails(fac + " --learning-rate -1" + out("x"), "--learning-rate '-1' is not a number in [0, 1000]");
   fails(fac + " --adapter-skip-layers 5" + out("x"), "--adapter-skip-layers 5 is more than the 3 adapter layers");
+  // Adapters far larger than any machine's memory are named before anything is allocated
+  // (about 800 GiB of parameters alone).
+  fails("pretrain --task fac" + model + data(kData / "fac") +
+            " --batch-size 4 --max-seq-length 32 --adapter-size 8192 --adapter-heads 2 --adapter-transformer-layers 64" +
+            out("big"),
+        "lower --adapter-size (8192), --adapter-transformer-layers (64)");
+  BOOST_TEST(!fs::exists(tmp / "big"));  // checked before anything is written to --out
   fails(fac + " --resume" + out("y"), "--resume: ");
   BOOST_TEST(!fs::exists(tmp / "y"));  // a mistyped --out is not created
   fails("finetune --task relation" + model + data(kData / "relation") + sizes + out("x") +
