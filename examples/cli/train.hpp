@@ -324,12 +324,14 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   // Sizes that cannot fit are named before anything is allocated (otherwise a bad_alloc, or
   // the kernel's OOM killer, says nothing about which flag asked for them).
   {
-    const double H = static_cast<double>(ac.hidden), A = static_cast<double>(ac.size), F = static_cast<double>(ac.ffn);
-    const double per_transformer = 4 * (A * A + A) + 2 * A * F + F + A + 4 * A;
-    const double per_plug = 2 * H * A + A + H + static_cast<double>(ac.layers) * per_transformer;
+    if (ac.size % ac.heads != 0)
+      throw Error("--adapter-size " + std::to_string(ac.size) + " is not divisible by --adapter-heads " +
+                  std::to_string(ac.heads));
+    const double A = static_cast<double>(ac.size), F = static_cast<double>(ac.ffn);
     const double adapters = static_cast<double>(tc.adapters.size()) * static_cast<double>(ac.count);
     // values, gradients and AdamW's two moments; the saved activations of one batch.
-    const double param_bytes = 4.0 * adapters * per_plug * sizeof(T);
+    const double param_bytes = 4.0 * static_cast<double>(tc.adapters.size()) *
+                               static_cast<double>(ac.parameter_count()) * sizeof(T);
     const double tokens = static_cast<double>(B) * static_cast<double>(S);
     const double act_bytes = adapters * static_cast<double>(ac.layers) *
                              (tokens * (8 * A + 2 * F) + static_cast<double>(B * ac.heads) * static_cast<double>(S * S)) * sizeof(T);

@@ -195,6 +195,10 @@ BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
             out("big"),
         "lower --adapter-size (8192), --adapter-transformer-layers (64)");
   BOOST_TEST(!fs::exists(tmp / "big"));  // checked before anything is written to --out
+  fails("pretrain --task fac" + model + data(kData / "fac") +
+            " --batch-size 4 --max-seq-length 32 --adapter-size 10 --adapter-heads 4" + out("heads"),
+        "--adapter-size 10 is not divisible by --adapter-heads 4");
+  BOOST_TEST(!fs::exists(tmp / "heads"));
   fails(fac + " --resume" + out("y"), "--resume: ");
   BOOST_TEST(!fs::exists(tmp / "y"));  // a mistyped --out is not created
   fails("finetune --task relation" + model + data(kData / "relation") + sizes + out("x") +

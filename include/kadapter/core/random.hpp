@@ -56,8 +56,10 @@ struct DropoutMask {
   explicit DropoutMask(const Dropout& d) noexcept
       : key(mix64(d.seed ^ mix64(d.stream))), scale(T(1) / (T(1) - static_cast<T>(d.p))) {
     const float bound = d.p * 16777216.0f;  // exact
-    const auto whole = static_cast<std::uint64_t>(bound);
-    threshold = bound > 0.0f ? whole + (static_cast<float>(whole) < bound ? 1 : 0) : 0;
+    if (bound > 0.0f) {                      // (p is in [0, 1); anything else drops nothing)
+      const auto whole = static_cast<std::uint64_t>(bound);
+      threshold = whole + (static_cast<float>(whole) < bound ? 1 : 0);
+    }
   }
   /// @brief The multiplier of element @p index: 0 or 1 / (1 - p).
   T factor(std::uint64_t index) const noexcept { return (mix64(key + index) >> 40) < threshold ? T(0) : scale; }
