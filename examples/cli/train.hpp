@@ -81,15 +81,61 @@ inline std::vector<OptionSpec> training_options(bool finetune) {
 
 namespace detail {
 
-/// MemAvailable from /proc/meminfo in bytes, or 0 when unknown.
+/// The memory limit of this process's control group (cgroup v2 `memory.max`, or v1
+/// `memory.limit_in_bytes`) and its current use, in bytes; `limit` is 0 when there is none.
+struct CgroupMemory {
+  double limit = 0, used = 0;
+};
+
+inline CgroupMemory cgroup_memory() {
+  auto read = [](const char* path, double& value) {
+    std::ifstream f(path);
+    std::string s;
+    if (!(f >> s) || s == "max") return false;
+    char* end = nullptr;
+    const double x = std::strtod(s.c_str(), &end);
+    if (end == s.c_str() || *end != '\0' || !(x > 0) || x >= 1e18) return false;  // v1 writes ~2^63 for none
+    value = x;
+    return true;
+  };
+  CgroupMemory m;
+  if (read("/sys/fs/cgroup/memory.max", m.limit)) {
+    read("/sys/fs/cgroup/memory.current", m.used);
+  } else if (read("/sys/fs/cgroup/memory/memory.limit_in_bytes", m.limit)) {
+    read("/sys/fs/cgroup/memory/memory.usage_in_bytes", m.used);
+  }
+  return m;
+}
+
+/// The memory this process may use in all: physical RAM, or its control group's limit when
+/// that is lower; 0 when unknown.
+inline double total_memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  double total = pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
+  const CgroupMemory cg = cgroup_memory();
+  if (cg.limit > 0 && (total == 0 || cg.limit < total)) total = cg.limit;
+  return total;
+}
+
+/// The memory still free for this process: MemAvailable from /proc/meminfo, or what is left
+/// under its control group's limit when that is less; 0 when unknown.
 inline double available_memory_bytes() {
   std::ifstream f("/proc/meminfo");
   std::string key;
   double kb = 0;
   std::string unit;
+  double avail = 0;
   while (f >> key >> kb >> unit)
-    if (key == "MemAvailable:") return kb * 1024.0;
-  return 0;
+    if (key == "MemAvailable:") {
+      avail = kb * 1024.0;
+      break;
+    }
+  const CgroupMemory cg = cgroup_memory();
+  if (cg.limit > 0) {
+    const double left = std::max(0.0, cg.limit - cg.used);
+    if (avail == 0 || left < avail) avail = left;
+  }
+  return avail;
 }
 
 inline std::vector<std::string> split_list(const std::string& s) {
@@ -312,6 +358,11 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     adapter_dirs = detail::split_list(args.get("adapter-dirs"));
     if (!adapter_dirs.empty() && adapter_dirs.size() != tc.adapters.size())
       throw Error("--adapter-dirs names " + std::to_string(adapter_dirs.size()) + " directories for " + std::to_string(tc.adapters.size()) + " adapters");
+    if (!evaluate_only)
+      for (const auto& d : adapter_dirs)
+        if (!fs::is_regular_file(fs::path(d) / "model.safetensors"))
+          throw Error("--adapter-dirs: " + (fs::path(d) / "model.safetensors").string() +
+                      " not found (expected the --out directory of a finished pretrain run)");
     for (std::size_t j = 0; j < tc.adapters.size(); ++j)
       for (std::size_t i = 0; i < j; ++i)
         if (tc.adapters[i] == tc.adapters[j])
@@ -329,19 +380,19 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
                   std::to_string(ac.heads));
     const double A = static_cast<double>(ac.size), F = static_cast<double>(ac.ffn);
     const double adapters = static_cast<double>(tc.adapters.size()) * static_cast<double>(ac.count);
-    // values, gradients and AdamW's two moments; the saved activations of one batch.
-    const double param_bytes = 4.0 * static_cast<double>(tc.adapters.size()) *
+    // values and gradients, and for training AdamW's two moments; the saved activations of
+    // one batch.
+    const double param_bytes = (evaluate_only ? 2.0 : 4.0) * static_cast<double>(tc.adapters.size()) *
                                static_cast<double>(ac.parameter_count()) * sizeof(T);
     const double tokens = static_cast<double>(B) * static_cast<double>(S);
     const double act_bytes = adapters * static_cast<double>(ac.layers) *
                              (tokens * (8 * A + 2 * F) + static_cast<double>(B * ac.heads) * static_cast<double>(S * S)) * sizeof(T);
-    const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
-    const double machine = pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
+    const double machine = detail::total_memory_bytes();
     if (machine > 0 && param_bytes + act_bytes > machine) {
       char msg[512];
       std::snprintf(msg, sizeof msg,
                     "the adapters asked for need at least %.1f GiB (%.1f GiB of parameters, gradients and AdamW state, "
-                    "%.1f GiB of saved activations per batch) but this machine has %.1f GiB: lower --adapter-size (%lld), "
+                    "%.1f GiB of saved activations per batch) but this process may use %.1f GiB: lower --adapter-size (%lld), "
                     "--adapter-transformer-layers (%lld), the number of --adapter-list plug-in points (%lld), "
                     "--batch-size (%lld) or --max-seq-length (%lld)",
                     (param_bytes + act_bytes) / 1073741824.0, param_bytes / 1073741824.0, act_bytes / 1073741824.0,
@@ -350,13 +401,24 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       throw Error(msg);
     }
   }
-  if (!evaluate_only) {
-    std::error_code mk;
-    fs::create_directories(out / "checkpoint", mk);
-    if (mk || !fs::is_directory(out / "checkpoint"))
-      throw Error("--out " + out.string() + ": cannot create the directory " + (out / "checkpoint").string() + " (" +
-                  (mk ? mk.message() : std::string("a file is in the way")) + ")");
-  }
+  // Every other flag is read here too: a mistyped value is an error before anything is
+  // written to --out.
+  const std::int64_t epochs = args.integer("epochs", 1, 100000);
+  const std::int64_t max_steps = args.integer("max-steps", 0, 1LL << 40);
+  const double learning_rate = args.number("learning-rate", 0.0, 1e3);
+  const double weight_decay = args.number("weight-decay", 0.0, 1e3);
+  const std::int64_t warmup_steps = args.integer("warmup-steps", 0, 1LL << 40);
+  const std::uint64_t seed = static_cast<std::uint64_t>(args.integer("seed", 0, 1LL << 62));
+  const std::int64_t save_steps = args.integer("save-steps", 0, 1LL << 40);
+  const std::int64_t stop_after = args.integer("stop-after", 0, 1LL << 40);
+  const std::string eval_name = args.choice("eval-split", {"dev", "test"});
+  const std::string cache_dtype = args.choice("cache-dtype", {"fp16", "bf16", "fp32"});
+  // Padding: the authors pad every batch to max_seq_length; with correct masks a batch padded
+  // to its own longest sequence gives the same numbers (tests/models/test_length_trim.cpp).
+  std::string bucketing = args.choice("bucketing", {"auto", "none", "trim", "sort"});
+  if (bucketing == "auto") bucketing = official ? "none" : "trim";
+  if (official && bucketing != "none")
+    throw Error("--bucketing " + bucketing + " needs --compat standard: under --compat official padding changes the numbers, so every batch keeps max_seq_length");
 
   // Labels: kept with the model so that evaluation and resume see the same ids.
   io::LabelMap labels;
@@ -373,7 +435,6 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   PackedSplit train = evaluate_only ? PackedSplit{}
                                     : detail::pack(task, split_file("train"), tok, labels, S, conv);
   const std::size_t train_labels = labels.size();
-  const std::string eval_name = args.choice("eval-split", {"dev", "test"});
   PackedSplit eval = detail::pack(task, split_file(eval_name), tok, labels, S, conv);
   if (labels.size() > train_labels) {
     std::string extra;
@@ -391,11 +452,19 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
                  split_file(eval_name).string().c_str(), labels.size() - train_labels,
                  split_file("train").string().c_str(), extra.c_str());
   }
-  if (!evaluate_only) detail::write_text_file(labels_path, nlohmann::json(labels.names()).dump(1) + "\n");
   if (!evaluate_only && train.count == 0)
     throw Error(split_file("train").string() + ": no usable example (" + std::to_string(train.read) + " read, " +
                 std::to_string(train.dropped) + " dropped, e.g. entity or marker positions beyond --max-seq-length " +
                 std::to_string(S) + ")");
+  // The data has been read: only now is --out created.
+  if (!evaluate_only) {
+    std::error_code mk;
+    fs::create_directories(out / "checkpoint", mk);
+    if (mk || !fs::is_directory(out / "checkpoint"))
+      throw Error("--out " + out.string() + ": cannot create the directory " + (out / "checkpoint").string() + " (" +
+                  (mk ? mk.message() : std::string("a file is in the way")) + ")");
+    detail::write_text_file(labels_path, nlohmann::json(labels.names()).dump(1) + "\n");
+  }
   std::fprintf(stderr, "%s: %zu training examples (%zu dropped), %zu %s examples, %zu labels\n",
                args.get("task").c_str(), static_cast<std::size_t>(train.count), train.dropped,
                static_cast<std::size_t>(eval.count), eval_name.c_str(), labels.size());
@@ -404,7 +473,6 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
                   : task == Task::multiple_choice ? std::max(train.rows_per_example, eval.rows_per_example)
                                                   : static_cast<index_t>(labels.size());
   TaskModel<dynamic_adapter, T> model(tc, ac);
-  const std::uint64_t seed = static_cast<std::uint64_t>(args.integer("seed", 0, 1LL << 62));
   init_parameters(model.parameters(), seed);
   if (evaluate_only) {
     io::load_parameters(model.parameters(), io::SafetensorsFile(out / "model.safetensors"));
@@ -414,14 +482,8 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     io::load_pretrained_adapter(model.parameters(), io::SafetensorsFile(fs::path(adapter_dirs[j]) / "model.safetensors"), tc.adapters[j]);
 
   const std::int64_t per_epoch = std::max<std::int64_t>(1, (train.count + B - 1) / B);
-  std::int64_t total = per_epoch * args.integer("epochs", 1, 100000);
-  if (args.integer("max-steps", 0, 1LL << 40) > 0) total = args.integer("max-steps", 0, 1LL << 40);
-  // Padding: the authors pad every batch to max_seq_length; with correct masks a batch padded
-  // to its own longest sequence gives the same numbers (tests/models/test_length_trim.cpp).
-  std::string bucketing = args.choice("bucketing", {"auto", "none", "trim", "sort"});
-  if (bucketing == "auto") bucketing = official ? "none" : "trim";
-  if (official && bucketing != "none")
-    throw Error("--bucketing " + bucketing + " needs --compat standard: under --compat official padding changes the numbers, so every batch keeps max_seq_length");
+  std::int64_t total = per_epoch * epochs;
+  if (max_steps > 0) total = max_steps;
   const bool trim = bucketing != "none";
   const auto train_len = io::cache_lengths(train.mask, S, trim);
   const auto eval_len = io::cache_lengths(eval.mask, S, trim);
@@ -435,9 +497,9 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   }
 
   TrainConfig cfg;
-  cfg.adam.lr = args.number("learning-rate", 0.0, 1e3);
-  cfg.adam.weight_decay = args.number("weight-decay", 0.0, 1e3);
-  cfg.schedule = WarmupLinearSchedule{args.integer("warmup-steps", 0, 1LL << 40), total};
+  cfg.adam.lr = learning_rate;
+  cfg.adam.weight_decay = weight_decay;
+  cfg.schedule = WarmupLinearSchedule{warmup_steps, total};
   cfg.seed = seed;
   cfg.scheduler_before_optimizer = !finetune;  // as the authors' pre-training scripts
   Trainer<dynamic_adapter, T> trainer(model, cfg);
@@ -485,7 +547,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   std::optional<io::FeatureCache> cache;
   {
     std::string mode = args.get("feature-cache");
-    const std::string dt = args.choice("cache-dtype", {"fp16", "bf16", "fp32"});
+    const std::string& dt = cache_dtype;
     double tokens = 0;
     for (auto l : train_len) tokens += l;
     const double need = tokens * static_cast<double>(ec.hidden) * static_cast<double>(keep.size()) * (dt == "fp32" ? 4.0 : 2.0);
@@ -623,8 +685,6 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
 
   MetricsLog log((out / "metrics.jsonl").string());
   Progress progress(args.get("task"), total, step);
-  const std::int64_t save_steps = args.integer("save-steps", 0, 1LL << 40);
-  const std::int64_t stop_after = args.integer("stop-after", 0, 1LL << 40);
   TrainResult result;
   std::vector<index_t> rows;
   while (step < total) {

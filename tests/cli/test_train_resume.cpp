@@ -184,10 +184,20 @@ BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
   fails("evaluate --task fac" + model + data(kData / "fac") + sizes + out("run"),
         "labels.json: expected a JSON list of label names");
 
-  // Flags out of range, and flags that cannot work together, fail before training.
+  // Flags out of range, flags that cannot work together, and missing data fail before
+  // anything is written to --out.
   fails(fac + " --dropout 1" + out("x"), "--dropout '1' is not a number in [0, 1)");
   fails(fac + " --learning-rate -1" + out("x"), "--learning-rate '-1' is not a number in [0, 1000]");
+  fails(fac + " --warmup-steps 1.5" + out("x"), "--warmup-steps");
+  fails(fac + " --eval-split train" + out("x"), "--eval-split");
+  fails(fac + " --cache-dtype fp8" + out("x"), "--cache-dtype");
+  fails(fac + " --compat official --bucketing sort" + out("x"), "--bucketing sort needs --compat standard");
   fails(fac + " --adapter-skip-layers 5" + out("x"), "--adapter-skip-layers 5 is more than the 3 adapter layers");
+  fails("pretrain --task fac" + model + data(tmp / "no_such_data") + sizes + out("x"), "no_such_data");
+  fails("finetune --task relation" + model + data(kData / "relation") + sizes + out("x") + " --adapters fac --adapter-dirs '" +
+            (tmp / "no_such_run").string() + "'",
+        "no_such_run/model.safetensors not found");
+  BOOST_TEST(!fs::exists(tmp / "x"));
   // Adapters far larger than any machine's memory are named before anything is allocated
   // (about 800 GiB of parameters alone).
   fails("pretrain --task fac" + model + data(kData / "fac") +
