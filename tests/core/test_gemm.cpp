@@ -198,8 +198,9 @@ BOOST_AUTO_TEST_CASE(empty_depth_and_thread_independence) {
 
 BOOST_AUTO_TEST_CASE(several_column_blocks_and_inside_a_parallel_region) {
   std::mt19937 rng(13);
-  // n beyond one packed block of B (3072 columns).
+  // n beyond one packed block of B (768 columns in the own kernel), and beyond several.
   run_case(20, 3100, 40, false, true, false, rng);
+  run_case(40, 800, 300, false, false, false, rng);
   run_case(17, 3200, 9, false, false, true, rng);
 
   // Called from the threads of an enclosing parallel region (as attention does per head):
@@ -252,5 +253,35 @@ BOOST_AUTO_TEST_CASE(small_path_equals_packed_path) {
       }
     }
   }
+}
+
+BOOST_AUTO_TEST_CASE(a_in_place_equals_a_packed) {
+  // With contiguous rows, A is read in place by the packed kernel (whole MR-row panels; the
+  // rest of a row block is packed). The same values stored transposed are always packed: the
+  // two must be bit-identical. Rows not a multiple of MR, columns not a multiple of NR,
+  // depth beyond one KC block, several column blocks, one thread and the whole team.
+  std::mt19937 rng(23);
+  using B = detail::SgemmBlocking;
+  const index_t shapes[][3] = {{1024, 768, 768}, {B::mr * 40 + 3, B::nr * 3 + 7, B::kc * 2 + 9},
+                               {B::mc + 1, B::nc + B::nr + 1, 100}, {B::mr - 1, 2 * B::nr, 513}};
+  const int threads = Eigen::nbThreads();
+  for (const auto& s : shapes) {
+    const index_t m = s[0], n = s[1], k = s[2];
+    const RowMat a = random_matrix(m, k, rng);
+    const RowMat at = a.transpose();
+    const RowMat b = random_matrix(n, k, rng);  // used as B = b^T, as the linear layers do
+    const RowMat c0 = random_matrix(m, n, rng);
+    for (const int team : {1, std::max(2, threads)})
+      for (const bool acc : {false, true}) {
+        Eigen::setNbThreads(team);
+        RowMat in_place = c0, packed = c0;
+        detail::sgemm(m, n, k, a.data(), k, 1, b.data(), 1, k, in_place.data(), n, acc);
+        detail::sgemm(m, n, k, at.data(), 1, m, b.data(), 1, k, packed.data(), n, acc);
+        BOOST_TEST_CONTEXT("m=" << m << " n=" << n << " k=" << k << " threads=" << team << " acc=" << acc) {
+          BOOST_TEST((in_place.array() == packed.array()).all());
+        }
+      }
+  }
+  Eigen::setNbThreads(threads);
 }
 #endif

@@ -11,12 +11,14 @@
 /// - B (k × n) is packed per (KC × NC) block into panels of NR columns, each panel stored
 ///   k-major (NR consecutive floats per k), zero-padded past n;
 /// - A (m × k) is packed per (MC × KC) block into panels of MR rows, k-major (MR consecutive
-///   floats per k), zero-padded past m;
+///   floats per k), zero-padded past m; when A's rows are contiguous (the forward's inputs,
+///   the backward's output gradients) its whole MR-row panels are read in place instead, and
+///   only a last partial panel is packed (the micro-kernel broadcasts from MR row pointers);
 /// - the micro-kernel accumulates an MR × NR tile of C over one KC block in registers and
 ///   stores it (first block of an overwriting product) or adds it to C.
 ///
 /// Threads: the kernel threads pack each B block together, then claim row panels of C from a
-/// shared counter (guided sizes, sgemm_claim), each packing the claimed rows of A; two
+/// shared counter (guided sizes, sgemm_claim), each packing the claimed rows of A (if any); two
 /// barriers per B block. Every element
 /// of C is the same sequence of fused multiply-adds over k, in KC blocks added in order,
 /// whichever thread computes it and however many threads there are, so the result does not
@@ -106,7 +108,10 @@ struct SgemmBlocking {
   static constexpr index_t nr = SgemmIsa::width * SgemmIsa::nv;
   static constexpr index_t kc = 256;
   static constexpr index_t mc = 192;
-  static constexpr index_t nc = 3072;
+  // 768: a row block of C (MC × NC) stays in L2 beside its A block (3072 let C push both out
+  // of L2 in the products with 3072 columns, 8-10 % slower).
+  static constexpr index_t nc = 768;
+  static_assert(nc % nr == 0 && mc % mr == 0, "blocks are whole panels");
 };
 
 /// @brief A 64-byte aligned float buffer that only grows.
@@ -146,9 +151,11 @@ inline SgemmBuffer& sgemm_a_buffer() {
   return buffer;
 }
 
-/// @brief The MR × NR tile product over @p kc steps of packed panels @p a and @p b, stored to
-/// (@p add false) or added to C (@p c, row stride @p ldc).
-[[gnu::always_inline]] inline void sgemm_tile(index_t kc, const float* __restrict a,
+/// @brief The MR × NR tile product over @p kc steps of the packed panel @p b and the A panel
+/// @p a, stored to (@p add false) or added to C (@p c, row stride @p ldc). @p a is packed
+/// (k-major, MR floats per step) when @p ars is 0; otherwise it is read in place, MR rows of
+/// stride @p ars with contiguous columns. Both give the same FMA chains.
+[[gnu::always_inline]] inline void sgemm_tile(index_t kc, const float* __restrict a, index_t ars,
                                               const float* __restrict b, float* c, index_t ldc,
                                               bool add) noexcept {
   using I = SgemmIsa;
@@ -158,18 +165,36 @@ inline SgemmBuffer& sgemm_a_buffer() {
   for (int i = 0; i < mr; ++i)
 #pragma GCC unroll 4
     for (int j = 0; j < nv; ++j) acc[i][j] = I::zero();
-  for (index_t p = 0; p < kc; ++p) {
-    typename I::Vec bv[nv];
+  if (ars == 0) {
+    for (index_t p = 0; p < kc; ++p) {
+      typename I::Vec bv[nv];
 #pragma GCC unroll 4
-    for (int j = 0; j < nv; ++j) bv[j] = I::load(b + w * j);
+      for (int j = 0; j < nv; ++j) bv[j] = I::load(b + w * j);
 #pragma GCC unroll 16
-    for (int i = 0; i < mr; ++i) {
-      const typename I::Vec av = I::broadcast(a[i]);
+      for (int i = 0; i < mr; ++i) {
+        const typename I::Vec av = I::broadcast(a[i]);
 #pragma GCC unroll 4
-      for (int j = 0; j < nv; ++j) acc[i][j] = I::fmadd(av, bv[j], acc[i][j]);
+        for (int j = 0; j < nv; ++j) acc[i][j] = I::fmadd(av, bv[j], acc[i][j]);
+      }
+      a += mr;
+      b += w * nv;
     }
-    a += mr;
-    b += w * nv;
+  } else {
+    const float* ar[mr];
+#pragma GCC unroll 16
+    for (int i = 0; i < mr; ++i) ar[i] = a + i * ars;
+    for (index_t p = 0; p < kc; ++p) {
+      typename I::Vec bv[nv];
+#pragma GCC unroll 4
+      for (int j = 0; j < nv; ++j) bv[j] = I::load(b + w * j);
+#pragma GCC unroll 16
+      for (int i = 0; i < mr; ++i) {
+        const typename I::Vec av = I::broadcast(ar[i][p]);
+#pragma GCC unroll 4
+        for (int j = 0; j < nv; ++j) acc[i][j] = I::fmadd(av, bv[j], acc[i][j]);
+      }
+      b += w * nv;
+    }
   }
   if (add) {
 #pragma GCC unroll 16
@@ -184,19 +209,26 @@ inline SgemmBuffer& sgemm_a_buffer() {
   }
 }
 
-/// @brief A full tile (not inlined, so that the loop around it stays small).
+/// @brief A full tile (not inlined, so that the loop around it stays small), A packed.
 [[gnu::noinline]] inline void sgemm_full_tile(index_t kc, const float* a, const float* b, float* c, index_t ldc,
                                               bool add) noexcept {
-  sgemm_tile(kc, a, b, c, ldc, add);
+  sgemm_tile(kc, a, 0, b, c, ldc, add);
+}
+
+/// @brief A full tile with A read in place (MR rows of stride @p ars > 0, contiguous columns).
+[[gnu::noinline]] inline void sgemm_full_tile_in_place(index_t kc, const float* a, index_t ars, const float* b,
+                                                       float* c, index_t ldc, bool add) noexcept {
+  sgemm_tile(kc, a, ars, b, c, ldc, add);
 }
 
 /// @brief A tile cut by the edge of C: computed whole into a scratch tile (the packed panels
-/// are zero-padded), then its @p rows × @p cols part stored or added.
-[[gnu::noinline]] inline void sgemm_edge_tile(index_t kc, const float* a, const float* b, float* c, index_t ldc,
-                                              bool add, index_t rows, index_t cols) noexcept {
+/// are zero-padded; A in place, @p ars > 0, only with all MR rows), then its @p rows × @p cols
+/// part stored or added.
+[[gnu::noinline]] inline void sgemm_edge_tile(index_t kc, const float* a, index_t ars, const float* b, float* c,
+                                              index_t ldc, bool add, index_t rows, index_t cols) noexcept {
   constexpr index_t mr = SgemmBlocking::mr, nr = SgemmBlocking::nr;
   alignas(64) float tile[mr * nr];
-  sgemm_tile(kc, a, b, tile, nr, false);
+  sgemm_tile(kc, a, ars, b, tile, nr, false);
   for (index_t i = 0; i < rows; ++i) {
     float* ci = c + i * ldc;
     const float* ti = tile + i * nr;
@@ -275,7 +307,13 @@ inline void sgemm_pack_b(float* dst, const float* b, index_t rs, index_t cs, ind
   for (index_t q = q0; q < q1; ++q) {
     const index_t j = q * nr, cols = std::min(nr, nc - j);
     float* d = dst + q * nr * kc;
-    if (cs == 1) {  // rows of B are contiguous
+    if (cs == 1 && cols == nr) {  // rows of B are contiguous, a whole panel: NR-float copies
+      const float* s = b + j;
+      for (index_t p = 0; p < kc; ++p) {
+#pragma GCC unroll 4
+        for (index_t v = 0; v < nr; v += SgemmIsa::width) SgemmIsa::storeu(d + p * nr + v, SgemmIsa::loadu(s + p * rs + v));
+      }
+    } else if (cs == 1) {  // rows of B are contiguous
       for (index_t p = 0; p < kc; ++p) {
         const float* s = b + p * rs + j;
         index_t c = 0;
@@ -339,6 +377,7 @@ inline void sgemm_thread(index_t m, index_t n, index_t k, const float* a, index_
                          float* packed_a, SgemmClaims& claims, int t, int nt) {
   using B = SgemmBlocking;
   const index_t panels = (m + B::mr - 1) / B::mr;
+  const bool a_in_place = acs == 1 && ars > 0;
   int parity = 0;
   for (index_t jc = 0; jc < n; jc += B::nc) {
     const index_t nc = std::min(B::nc, n - jc);
@@ -356,17 +395,25 @@ inline void sgemm_thread(index_t m, index_t n, index_t k, const float* a, index_
 #endif
       while (sgemm_claim(claims.row_panel[parity], panels, nt, 1, B::mc / B::mr, first, last)) {
         const index_t ic = first * B::mr, mc = std::min(m, last * B::mr) - ic;
-        sgemm_pack_a(packed_a, a + ic * ars + pc * acs, ars, acs, mc, kc);
+        // Rows of A that are contiguous are read in place (full MR-row panels), the rest packed.
+        const index_t whole = a_in_place ? mc / B::mr * B::mr : 0;
+        if (whole < mc) sgemm_pack_a(packed_a + whole * kc, a + (ic + whole) * ars + pc * acs, ars, acs, mc - whole, kc);
         for (index_t q = 0; q < col_panels; ++q) {
           const index_t j = q * B::nr, cols = std::min(B::nr, nc - j);
           const float* bq = shared_b + q * B::nr * kc;
           for (index_t i = 0; i < mc; i += B::mr) {
             const index_t rows = std::min(B::mr, mc - i);
             float* ct = c + (ic + i) * ldc + jc + j;
+            const bool in_place = i < whole;
+            const float* at = in_place ? a + (ic + i) * ars + pc : packed_a + i * kc;
             if (rows == B::mr && cols == B::nr) {
-              sgemm_full_tile(kc, packed_a + i * kc, bq, ct, ldc, add);
+              if (in_place) {
+                sgemm_full_tile_in_place(kc, at, ars, bq, ct, ldc, add);
+              } else {
+                sgemm_full_tile(kc, at, bq, ct, ldc, add);
+              }
             } else {
-              sgemm_edge_tile(kc, packed_a + i * kc, bq, ct, ldc, add, rows, cols);
+              sgemm_edge_tile(kc, at, in_place ? ars : 0, bq, ct, ldc, add, rows, cols);
             }
           }
         }
