@@ -1,10 +1,13 @@
-// Tensor views, the workspace arena and the storage types.
+// Tensor views, the workspace arena, the storage types and the parallel loops.
 #define BOOST_TEST_MODULE core
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "kadapter/kadapter.hpp"
@@ -117,4 +120,25 @@ BOOST_AUTO_TEST_CASE(presets_match_published_sizes) {
     return decltype(tag)::value == roberta_large;
   });
   BOOST_TEST(large_chosen);
+}
+
+BOOST_AUTO_TEST_CASE(parallel_chunks_passes_an_exception_to_the_caller) {
+  // An exception may not leave an OpenMP region (std::terminate): one thrown by a chunk on
+  // any thread (here the last chunk's, on the last thread when there are several) reaches
+  // the caller, and the threads can be used again afterwards.
+  const int threads = Eigen::nbThreads();
+  Eigen::setNbThreads(std::max(2, threads));
+  for (int round = 0; round < 3; ++round) {
+    BOOST_CHECK_EXCEPTION(kadapter::parallel_chunks(1000, 1,
+                                                    [](kadapter::index_t, kadapter::index_t end, kadapter::index_t) {
+                                                      if (end == 1000) throw std::runtime_error("chunk failed");
+                                                    }),
+                          std::runtime_error, [](const std::runtime_error& e) { return std::string(e.what()) == "chunk failed"; });
+    std::vector<int> seen(1000, 0);
+    kadapter::parallel_chunks(1000, 1, [&](kadapter::index_t b, kadapter::index_t e, kadapter::index_t) {
+      for (kadapter::index_t i = b; i < e; ++i) ++seen[static_cast<std::size_t>(i)];
+    });
+    BOOST_TEST(std::count(seen.begin(), seen.end(), 1) == 1000);
+  }
+  Eigen::setNbThreads(threads);
 }

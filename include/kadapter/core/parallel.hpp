@@ -9,6 +9,7 @@
 #pragma once
 
 #include <algorithm>
+#include <exception>
 
 #include <Eigen/Core>
 #if defined(_OPENMP)
@@ -29,19 +30,52 @@ inline int kernel_threads() noexcept {
 #endif
 }
 
+namespace detail {
+
+/// @brief The first exception thrown by a thread of a parallel region, rethrown by the
+/// calling thread after the region: an exception may not leave an OpenMP region (that would
+/// call std::terminate), so a `std::bad_alloc` inside one (a scratch buffer growing) reaches
+/// the caller as it would from a serial loop. Only for regions without barriers, where a
+/// thread that stops early cannot leave the others waiting.
+class ParallelError {
+ public:
+  template <class F>
+  void run(F&& f) noexcept {
+    try {
+      f();
+    } catch (...) {
+#if defined(_OPENMP)
+#pragma omp critical(kadapter_parallel_error)
+#endif
+      if (!error_) error_ = std::current_exception();
+    }
+  }
+  void rethrow() const {
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  std::exception_ptr error_;
+};
+
+}  // namespace detail
+
 /// @brief Call `f(begin, end, thread)` on contiguous chunks of [0, @p n), in parallel when
-/// each chunk gets at least @p min_chunk items; `thread` < kernel_threads().
+/// each chunk gets at least @p min_chunk items; `thread` < kernel_threads(). An exception
+/// thrown by @p f on any thread is rethrown here.
 template <class F>
 void parallel_chunks(index_t n, index_t min_chunk, F&& f) {
 #if defined(_OPENMP)
   const index_t nt = std::min<index_t>(kernel_threads(), std::max<index_t>(1, n / std::max<index_t>(1, min_chunk)));
   if (nt > 1 && !omp_in_parallel()) {
+    detail::ParallelError error;
 #pragma omp parallel num_threads(static_cast<int>(nt))
     {
       // The team may be smaller than asked for (OMP_THREAD_LIMIT, dynamic threads).
       const index_t t = omp_get_thread_num(), team = omp_get_num_threads();
-      f(n * t / team, n * (t + 1) / team, t);
+      error.run([&] { f(n * t / team, n * (t + 1) / team, t); });
     }
+    error.rethrow();
     return;
   }
 #else

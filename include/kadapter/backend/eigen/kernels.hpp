@@ -79,8 +79,9 @@ void matmul(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate) {
     const bool by_cols = cols >= nt * col_block * 2;
     const index_t units = by_cols ? (cols + col_block - 1) / col_block : (rows + row_block - 1) / row_block;
     const bool split = large && units >= nt;
+    ParallelError error;  // Eigen may allocate: a bad_alloc reaches the caller
 #pragma omp parallel num_threads(static_cast<int>(nt))
-    {
+    error.run([&] {
       // The team may be smaller than asked for (OMP_THREAD_LIMIT, dynamic threads): split
       // over the threads there are.
       const index_t t = omp_get_thread_num(), team = omp_get_num_threads();
@@ -100,7 +101,8 @@ void matmul(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate) {
         // path (its own threading would block the product differently per thread count).
         run(dst, lhs, rhs);
       }
-    }
+    });
+    error.rethrow();
     return;
   }
 #else
