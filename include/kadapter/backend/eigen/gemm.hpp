@@ -151,6 +151,23 @@ inline SgemmBuffer& sgemm_a_buffer() {
   return buffer;
 }
 
+/// @brief One step over k of an R × NV-vector register tile: `acc[i][j] += a(i) · b[j]`, B's
+/// NV vectors read from @p b (aligned when @p Aligned), a(i) broadcast.
+template <int R, int NV, bool Aligned, class A>
+[[gnu::always_inline]] inline void sgemm_tile_step(typename SgemmIsa::Vec (&acc)[R][NV], const float* b,
+                                                   A&& a) noexcept {
+  using I = SgemmIsa;
+  typename I::Vec bv[NV];
+#pragma GCC unroll 4
+  for (int j = 0; j < NV; ++j) bv[j] = Aligned ? I::load(b + I::width * j) : I::loadu(b + I::width * j);
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) {
+    const typename I::Vec av = I::broadcast(a(i));
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) acc[i][j] = I::fmadd(av, bv[j], acc[i][j]);
+  }
+}
+
 /// @brief The MR × NR tile product over @p kc steps of the packed panel @p b and the A panel
 /// @p a, stored to (@p add false) or added to C (@p c, row stride @p ldc). @p a is packed
 /// (k-major, MR floats per step) when @p ars is 0; otherwise it is read in place, MR rows of
@@ -166,35 +183,13 @@ inline SgemmBuffer& sgemm_a_buffer() {
 #pragma GCC unroll 4
     for (int j = 0; j < nv; ++j) acc[i][j] = I::zero();
   if (ars == 0) {
-    for (index_t p = 0; p < kc; ++p) {
-      typename I::Vec bv[nv];
-#pragma GCC unroll 4
-      for (int j = 0; j < nv; ++j) bv[j] = I::load(b + w * j);
-#pragma GCC unroll 16
-      for (int i = 0; i < mr; ++i) {
-        const typename I::Vec av = I::broadcast(a[i]);
-#pragma GCC unroll 4
-        for (int j = 0; j < nv; ++j) acc[i][j] = I::fmadd(av, bv[j], acc[i][j]);
-      }
-      a += mr;
-      b += w * nv;
-    }
+    for (index_t p = 0; p < kc; ++p, a += mr, b += w * nv)
+      sgemm_tile_step<mr, nv, true>(acc, b, [&](int i) { return a[i]; });
   } else {
     const float* ar[mr];
 #pragma GCC unroll 16
     for (int i = 0; i < mr; ++i) ar[i] = a + i * ars;
-    for (index_t p = 0; p < kc; ++p) {
-      typename I::Vec bv[nv];
-#pragma GCC unroll 4
-      for (int j = 0; j < nv; ++j) bv[j] = I::load(b + w * j);
-#pragma GCC unroll 16
-      for (int i = 0; i < mr; ++i) {
-        const typename I::Vec av = I::broadcast(ar[i][p]);
-#pragma GCC unroll 4
-        for (int j = 0; j < nv; ++j) acc[i][j] = I::fmadd(av, bv[j], acc[i][j]);
-      }
-      b += w * nv;
-    }
+    for (index_t p = 0; p < kc; ++p, b += w * nv) sgemm_tile_step<mr, nv, true>(acc, b, [&](int i) { return ar[i][p]; });
   }
   if (add) {
 #pragma GCC unroll 16
@@ -462,18 +457,7 @@ template <int R, int NV>
   const float* ar[R];
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i) ar[i] = a + i * ars;
-  for (index_t p = 0; p < kc; ++p) {
-    typename I::Vec bv[NV];
-#pragma GCC unroll 4
-    for (int j = 0; j < NV; ++j) bv[j] = I::loadu(b + w * j);
-#pragma GCC unroll 16
-    for (int i = 0; i < R; ++i) {
-      const typename I::Vec av = I::broadcast(ar[i][p * acs]);
-#pragma GCC unroll 4
-      for (int j = 0; j < NV; ++j) acc[i][j] = I::fmadd(av, bv[j], acc[i][j]);
-    }
-    b += ldb;
-  }
+  for (index_t p = 0; p < kc; ++p, b += ldb) sgemm_tile_step<R, NV, false>(acc, b, [&](int i) { return ar[i][p * acs]; });
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i) {
     float* ci = c + i * ldc;
