@@ -245,17 +245,8 @@ GradsResult<T> compute_grads(const GradsRequest& req) {
     } catch (const Error& e) {
       throw Error(batch_file.path().string() + ": " + e.what());
     }
-    TaskBatch<T> tb;
-    tb.batch = B;
-    tb.seq = S;
-    tb.hidden = &states;
-    tb.last = ec.layers;
-    tb.attention_mask = mask;
-    tb.labels = labels;
-    tb.targets = targets;
-    tb.subj = subj;
-    tb.obj = obj;
-    tb.start = start;
+    const TaskBatch<T> tb{.batch = B, .seq = S, .hidden = &states, .last = ec.layers, .attention_mask = mask,
+                          .labels = labels, .targets = targets, .subj = subj, .obj = obj, .start = start};
     StepInfo step;
     step.training = true;  // keep activations; dropout is 0
     T loss;

@@ -638,18 +638,8 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     } else {
       enc.forward(states, TokenBatch{n, Tb, ids, mask, {}}, eo);
     }
-    TaskBatch<T> tb;
-    tb.batch = n;
-    tb.seq = Tb;
-    tb.hidden = &states;
-    tb.last = ec.layers;
-    tb.attention_mask = mask;
-    tb.labels = lab;
-    tb.targets = tg;
-    tb.subj = su;
-    tb.obj = ob;
-    tb.start = st;
-    return tb;
+    return TaskBatch<T>{.batch = n, .seq = Tb, .hidden = &states, .last = ec.layers, .attention_mask = mask,
+                        .labels = lab, .targets = tg, .subj = su, .obj = ob, .start = st};
   };
   auto order_of_epoch = [&](std::int64_t epoch) {
     std::vector<index_t> order(static_cast<std::size_t>(train.count));

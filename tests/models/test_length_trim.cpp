@@ -30,18 +30,8 @@ struct Layout {
   std::vector<double> targets, subj, obj, start;
 
   TaskBatch<double> batch() const {
-    TaskBatch<double> tb;
-    tb.batch = kB;
-    tb.seq = seq;
-    tb.hidden = &states;
-    tb.last = kL;
-    tb.attention_mask = mask;
-    tb.labels = labels;
-    tb.targets = targets;
-    tb.subj = subj;
-    tb.obj = obj;
-    tb.start = start;
-    return tb;
+    return {.batch = kB, .seq = seq, .hidden = &states, .last = kL, .attention_mask = mask, .labels = labels,
+            .targets = targets, .subj = subj, .obj = obj, .start = start};
   }
 };
 

@@ -81,16 +81,8 @@ struct Data {
     }
   }
   TaskBatch<double> batch() const {
-    TaskBatch<double> b;
-    b.batch = examples;
-    b.seq = kT;
-    b.hidden = &states;
-    b.last = kL;
-    b.attention_mask = mask;
-    b.labels = labels;
-    b.subj = subj;
-    b.obj = obj;
-    return b;
+    return {.batch = examples, .seq = kT, .hidden = &states, .last = kL, .attention_mask = mask, .labels = labels,
+            .targets = {}, .subj = subj, .obj = obj, .start = {}};
   }
 };
 
