@@ -383,6 +383,46 @@ const std::vector<LayerVariant>& layer_variants() {
   return v;
 }
 
+// A block that takes a padding mask and dropouts (attention, encoder layer), in every
+// LayerVariant: gradients by finite differences (check_layer), and active dropout changes
+// the output. forward(y, cache or nullptr, x, mask, dropouts, ws) and backward(dx, mode,
+// with_grads, dy, cache, dropouts, ws) call the block; @p scratch is its largest scratch.
+template <class Cache, class Forward, class Backward>
+void check_layer_variants(Checker& check, const LayerDims& d, ParameterStore<double>& store, std::size_t scratch,
+                          std::uint64_t seed, Forward forward, Backward backward) {
+  const index_t n = d.tokens(), h = d.hidden;
+  Workspace<double> ws;
+  ws.reserve(Cache::elements(d) + scratch);
+  Cache cache;
+  cache.bind(ws, d);
+  const std::size_t mark = ws.used();
+  BOOST_TEST(mark == Cache::elements(d));
+
+  std::mt19937_64 rng(seed);
+  Vec x = test::random_normal(n * h, rng);
+  const Vec dy = test::random_normal(n * h, rng);
+  const LayerDropouts inactive{}, active = active_dropouts();
+  Vec y_plain;
+  for (const LayerVariant& var : layer_variants()) {
+    const Vec mask = var.mask_fill != 0.0 ? layer_mask(d, var.mask_fill) : Vec{};
+    const LayerDropouts* drop = var.dropouts == 0 ? nullptr : var.dropouts == 1 ? &inactive : &active;
+    LayerOps ops;
+    ops.forward = [&](MatrixView<double> y, bool cached) {
+      forward(y, cached ? &cache : nullptr, cmat(x, n, h), std::span<const double>(mask), drop, ws);
+    };
+    ops.backward = [&](MatrixView<double> dx, GradientMode mode, bool with_grads) {
+      backward(dx, mode, with_grads, cmat(dy, n, h), cache, drop, ws);
+    };
+    Vec y;
+    check_layer(var.label, d, store, x, dy, ws, mark, ops, check, &y);
+    if (var.label == "plain") y_plain = y;
+    if (var.dropouts == 2 && var.mask_fill == 0.0) {
+      BOOST_TEST_INFO(var.label << ": dropout should change the output");
+      BOOST_TEST(max_abs_diff(csp(y), csp(y_plain)) > 1e-3);
+    }
+  }
+}
+
 }  // namespace
 
 // =======================================================================================
@@ -728,7 +768,7 @@ BOOST_AUTO_TEST_CASE(gelu_thread_count_and_address_independent) {
 BOOST_AUTO_TEST_CASE(attention_block) {
   Checker check("attention_block");
   const LayerDims d = layer_dims();
-  const index_t n = d.tokens(), h = d.hidden;
+  const index_t h = d.hidden;
   ParameterStore<double> store;
   const auto pg = store.build([&](ParamLayout<double>& layout) {
     AttentionGrads<double> g;
@@ -739,48 +779,24 @@ BOOST_AUTO_TEST_CASE(attention_block) {
   const AttentionGrads<double>& g = pg.second;
   BOOST_TEST(store.values().size() == static_cast<std::size_t>(4 * (h * h + h) + 2 * h));
   init_parameters(store, 606);
-
-  Workspace<double> ws;
-  ws.reserve(AttentionCache<double>::elements(d) +
-             std::max({attention_block_forward_scratch<double>(d, true),
-                       attention_block_forward_scratch<double>(d, false),
-                       attention_block_backward_scratch<double>(d)}));
-  AttentionCache<double> cache;
-  cache.bind(ws, d);
-  const std::size_t mark = ws.used();
-  BOOST_TEST(mark == AttentionCache<double>::elements(d));
-
-  std::mt19937_64 rng(607);
-  Vec x = test::random_normal(n * h, rng);
-  const Vec dy = test::random_normal(n * h, rng);
-  const LayerDropouts inactive{}, active = active_dropouts();
-  Vec y_plain;
-  for (const LayerVariant& var : layer_variants()) {
-    const Vec mask = var.mask_fill != 0.0 ? layer_mask(d, var.mask_fill) : Vec{};
-    const LayerDropouts* drop = var.dropouts == 0 ? nullptr : var.dropouts == 1 ? &inactive : &active;
-    LayerOps ops;
-    ops.forward = [&](MatrixView<double> y, bool cached) {
-      attention_block_forward(Cpu{}, y, cached ? &cache : nullptr, cmat(x, n, h),
-                              std::span<const double>(mask), p, d, drop, ws);
-    };
-    ops.backward = [&](MatrixView<double> dx, GradientMode mode, bool with_grads) {
-      attention_block_backward(Cpu{}, dx, mode, with_grads ? &g : nullptr, cmat(dy, n, h), cache,
-                               p, d, drop, ws);
-    };
-    Vec y;
-    check_layer(var.label, d, store, x, dy, ws, mark, ops, check, &y);
-    if (var.label == "plain") y_plain = y;
-    if (var.dropouts == 2 && var.mask_fill == 0.0) {
-      BOOST_TEST_INFO(var.label << ": dropout should change the output");
-      BOOST_TEST(max_abs_diff(csp(y), csp(y_plain)) > 1e-3);
-    }
-  }
+  check_layer_variants<AttentionCache<double>>(
+      check, d, store,
+      std::max({attention_block_forward_scratch<double>(d, true), attention_block_forward_scratch<double>(d, false),
+                attention_block_backward_scratch<double>(d)}),
+      607,
+      [&](MatrixView<double> y, AttentionCache<double>* c, auto x, auto mask, const LayerDropouts* drop, auto& ws) {
+        attention_block_forward(Cpu{}, y, c, x, mask, p, d, drop, ws);
+      },
+      [&](MatrixView<double> dx, GradientMode mode, bool with_grads, auto dy, const AttentionCache<double>& c,
+          const LayerDropouts* drop, auto& ws) {
+        attention_block_backward(Cpu{}, dx, mode, with_grads ? &g : nullptr, dy, c, p, d, drop, ws);
+      });
 }
 
 BOOST_AUTO_TEST_CASE(encoder_layer) {
   Checker check("encoder_layer");
   const LayerDims d = layer_dims();
-  const index_t n = d.tokens(), h = d.hidden, f = d.ffn;
+  const index_t h = d.hidden, f = d.ffn;
   ParameterStore<double> store;
   const auto pg = store.build([&](ParamLayout<double>& layout) {
     EncoderLayerGrads<double> g;
@@ -792,42 +808,18 @@ BOOST_AUTO_TEST_CASE(encoder_layer) {
   BOOST_TEST(store.table().size() == 16u);
   BOOST_TEST(store.find("encoder.layer.0.intermediate.dense.weight") != nullptr);
   init_parameters(store, 808);
-
-  Workspace<double> ws;
-  ws.reserve(EncoderLayerCache<double>::elements(d) +
-             std::max({encoder_layer_forward_scratch<double>(d, true),
-                       encoder_layer_forward_scratch<double>(d, false),
-                       encoder_layer_backward_scratch<double>(d)}));
-  EncoderLayerCache<double> cache;
-  cache.bind(ws, d);
-  const std::size_t mark = ws.used();
-  BOOST_TEST(mark == EncoderLayerCache<double>::elements(d));
-
-  std::mt19937_64 rng(809);
-  Vec x = test::random_normal(n * h, rng);
-  const Vec dy = test::random_normal(n * h, rng);
-  const LayerDropouts inactive{}, active = active_dropouts();
-  Vec y_plain;
-  for (const LayerVariant& var : layer_variants()) {
-    const Vec mask = var.mask_fill != 0.0 ? layer_mask(d, var.mask_fill) : Vec{};
-    const LayerDropouts* drop = var.dropouts == 0 ? nullptr : var.dropouts == 1 ? &inactive : &active;
-    LayerOps ops;
-    ops.forward = [&](MatrixView<double> y, bool cached) {
-      encoder_layer_forward(Cpu{}, y, cached ? &cache : nullptr, cmat(x, n, h),
-                            std::span<const double>(mask), p, d, drop, ws);
-    };
-    ops.backward = [&](MatrixView<double> dx, GradientMode mode, bool with_grads) {
-      encoder_layer_backward(Cpu{}, dx, mode, with_grads ? &g : nullptr, cmat(dy, n, h), cache, p,
-                             d, drop, ws);
-    };
-    Vec y;
-    check_layer(var.label, d, store, x, dy, ws, mark, ops, check, &y);
-    if (var.label == "plain") y_plain = y;
-    if (var.dropouts == 2 && var.mask_fill == 0.0) {
-      BOOST_TEST_INFO(var.label << ": dropout should change the output");
-      BOOST_TEST(max_abs_diff(csp(y), csp(y_plain)) > 1e-3);
-    }
-  }
+  check_layer_variants<EncoderLayerCache<double>>(
+      check, d, store,
+      std::max({encoder_layer_forward_scratch<double>(d, true), encoder_layer_forward_scratch<double>(d, false),
+                encoder_layer_backward_scratch<double>(d)}),
+      809,
+      [&](MatrixView<double> y, EncoderLayerCache<double>* c, auto x, auto mask, const LayerDropouts* drop, auto& ws) {
+        encoder_layer_forward(Cpu{}, y, c, x, mask, p, d, drop, ws);
+      },
+      [&](MatrixView<double> dx, GradientMode mode, bool with_grads, auto dy, const EncoderLayerCache<double>& c,
+          const LayerDropouts* drop, auto& ws) {
+        encoder_layer_backward(Cpu{}, dx, mode, with_grads ? &g : nullptr, dy, c, p, d, drop, ws);
+      });
 }
 
 BOOST_AUTO_TEST_CASE(weighted_rows) {
