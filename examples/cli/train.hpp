@@ -456,30 +456,9 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     throw Error(split_file("train").string() + ": no usable example (" + std::to_string(train.read) + " read, " +
                 std::to_string(train.dropped) + " dropped, e.g. entity or marker positions beyond --max-seq-length " +
                 std::to_string(S) + ")");
-  // The data has been read: only now is --out created.
-  if (!evaluate_only) {
-    std::error_code mk;
-    fs::create_directories(out / "checkpoint", mk);
-    if (mk || !fs::is_directory(out / "checkpoint"))
-      throw Error("--out " + out.string() + ": cannot create the directory " + (out / "checkpoint").string() + " (" +
-                  (mk ? mk.message() : std::string("a file is in the way")) + ")");
-    detail::write_text_file(labels_path, nlohmann::json(labels.names()).dump(1) + "\n");
-  }
   std::fprintf(stderr, "%s: %zu training examples (%zu dropped), %zu %s examples, %zu labels\n",
                args.get("task").c_str(), static_cast<std::size_t>(train.count), train.dropped,
                static_cast<std::size_t>(eval.count), eval_name.c_str(), labels.size());
-
-  tc.num_labels = task == Task::lin ? S
-                  : task == Task::multiple_choice ? std::max(train.rows_per_example, eval.rows_per_example)
-                                                  : static_cast<index_t>(labels.size());
-  TaskModel<dynamic_adapter, T> model(tc, ac);
-  init_parameters(model.parameters(), seed);
-  if (evaluate_only) {
-    io::load_parameters(model.parameters(), io::SafetensorsFile(out / "model.safetensors"));
-    adapter_dirs.clear();
-  }
-  for (std::size_t j = 0; j < adapter_dirs.size(); ++j)
-    io::load_pretrained_adapter(model.parameters(), io::SafetensorsFile(fs::path(adapter_dirs[j]) / "model.safetensors"), tc.adapters[j]);
 
   const std::int64_t per_epoch = std::max<std::int64_t>(1, (train.count + B - 1) / B);
   std::int64_t total = per_epoch * epochs;
@@ -495,6 +474,54 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
                  sum / static_cast<double>(real.size()), static_cast<int>(*std::max_element(real.begin(), real.end())),
                  static_cast<long long>(S), bucketing.c_str());
   }
+  // The backbone states the adapters read (plug-in points and the last): those a batch
+  // computes or the feature cache keeps.
+  std::vector<index_t> keep(ac.plug_in.begin(), ac.plug_in.begin() + ac.count);
+  keep.push_back(ec.layers);
+  std::sort(keep.begin(), keep.end());
+  keep.erase(std::unique(keep.begin(), keep.end()), keep.end());
+  // Where the feature cache lives: decided, and a cache that cannot fit refused, before --out
+  // is created.
+  std::string cache_mode = args.get("feature-cache");
+  {
+    double tokens = 0;
+    for (auto l : train_len) tokens += l;
+    const double need = tokens * static_cast<double>(ec.hidden) * static_cast<double>(keep.size()) *
+                        (cache_dtype == "fp32" ? 4.0 : 2.0);
+    const double avail = detail::available_memory_bytes();
+    if (cache_mode == "auto") {
+      cache_mode = (!evaluate_only && total > per_epoch) ? "memory" : "off";
+      if (cache_mode == "memory" && avail > 0 && need > 0.5 * avail) {
+        std::fprintf(stderr, "feature cache: would need %.1f GB, more than half of the %.1f GB available; "
+                     "the backbone runs every step (--feature-cache DIR keeps the states in a file)\n", need / 1e9, avail / 1e9);
+        cache_mode = "off";
+      }
+    }
+    if (cache_mode == "memory" && avail > 0 && need > avail)
+      throw Error("--feature-cache memory needs " + std::to_string(need / 1e9) + " GB but " + std::to_string(avail / 1e9) +
+                  " GB are available; use --feature-cache DIR (a memory-mapped file) or --feature-cache off");
+  }
+  // The data has been read: only now is --out created.
+  if (!evaluate_only) {
+    std::error_code mk;
+    fs::create_directories(out / "checkpoint", mk);
+    if (mk || !fs::is_directory(out / "checkpoint"))
+      throw Error("--out " + out.string() + ": cannot create the directory " + (out / "checkpoint").string() + " (" +
+                  (mk ? mk.message() : std::string("a file is in the way")) + ")");
+    detail::write_text_file(labels_path, nlohmann::json(labels.names()).dump(1) + "\n");
+  }
+
+  tc.num_labels = task == Task::lin ? S
+                  : task == Task::multiple_choice ? std::max(train.rows_per_example, eval.rows_per_example)
+                                                  : static_cast<index_t>(labels.size());
+  TaskModel<dynamic_adapter, T> model(tc, ac);
+  init_parameters(model.parameters(), seed);
+  if (evaluate_only) {
+    io::load_parameters(model.parameters(), io::SafetensorsFile(out / "model.safetensors"));
+    adapter_dirs.clear();
+  }
+  for (std::size_t j = 0; j < adapter_dirs.size(); ++j)
+    io::load_pretrained_adapter(model.parameters(), io::SafetensorsFile(fs::path(adapter_dirs[j]) / "model.safetensors"), tc.adapters[j]);
 
   TrainConfig cfg;
   cfg.adam.lr = learning_rate;
@@ -521,10 +548,6 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   };
 
   // Batches: a fixed permutation per epoch (seeded), so a resumed run sees the same order.
-  std::vector<index_t> keep(ac.plug_in.begin(), ac.plug_in.begin() + ac.count);
-  keep.push_back(ec.layers);
-  std::sort(keep.begin(), keep.end());
-  keep.erase(std::unique(keep.begin(), keep.end()), keep.end());
   HiddenStates<T> states(ec.layers, keep);
   std::vector<std::int64_t> ids, mask, lab;
   std::vector<T> tg, su, ob, st;
@@ -546,23 +569,8 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   // The backbone feature cache of the training split.
   std::optional<io::FeatureCache> cache;
   {
-    std::string mode = args.get("feature-cache");
+    const std::string& mode = cache_mode;
     const std::string& dt = cache_dtype;
-    double tokens = 0;
-    for (auto l : train_len) tokens += l;
-    const double need = tokens * static_cast<double>(ec.hidden) * static_cast<double>(keep.size()) * (dt == "fp32" ? 4.0 : 2.0);
-    const double avail = detail::available_memory_bytes();
-    if (mode == "auto") {
-      mode = (!evaluate_only && total > per_epoch) ? "memory" : "off";
-      if (mode == "memory" && avail > 0 && need > 0.5 * avail) {
-        std::fprintf(stderr, "feature cache: would need %.1f GB, more than half of the %.1f GB available; "
-                     "the backbone runs every step (--feature-cache DIR keeps the states in a file)\n", need / 1e9, avail / 1e9);
-        mode = "off";
-      }
-    }
-    if (mode == "memory" && avail > 0 && need > avail)
-      throw Error("--feature-cache memory needs " + std::to_string(need / 1e9) + " GB but " + std::to_string(avail / 1e9) +
-                  " GB are available; use --feature-cache DIR (a memory-mapped file) or --feature-cache off");
     if (mode != "off" && !evaluate_only && step < total) {
       io::FeatureCacheSpec cs;
       cs.states = keep;
