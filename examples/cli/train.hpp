@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/args.hpp"
+#include "cli/memory.hpp"
 #include "cli/progress.hpp"
 #include "kadapter/io/bpe.hpp"
 #include "kadapter/io/wordpiece.hpp"
@@ -80,63 +81,6 @@ inline std::vector<OptionSpec> training_options(bool finetune) {
 }
 
 namespace detail {
-
-/// The memory limit of this process's control group (cgroup v2 `memory.max`, or v1
-/// `memory.limit_in_bytes`) and its current use, in bytes; `limit` is 0 when there is none.
-struct CgroupMemory {
-  double limit = 0, used = 0;
-};
-
-inline CgroupMemory cgroup_memory() {
-  auto read = [](const char* path, double& value) {
-    std::ifstream f(path);
-    std::string s;
-    if (!(f >> s) || s == "max") return false;
-    char* end = nullptr;
-    const double x = std::strtod(s.c_str(), &end);
-    if (end == s.c_str() || *end != '\0' || !(x > 0) || x >= 1e18) return false;  // v1 writes ~2^63 for none
-    value = x;
-    return true;
-  };
-  CgroupMemory m;
-  if (read("/sys/fs/cgroup/memory.max", m.limit)) {
-    read("/sys/fs/cgroup/memory.current", m.used);
-  } else if (read("/sys/fs/cgroup/memory/memory.limit_in_bytes", m.limit)) {
-    read("/sys/fs/cgroup/memory/memory.usage_in_bytes", m.used);
-  }
-  return m;
-}
-
-/// The memory this process may use in all: physical RAM, or its control group's limit when
-/// that is lower; 0 when unknown.
-inline double total_memory_bytes() {
-  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
-  double total = pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
-  const CgroupMemory cg = cgroup_memory();
-  if (cg.limit > 0 && (total == 0 || cg.limit < total)) total = cg.limit;
-  return total;
-}
-
-/// The memory still free for this process: MemAvailable from /proc/meminfo, or what is left
-/// under its control group's limit when that is less; 0 when unknown.
-inline double available_memory_bytes() {
-  std::ifstream f("/proc/meminfo");
-  std::string key;
-  double kb = 0;
-  std::string unit;
-  double avail = 0;
-  while (f >> key >> kb >> unit)
-    if (key == "MemAvailable:") {
-      avail = kb * 1024.0;
-      break;
-    }
-  const CgroupMemory cg = cgroup_memory();
-  if (cg.limit > 0) {
-    const double left = std::max(0.0, cg.limit - cg.used);
-    if (avail == 0 || left < avail) avail = left;
-  }
-  return avail;
-}
 
 inline std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;
@@ -387,8 +331,8 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     const double tokens = static_cast<double>(B) * static_cast<double>(S);
     const double act_bytes = adapters * static_cast<double>(ac.layers) *
                              (tokens * (8 * A + 2 * F) + static_cast<double>(B * ac.heads) * static_cast<double>(S * S)) * sizeof(T);
-    const double machine = detail::total_memory_bytes();
-    if (machine > 0 && param_bytes + act_bytes > machine) {
+    const std::optional<double> machine = memory::total_bytes();
+    if (machine && param_bytes + act_bytes > *machine) {
       char msg[512];
       std::snprintf(msg, sizeof msg,
                     "the adapters asked for need at least %.1f GiB (%.1f GiB of parameters, gradients and AdamW state, "
@@ -396,7 +340,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
                     "--adapter-transformer-layers (%lld), the number of --adapter-list plug-in points (%lld), "
                     "--batch-size (%lld) or --max-seq-length (%lld)",
                     (param_bytes + act_bytes) / 1073741824.0, param_bytes / 1073741824.0, act_bytes / 1073741824.0,
-                    machine / 1073741824.0, static_cast<long long>(ac.size), static_cast<long long>(ac.layers),
+                    *machine / 1073741824.0, static_cast<long long>(ac.size), static_cast<long long>(ac.layers),
                     static_cast<long long>(ac.count), static_cast<long long>(B), static_cast<long long>(S));
       throw Error(msg);
     }
@@ -488,17 +432,21 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     for (auto l : train_len) tokens += l;
     const double need = tokens * static_cast<double>(ec.hidden) * static_cast<double>(keep.size()) *
                         (cache_dtype == "fp32" ? 4.0 : 2.0);
-    const double avail = detail::available_memory_bytes();
+    // Measured before the model and its optimizer state exist: what they will take is
+    // subtracted (values, gradients, AdamW's two moments).
+    std::optional<double> avail = memory::available_bytes();
+    if (avail) avail = std::max(0.0, *avail - (evaluate_only ? 2.0 : 4.0) * static_cast<double>(tc.adapters.size()) *
+                                                  static_cast<double>(ac.parameter_count()) * sizeof(T));
     if (cache_mode == "auto") {
       cache_mode = (!evaluate_only && total > per_epoch) ? "memory" : "off";
-      if (cache_mode == "memory" && avail > 0 && need > 0.5 * avail) {
+      if (cache_mode == "memory" && avail && need > 0.5 * *avail) {
         std::fprintf(stderr, "feature cache: would need %.1f GB, more than half of the %.1f GB available; "
-                     "the backbone runs every step (--feature-cache DIR keeps the states in a file)\n", need / 1e9, avail / 1e9);
+                     "the backbone runs every step (--feature-cache DIR keeps the states in a file)\n", need / 1e9, *avail / 1e9);
         cache_mode = "off";
       }
     }
-    if (cache_mode == "memory" && avail > 0 && need > avail)
-      throw Error("--feature-cache memory needs " + std::to_string(need / 1e9) + " GB but " + std::to_string(avail / 1e9) +
+    if (cache_mode == "memory" && avail && need > *avail)
+      throw Error("--feature-cache memory needs " + std::to_string(need / 1e9) + " GB but " + std::to_string(*avail / 1e9) +
                   " GB are available; use --feature-cache DIR (a memory-mapped file) or --feature-cache off");
   }
   // The data has been read: only now is --out created.

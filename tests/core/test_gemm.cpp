@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -283,5 +284,33 @@ BOOST_AUTO_TEST_CASE(a_in_place_equals_a_packed) {
       }
   }
   Eigen::setNbThreads(threads);
+
+  // The packed kernel itself on one thread (sgemm would send the small shapes to the small
+  // path): whole panels read in place leave the A buffer untouched, the last partial panel is
+  // packed, and a transposed A is packed.
+  for (const index_t m : {B::mr * 6, B::mr * 5 + 3}) {
+    const index_t n = B::nr + 5, k = B::kc + 7;
+    const RowMat a = random_matrix(m, k, rng), at = a.transpose(), b = random_matrix(k, n, rng);
+    RowMat in_place(m, n), packed(m, n);
+    detail::SgemmBuffer shared_b, packed_a;
+    float* pa = packed_a.get(static_cast<std::size_t>(B::mc * B::kc));
+    std::fill(pa, pa + B::mc * B::kc, std::numeric_limits<float>::quiet_NaN());
+    {
+      detail::SgemmClaims claims;
+      detail::sgemm_thread(m, n, k, a.data(), k, 1, b.data(), n, 1, in_place.data(), n, false,
+                           shared_b.get(static_cast<std::size_t>(B::nc * B::kc)), pa, claims, 0, 1);
+    }
+    const bool untouched = std::all_of(pa, pa + B::mc * B::kc, [](float v) { return std::isnan(v); });
+    BOOST_TEST_CONTEXT("m=" << m) {
+      BOOST_TEST(untouched == (m % B::mr == 0));  // a partial last panel is packed
+      {
+        detail::SgemmClaims claims;
+        detail::sgemm_thread(m, n, k, at.data(), 1, m, b.data(), n, 1, packed.data(), n, false,
+                             shared_b.get(static_cast<std::size_t>(B::nc * B::kc)), pa, claims, 0, 1);
+      }
+      BOOST_TEST(!std::all_of(pa, pa + B::mc * B::kc, [](float v) { return std::isnan(v); }));
+      BOOST_TEST((in_place.array() == packed.array()).all());
+    }
+  }
 }
 #endif
