@@ -148,6 +148,14 @@ void scale_gradients(ParameterStore<T>& store, double factor) {
       for (index_t i = 0; i < s.size(); ++i) s.grad[i] = static_cast<T>(s.grad[i] * factor);
 }
 
+/// @brief The bias-corrected AdamW step size of step @p t (counted from 1) at learning rate
+/// @p lr: `lr · sqrt(1 - b2^t) / (1 - b1^t)`, or @p lr without bias correction.
+inline double adamw_step_size(const AdamWConfig& cfg, double lr, std::int64_t t) {
+  if (!cfg.correct_bias) return lr;
+  return lr * std::sqrt(1.0 - std::pow(cfg.beta2, static_cast<double>(t))) /
+         (1.0 - std::pow(cfg.beta1, static_cast<double>(t)));
+}
+
 /// @brief AdamW over every trainable tensor of a ParameterStore; moments are one flat array
 /// each, parallel to the parameters.
 ///
@@ -179,10 +187,7 @@ class AdamW {
       v_.assign(n, T(0));
     }
     ++t_;
-    double step_size = lr;
-    if (cfg_.correct_bias)
-      step_size = lr * std::sqrt(1.0 - std::pow(cfg_.beta2, static_cast<double>(t_))) /
-                  (1.0 - std::pow(cfg_.beta1, static_cast<double>(t_)));
+    const double step_size = adamw_step_size(cfg_, lr, t_);
     const T b1 = static_cast<T>(cfg_.beta1), b2 = static_cast<T>(cfg_.beta2);
     const T eps = static_cast<T>(cfg_.eps), ss = static_cast<T>(step_size);
     for (const auto& s : store.table()) {

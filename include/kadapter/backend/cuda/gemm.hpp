@@ -1,0 +1,144 @@
+/// @file gemm.hpp
+/// @brief Row-major fp32 matrix products on cuBLASLt, with plans cached per shape.
+///
+/// cuBLASLt is column-major. A row-major (r, c) matrix with leading dimension ld is the
+/// column-major (c, r) matrix with the same ld, so the row-major `C = op(A) op(B)` is the
+/// column-major `C^T = op(B)^T op(A)^T`: gemm() hands cuBLASLt B's storage as its first
+/// operand and A's as its second, each with the caller's transpose flag, and C as an (N, M)
+/// result. A bias epilogue then adds one value per column of the row-major C, i.e. per output
+/// feature, which is what a Linear layer needs.
+///
+/// Plans (the operation descriptor, three matrix layouts and the algorithm the heuristic
+/// chose for the context's workspace) are built on a shape's first call and kept in the
+/// Context. The key includes each pointer's alignment (up to 256 bytes), since an algorithm
+/// chosen for aligned data may not run on an attention head's offset view.
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kadapter/backend/cuda/runtime.hpp"
+
+namespace kadapter::cuda {
+
+/// @brief One row-major product `C = alpha · op(A) · op(B) + beta · C (+ bias per column)`,
+/// optionally strided-batched.
+struct Gemm {
+  bool trans_a = false;   ///< A is stored (K, M) and used transposed
+  bool trans_b = false;   ///< B is stored (N, K) and used transposed
+  std::int64_t m = 0, n = 0, k = 0;
+  const float* a = nullptr;
+  std::int64_t lda = 0;   ///< row stride of A as stored
+  const float* b = nullptr;
+  std::int64_t ldb = 0;
+  float* c = nullptr;
+  std::int64_t ldc = 0;
+  float alpha = 1.0f, beta = 0.0f;
+  const float* bias = nullptr;  ///< (N) added to every row of C, or nullptr
+  std::int64_t batch = 1;       ///< products, each `stride_*` elements after the previous
+  std::int64_t stride_a = 0, stride_b = 0, stride_c = 0;
+};
+
+namespace detail {
+/// @brief The largest power of two up to 256 that divides the address of @p p.
+inline unsigned alignment_of(const void* p) noexcept {
+  const auto v = reinterpret_cast<std::uintptr_t>(p);
+  unsigned a = 256;
+  while (a > 4 && v % a != 0) a /= 2;
+  return a;
+}
+
+inline void set_attr(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t attr, const void* v, std::size_t n) {
+  check(cublasLtMatmulDescSetAttribute(d, attr, v, n), "cublasLtMatmulDescSetAttribute");
+}
+
+inline cublasLtMatrixLayout_t make_layout(std::int64_t rows, std::int64_t cols, std::int64_t ld, std::int64_t batch,
+                                          std::int64_t stride) {
+  cublasLtMatrixLayout_t l = nullptr;
+  check(cublasLtMatrixLayoutCreate(&l, CUDA_R_32F, static_cast<std::uint64_t>(rows), static_cast<std::uint64_t>(cols), ld),
+        "cublasLtMatrixLayoutCreate");
+  if (batch > 1) {
+    const auto count = static_cast<std::int32_t>(batch);
+    check(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count),
+          "cublasLtMatrixLayoutSetAttribute(BATCH_COUNT)");
+    check(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride),
+          "cublasLtMatrixLayoutSetAttribute(STRIDED_BATCH_OFFSET)");
+  }
+  return l;
+}
+}  // namespace detail
+
+/// @brief Run @p g on @p ctx's stream (see the file comment for the mapping to cuBLASLt).
+/// @throws CudaError when cuBLASLt has no algorithm for the shape or the call fails
+inline void gemm(Context& ctx, const Gemm& g) {
+  if (g.m == 0 || g.n == 0) return;
+  GemmKey key;
+  // cuBLASLt's view: D (N x M) = op(B^T stored) · op(A^T stored).
+  key.trans_a = g.trans_b;
+  key.trans_b = g.trans_a;
+  key.m = g.n;
+  key.n = g.m;
+  key.k = g.k;
+  key.lda = g.ldb;
+  key.ldb = g.lda;
+  key.ldc = g.ldc;
+  key.batch = g.batch;
+  key.stride_a = g.stride_b;
+  key.stride_b = g.stride_a;
+  key.stride_c = g.stride_c;
+  key.epilogue = g.bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+  key.compute = ctx.allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  key.align_a = detail::alignment_of(g.b);
+  key.align_b = detail::alignment_of(g.a);
+  key.align_c = detail::alignment_of(g.c);
+  if (g.bias) key.align_c = std::min(key.align_c, detail::alignment_of(g.bias));
+
+  auto [it, fresh] = ctx.plans().try_emplace(key);
+  GemmPlan& plan = it->second;
+  if (fresh) {
+    try {
+      check(cublasLtMatmulDescCreate(&plan.op, static_cast<cublasComputeType_t>(key.compute), CUDA_R_32F),
+            "cublasLtMatmulDescCreate");
+      const cublasOperation_t ta = key.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+      const cublasOperation_t tb = key.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+      detail::set_attr(plan.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+      detail::set_attr(plan.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+      const auto epilogue = static_cast<cublasLtEpilogue_t>(key.epilogue);
+      detail::set_attr(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue);
+      // Stored shapes, column-major: op N means (rows = m or k, ...) as cuBLASLt documents.
+      plan.a = detail::make_layout(key.trans_a ? key.k : key.m, key.trans_a ? key.m : key.k, key.lda, key.batch, key.stride_a);
+      plan.b = detail::make_layout(key.trans_b ? key.n : key.k, key.trans_b ? key.k : key.n, key.ldb, key.batch, key.stride_b);
+      plan.c = detail::make_layout(key.m, key.n, key.ldc, key.batch, key.stride_c);
+      cublasLtMatmulPreference_t pref = nullptr;
+      check(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
+      const std::uint64_t ws = ctx.workspace_bytes();
+      const std::uint32_t aa = key.align_a, ab = key.align_b, ac = key.align_c;
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa, sizeof aa);
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab, sizeof ab);
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac, sizeof ac);
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, sizeof ac);
+      cublasLtMatmulHeuristicResult_t result{};
+      int found = 0;
+      const cublasStatus_t st =
+          cublasLtMatmulAlgoGetHeuristic(ctx.lt(), plan.op, plan.a, plan.b, plan.c, plan.c, pref, 1, &result, &found);
+      cublasLtMatmulPreferenceDestroy(pref);
+      check(st, "cublasLtMatmulAlgoGetHeuristic");
+      if (found == 0)
+        throw CudaError("cuBLASLt has no algorithm for a " + std::to_string(g.m) + "x" + std::to_string(g.n) + "x" +
+                        std::to_string(g.k) + " product (batch " + std::to_string(g.batch) + ")");
+      plan.algo = result.algo;
+    } catch (...) {
+      ctx.plans().erase(it);
+      throw;
+    }
+  }
+  if (g.bias) detail::set_attr(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias, sizeof g.bias);
+  check(cublasLtMatmul(ctx.lt(), plan.op, &g.alpha, g.b, plan.a, g.a, plan.b, &g.beta, g.c, plan.c, g.c, plan.c,
+                       &plan.algo, ctx.workspace(), ctx.workspace_bytes(), ctx.stream()),
+        "cublasLtMatmul");
+}
+
+}  // namespace kadapter::cuda

@@ -1,0 +1,196 @@
+/// @file runtime.hpp
+/// @brief The CUDA runtime side of the GPU backend: errors, device buffers and the per-thread
+/// Context (stream, cuBLASLt handle and workspace, plan cache, scratch for small uploads).
+///
+/// Host code only: it compiles with nvcc or with a plain C++ compiler that sees the CUDA
+/// headers. The kernels are in kernels.hpp and need nvcc.
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kadapter/config.hpp"
+
+namespace kadapter::cuda {
+
+/// @brief A failed CUDA runtime or cuBLASLt call (out of device memory, no device, a launch
+/// error). The message names the call and the status.
+class CudaError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// @brief Throw CudaError naming @p what unless @p e is cudaSuccess.
+inline void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess)
+    throw CudaError(std::string(what) + " failed: " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+}
+
+/// @brief Throw CudaError naming @p what unless @p s is CUBLAS_STATUS_SUCCESS.
+inline void check(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS)
+    throw CudaError(std::string(what) + " failed: " + cublasLtGetStatusName(s) + " (" + cublasLtGetStatusString(s) + ")");
+}
+
+/// @brief Throw CudaError if the last kernel launch failed (a bad configuration; errors inside
+/// the kernel surface at the next synchronising call).
+inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
+
+/// @brief Whether a CUDA device is usable in this process.
+inline bool device_available() noexcept {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+}
+
+/// @brief An owning device allocation of @p n elements of @p T (cudaMalloc / cudaFree).
+template <class T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(std::size_t n) { resize(n); }
+  /// @brief A device copy of @p host.
+  explicit DeviceBuffer(std::span<const T> host) {
+    resize(host.size());
+    upload(host);
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& o) noexcept : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    if (this != &o) {
+      release();
+      data_ = std::exchange(o.data_, nullptr);
+      size_ = std::exchange(o.size_, 0);
+    }
+    return *this;
+  }
+  ~DeviceBuffer() { release(); }
+
+  /// @brief Reallocate for @p n elements (contents are lost).
+  void resize(std::size_t n) {
+    if (n == size_) return;
+    release();
+    if (n > 0) check(cudaMalloc(reinterpret_cast<void**>(&data_), n * sizeof(T)), "cudaMalloc");
+    size_ = n;
+  }
+  /// @brief Copy @p host (at most size() elements) to the start of the buffer.
+  void upload(std::span<const T> host) {
+    if (host.size() > size_) throw std::length_error("DeviceBuffer::upload: more elements than the buffer holds");
+    if (!host.empty()) check(cudaMemcpy(data_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy to device");
+  }
+  /// @brief The whole buffer copied to the host.
+  std::vector<T> download() const {
+    std::vector<T> host(size_);
+    if (size_) check(cudaMemcpy(host.data(), data_, size_ * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy to host");
+    return host;
+  }
+  T* data() const noexcept { return data_; }
+  std::size_t size() const noexcept { return size_; }
+
+ private:
+  void release() noexcept {
+    if (data_) cudaFree(data_);
+    data_ = nullptr;
+    size_ = 0;
+  }
+  T* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+/// @brief A cuBLASLt matmul plan: operation descriptor, the three layouts and the algorithm
+/// the heuristic chose, built once per shape (see gemm.hpp).
+struct GemmPlan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  GemmPlan() = default;
+  GemmPlan(const GemmPlan&) = delete;
+  GemmPlan& operator=(const GemmPlan&) = delete;
+  ~GemmPlan() {
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (op) cublasLtMatmulDescDestroy(op);
+  }
+};
+
+/// @brief What identifies a plan: cuBLASLt's (column-major) operation, sizes, leading
+/// dimensions, batch strides, epilogue, compute type and the pointers' alignment.
+struct GemmKey {
+  bool trans_a = false, trans_b = false;
+  std::int64_t m = 0, n = 0, k = 0, lda = 0, ldb = 0, ldc = 0;
+  std::int64_t batch = 1, stride_a = 0, stride_b = 0, stride_c = 0;
+  int epilogue = 0;
+  int compute = 0;
+  unsigned align_a = 0, align_b = 0, align_c = 0;
+  auto operator<=>(const GemmKey&) const = default;
+};
+
+/// @brief Per-thread GPU state: the stream every kernel and product of the backend runs on,
+/// the cuBLASLt handle, its workspace, the plan cache and a scratch area for small uploads
+/// (labels, masks) and reductions. Created on first use on the current device.
+class Context {
+ public:
+  /// @brief cuBLASLt workspace: 32 MiB, what NVIDIA recommends for Hopper.
+  static constexpr std::size_t kWorkspaceBytes = std::size_t{32} << 20;
+
+  Context() {
+    check(cublasLtCreate(&lt_), "cublasLtCreate");
+    workspace_.resize(kWorkspaceBytes);
+  }
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+  ~Context() {
+    plans_.clear();
+    if (lt_) cublasLtDestroy(lt_);
+  }
+
+  /// @brief The stream the backend runs on (default: the legacy default stream).
+  cudaStream_t stream() const noexcept { return stream_; }
+  void set_stream(cudaStream_t s) noexcept { stream_ = s; }
+  cublasLtHandle_t lt() const noexcept { return lt_; }
+  void* workspace() const noexcept { return workspace_.data(); }
+  std::size_t workspace_bytes() const noexcept { return workspace_.size(); }
+  /// @brief Let fp32 products use TF32 tensor cores (faster, about 1e-3 relative error).
+  /// Off by default: fp32 results then match the CPU backend within 1e-5.
+  bool allow_tf32 = false;
+
+  std::map<GemmKey, GemmPlan>& plans() noexcept { return plans_; }
+
+  /// @brief A device scratch area of at least @p bytes (grown on demand; contents are not
+  /// kept across calls that grow it). Synchronises the stream before growing.
+  void* scratch(std::size_t bytes) {
+    if (bytes > scratch_.size()) {
+      check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+      scratch_.resize(bytes);
+    }
+    return scratch_.data();
+  }
+
+  /// @brief Wait for everything queued on the stream.
+  void synchronize() const { check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"); }
+
+ private:
+  cublasLtHandle_t lt_ = nullptr;
+  cudaStream_t stream_ = nullptr;
+  DeviceBuffer<std::byte> workspace_;
+  DeviceBuffer<std::byte> scratch_;
+  std::map<GemmKey, GemmPlan> plans_;
+};
+
+/// @brief The calling thread's Context.
+inline Context& context() {
+  thread_local Context ctx;
+  return ctx;
+}
+
+}  // namespace kadapter::cuda

@@ -1,0 +1,79 @@
+// CPU reference for the GPU tests: see cpu_reference.hpp.
+#include "cpu_reference.hpp"
+
+#include <random>
+
+#include "kadapter/kadapter.hpp"
+
+namespace ref {
+using kadapter::Cpu;
+
+void linear_forward(M out, CM in, const kadapter::LinearParams<F>& p) { kadapter::linear_forward(Cpu{}, out, in, p); }
+void linear_backward(M d_in, GradientMode mode, const kadapter::LinearGrads<F>* g, CM d_out, CM in,
+                     const kadapter::LinearParams<F>& p) {
+  kadapter::linear_backward(Cpu{}, d_in, mode, g, d_out, in, p);
+}
+void add_layernorm_forward(M out, kadapter::LayerNormCache<F>* cache, CM a, CM b, const kadapter::LayerNormParams<F>& p,
+                           F eps) {
+  kadapter::add_layernorm_forward(Cpu{}, out, cache, a, b, p, eps);
+}
+void layernorm_backward(M d_in, GradientMode mode, const kadapter::LayerNormGrads<F>* g, CM d_out,
+                        const kadapter::LayerNormCache<F>& cache, const kadapter::LayerNormParams<F>& p) {
+  kadapter::layernorm_backward(Cpu{}, d_in, mode, g, d_out, cache, p);
+}
+void gelu_inplace(std::span<F> x) { kadapter::gelu_inplace(Cpu{}, x); }
+void gelu_backward_inplace(std::span<F> d, std::span<const F> pre) { kadapter::gelu_backward_inplace(Cpu{}, d, pre); }
+void bias_gelu_forward(M pre, M act, const F* bias) { kadapter::bias_gelu_forward(Cpu{}, pre, act, bias); }
+void bias_gelu_backward(M d, CM pre, F* bias_grad) { kadapter::bias_gelu_backward(Cpu{}, d, pre, bias_grad); }
+void dropout_inplace(M x, const Dropout& d, index_t seq) { kadapter::dropout_inplace(Cpu{}, x, d, seq); }
+void attention_forward(M ctx, F* probs, CM q, CM k, CM v, std::span<const F> key_mask, index_t batch, index_t seq,
+                       index_t heads, const Dropout* dropout) {
+  kadapter::AlignedVector<F> scratch(kadapter::attention_scratch(seq));
+  kadapter::attention_forward(Cpu{}, ctx, probs, q, k, v, key_mask, batch, seq, heads, scratch.data(), dropout);
+}
+void attention_backward(M d_q, M d_k, M d_v, CM d_ctx, CM q, CM k, CM v, const F* probs, index_t batch, index_t seq,
+                        index_t heads, const Dropout* dropout) {
+  kadapter::AlignedVector<F> scratch(kadapter::attention_scratch(seq));
+  kadapter::attention_backward(Cpu{}, d_q, d_k, d_v, d_ctx, q, k, v, probs, batch, seq, heads, scratch.data(), dropout);
+}
+void embeddings_forward(M out, kadapter::LayerNormCache<F>* cache, std::span<const std::int64_t> ids,
+                        std::span<const std::int64_t> positions, std::span<const std::int64_t> token_types,
+                        const kadapter::EmbeddingParams<F>& p, F eps) {
+  kadapter::embeddings_forward(Cpu{}, out, cache, ids, positions, token_types, p, eps);
+}
+F cross_entropy(M d_logits, CM logits, std::span<const std::int64_t> labels, std::span<const std::int64_t> row_weight,
+                std::span<const std::int64_t> column_mask) {
+  return kadapter::cross_entropy(Cpu{}, d_logits, logits, labels, row_weight, column_mask);
+}
+F bce_with_logits(M d_logits, CM logits, CM targets) { return kadapter::bce_with_logits(Cpu{}, d_logits, logits, targets); }
+
+void fill_adamw_case(kadapter::ParameterStore<F>& store, unsigned seed) {
+  declare_adamw_case(store);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<F> u(-1.0f, 1.0f);
+  for (F& x : store.values()) x = u(rng);
+  for (F& g : store.gradients()) g = u(rng);
+}
+
+std::vector<F> adamw_run(unsigned seed, std::span<const double> grad_scales) {
+  kadapter::ParameterStore<F> store;
+  fill_adamw_case(store, seed);
+  kadapter::AdamWConfig cfg;
+  cfg.lr = 1e-3;
+  cfg.weight_decay = 0.01;
+  kadapter::AdamW<F> opt(cfg);
+  for (double scale : grad_scales) opt.step(store, cfg.lr, scale);
+  return {store.values().begin(), store.values().end()};
+}
+
+double grad_norm(std::span<const F> grads) {
+  kadapter::ParameterStore<F> store;
+  const auto n = static_cast<index_t>(grads.size());
+  store.build([n](kadapter::ParamLayout<F>& l) {
+    l.vector("w", n);
+    return 0;
+  });
+  std::copy(grads.begin(), grads.end(), store.gradients().begin());
+  return kadapter::global_grad_norm(store);
+}
+}  // namespace ref

@@ -1,0 +1,329 @@
+// Every Cuda overload against the CPU backend on the same inputs (fp32): the forward
+// kernels, the backward kernels, the losses, AdamW and the gradient norm. A tensor agrees when
+// max |gpu - cpu| <= 1e-5 · max |cpu| (products of depth K differ from the CPU's in their
+// summation order, so element-wise relative error near zero would measure cancellation, not
+// a bug). Dropout masks must agree exactly. Skipped without a GPU.
+#define BOOST_TEST_MODULE cuda_kernels
+#include "support/skippable_main.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda/cpu_reference.hpp"
+#include "kadapter/kadapter_cuda.hpp"
+
+using namespace kadapter;
+using cuda::DeviceBuffer;
+
+bool ka_test_can_run(std::string& why_not) {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess || count == 0) {
+    why_not = std::string("no CUDA device (") + cudaGetErrorString(err) + ")";
+    return false;
+  }
+  return true;
+}
+
+namespace {
+
+constexpr double kTol = 1e-5;
+
+/// A host tensor and its device copy.
+struct Pair {
+  std::vector<float> host;
+  DeviceBuffer<float> dev;
+  Pair(std::size_t n, unsigned seed, float lo = -1.0f, float hi = 1.0f) : host(n) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> u(lo, hi);
+    for (float& x : host) x = u(rng);
+    dev = DeviceBuffer<float>(std::span<const float>(host));
+  }
+  static Pair zeros(std::size_t n) {
+    Pair p(n, 0);
+    std::fill(p.host.begin(), p.host.end(), 0.0f);
+    p.dev.upload(p.host);
+    return p;
+  }
+  MatrixView<float> h(index_t r, index_t c) { return {host.data(), r, c}; }
+  MatrixView<float> d(index_t r, index_t c) { return {dev.data(), r, c}; }
+  VectorView<float> hv() { return {host.data(), static_cast<index_t>(host.size())}; }
+  VectorView<float> dv() { return {dev.data(), static_cast<index_t>(dev.size())}; }
+  std::vector<float> back() {
+    cuda::context().synchronize();
+    return dev.download();
+  }
+};
+
+/// max |a - b| / max |b| (b the CPU result).
+double rel_error(const std::vector<float>& gpu, const std::vector<float>& cpu) {
+  BOOST_REQUIRE_EQUAL(gpu.size(), cpu.size());
+  double err = 0, scale = 0;
+  for (std::size_t i = 0; i < cpu.size(); ++i) {
+    err = std::max(err, std::abs(static_cast<double>(gpu[i]) - cpu[i]));
+    scale = std::max(scale, std::abs(static_cast<double>(cpu[i])));
+  }
+  return scale > 0 ? err / scale : err;
+}
+
+#define CHECK_CLOSE(pair, what) BOOST_TEST(rel_error((pair).back(), (pair).host) <= kTol, what)
+
+LinearParams<float> lin(Pair& w, Pair* b, index_t out, index_t in, bool device) {
+  LinearParams<float> p;
+  p.weight = device ? w.d(out, in) : w.h(out, in);
+  if (b) p.bias = device ? b->dv() : b->hv();
+  return p;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(gemm_batched_transposed_matches_loops) {
+  // C_b (M, N) = 0.5 · op(A_b) op(B_b) + 2 · C_b for all four transpose pairs, batch 3.
+  const index_t m = 13, n = 21, k = 17, batch = 3;
+  for (int variant = 0; variant < 4; ++variant) {
+    const bool ta = variant & 1, tb = variant & 2;
+    Pair a(static_cast<std::size_t>(batch * m * k), 1), b(static_cast<std::size_t>(batch * k * n), 2),
+        c(static_cast<std::size_t>(batch * m * n), 3);
+    std::vector<float> expect = c.host;
+    for (index_t q = 0; q < batch; ++q)
+      for (index_t i = 0; i < m; ++i)
+        for (index_t j = 0; j < n; ++j) {
+          double s = 0;
+          for (index_t l = 0; l < k; ++l) {
+            const float av = ta ? a.host[q * m * k + l * m + i] : a.host[q * m * k + i * k + l];
+            const float bv = tb ? b.host[q * k * n + j * k + l] : b.host[q * k * n + l * n + j];
+            s += static_cast<double>(av) * bv;
+          }
+          float& e = expect[q * m * n + i * n + j];
+          e = static_cast<float>(0.5 * s + 2.0 * e);
+        }
+    cuda::Gemm g;
+    g.trans_a = ta;
+    g.trans_b = tb;
+    g.m = m;
+    g.n = n;
+    g.k = k;
+    g.a = a.dev.data();
+    g.lda = ta ? m : k;
+    g.b = b.dev.data();
+    g.ldb = tb ? k : n;
+    g.c = c.dev.data();
+    g.ldc = n;
+    g.alpha = 0.5f;
+    g.beta = 2.0f;
+    g.batch = batch;
+    g.stride_a = m * k;
+    g.stride_b = k * n;
+    g.stride_c = m * n;
+    cuda::gemm(cuda::context(), g);
+    c.host = expect;
+    CHECK_CLOSE(c, "transposes " << ta << tb);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(linear_forward_and_backward) {
+  const index_t rows = 37, in = 96, out = 80;
+  for (bool with_bias : {true, false}) {
+    Pair x(rows * in, 10), w(out * in, 11), b(out, 12), y = Pair::zeros(rows * out);
+    ref::linear_forward(y.h(rows, out), x.h(rows, in), lin(w, with_bias ? &b : nullptr, out, in, false));
+    linear_forward(Cuda{}, y.d(rows, out), MatrixView<const float>(x.d(rows, in)),
+                   lin(w, with_bias ? &b : nullptr, out, in, true));
+    CHECK_CLOSE(y, "forward, bias " << with_bias);
+  }
+  for (GradientMode mode : {GradientMode::Overwrite, GradientMode::Accumulate}) {
+    Pair x(rows * in, 20), w(out * in, 21), b(out, 22), dy(rows * out, 23), dx(rows * in, 24), gw(out * in, 25),
+        gb(out, 26);
+    LinearGrads<float> gh{gw.h(out, in), gb.hv()}, gd{gw.d(out, in), gb.dv()};
+    ref::linear_backward(dx.h(rows, in), mode, &gh, dy.h(rows, out), x.h(rows, in), lin(w, &b, out, in, false));
+    linear_backward(Cuda{}, dx.d(rows, in), mode, &gd, MatrixView<const float>(dy.d(rows, out)),
+                    MatrixView<const float>(x.d(rows, in)), lin(w, &b, out, in, true));
+    CHECK_CLOSE(dx, "d_in");
+    CHECK_CLOSE(gw, "weight gradient");
+    CHECK_CLOSE(gb, "bias gradient");
+  }
+}
+
+BOOST_AUTO_TEST_CASE(layernorm_forward_and_backward) {
+  const index_t rows = 29, width = 200;
+  Pair a(rows * width, 30, -2.0f, 3.0f), b(rows * width, 31), gamma(width, 32), beta(width, 33);
+  Pair y = Pair::zeros(rows * width), xhat = Pair::zeros(rows * width), rstd = Pair::zeros(rows);
+  LayerNormParams<float> ph{gamma.hv(), beta.hv()}, pd{gamma.dv(), beta.dv()};
+  LayerNormCache<float> ch{xhat.h(rows, width), rstd.hv()}, cd{xhat.d(rows, width), rstd.dv()};
+  ref::add_layernorm_forward(y.h(rows, width), &ch, a.h(rows, width), b.h(rows, width), ph, 1e-5f);
+  add_layernorm_forward(Cuda{}, y.d(rows, width), &cd, MatrixView<const float>(a.d(rows, width)),
+                        MatrixView<const float>(b.d(rows, width)), pd, 1e-5f);
+  CHECK_CLOSE(y, "output");
+  CHECK_CLOSE(xhat, "xhat");
+  CHECK_CLOSE(rstd, "rstd");
+  // In place (out aliases a), no residual, no cache.
+  ref::add_layernorm_forward(a.h(rows, width), nullptr, a.h(rows, width), {}, ph, 1e-12f);
+  layernorm_forward(Cuda{}, a.d(rows, width), nullptr, MatrixView<const float>(a.d(rows, width)), pd, 1e-12f);
+  CHECK_CLOSE(a, "in place");
+  for (GradientMode mode : {GradientMode::Overwrite, GradientMode::Accumulate}) {
+    Pair dy(rows * width, 34), dx(rows * width, 35), gg(width, 36), gbeta(width, 37);
+    LayerNormGrads<float> gh{gg.hv(), gbeta.hv()}, gd{gg.dv(), gbeta.dv()};
+    ref::layernorm_backward(dx.h(rows, width), mode, &gh, dy.h(rows, width), ch, ph);
+    layernorm_backward(Cuda{}, dx.d(rows, width), mode, &gd, MatrixView<const float>(dy.d(rows, width)), cd, pd);
+    CHECK_CLOSE(dx, "d_in");
+    CHECK_CLOSE(gg, "gamma gradient");
+    CHECK_CLOSE(gbeta, "beta gradient");
+  }
+}
+
+BOOST_AUTO_TEST_CASE(gelu_forward_and_backward) {
+  const index_t rows = 11, width = 300;
+  Pair x(rows * width, 40, -6.0f, 6.0f);
+  ref::gelu_inplace(x.host);
+  gelu_inplace(Cuda{}, std::span<float>(x.dev.data(), x.dev.size()));
+  CHECK_CLOSE(x, "gelu");
+  Pair pre(rows * width, 41, -6.0f, 6.0f), d(rows * width, 42);
+  ref::gelu_backward_inplace(d.host, pre.host);
+  gelu_backward_inplace(Cuda{}, std::span<float>(d.dev.data(), d.dev.size()),
+                        std::span<const float>(pre.dev.data(), pre.dev.size()));
+  CHECK_CLOSE(d, "gelu backward");
+  Pair p2(rows * width, 43, -4.0f, 4.0f), act = Pair::zeros(rows * width), bias(width, 44);
+  ref::bias_gelu_forward(p2.h(rows, width), act.h(rows, width), bias.host.data());
+  bias_gelu_forward(Cuda{}, p2.d(rows, width), act.d(rows, width), static_cast<const float*>(bias.dev.data()));
+  CHECK_CLOSE(p2, "bias added");
+  CHECK_CLOSE(act, "bias + gelu");
+  Pair g(rows * width, 45), bg(width, 46);
+  ref::bias_gelu_backward(g.h(rows, width), p2.h(rows, width), bg.host.data());
+  bias_gelu_backward(Cuda{}, g.d(rows, width), MatrixView<const float>(p2.d(rows, width)), bg.dev.data());
+  CHECK_CLOSE(g, "bias + gelu backward");
+  CHECK_CLOSE(bg, "bias gradient");
+}
+
+BOOST_AUTO_TEST_CASE(dropout_masks_are_identical) {
+  const index_t seq = 7, rows = 3 * seq, width = 50;
+  Pair x(rows * width, 50);
+  const Dropout d{0.3f, 1234, dropout_stream(5, 0, 2)};
+  ref::dropout_inplace(x.h(rows, width), d, seq);
+  dropout_inplace(Cuda{}, x.d(rows, width), d, seq);
+  const std::vector<float> gpu = x.back();
+  std::size_t zeros = 0;
+  for (std::size_t i = 0; i < gpu.size(); ++i) {
+    BOOST_TEST(gpu[i] == x.host[i], "element " << i);
+    zeros += x.host[i] == 0.0f;
+  }
+  BOOST_TEST(zeros > gpu.size() / 5);  // the mask does drop
+  BOOST_TEST(zeros < gpu.size() / 2);
+}
+
+BOOST_AUTO_TEST_CASE(attention_forward_and_backward) {
+  const index_t batch = 3, seq = 19, heads = 4, d = 16, width = heads * d, tokens = batch * seq;
+  for (bool with_dropout : {false, true}) {
+    Pair q(tokens * width, 60), k(tokens * width, 61), v(tokens * width, 62);
+    Pair mask(tokens, 63);
+    for (index_t i = 0; i < tokens; ++i) mask.host[i] = (i % seq) >= seq - 1 - (i / seq) * 3 ? -1e30f : 0.0f;
+    mask.dev.upload(mask.host);
+    Pair ctx = Pair::zeros(tokens * width), probs = Pair::zeros(batch * heads * seq * seq);
+    const Dropout drop{0.1f, 99, dropout_stream(3, 1, 7)};
+    const Dropout* dp = with_dropout ? &drop : nullptr;
+    ref::attention_forward(ctx.h(tokens, width), probs.host.data(), q.h(tokens, width), k.h(tokens, width),
+                           v.h(tokens, width), mask.host, batch, seq, heads, dp);
+    DeviceBuffer<float> scratch(cuda::attention_scratch(batch, seq, width, heads));
+    attention_forward(Cuda{}, ctx.d(tokens, width), probs.dev.data(), MatrixView<const float>(q.d(tokens, width)),
+                      MatrixView<const float>(k.d(tokens, width)), MatrixView<const float>(v.d(tokens, width)),
+                      std::span<const float>(mask.dev.data(), mask.dev.size()), batch, seq, heads, scratch.data(), dp);
+    CHECK_CLOSE(probs, "probabilities, dropout " << with_dropout);
+    CHECK_CLOSE(ctx, "context, dropout " << with_dropout);
+    Pair dctx(tokens * width, 64), dq = Pair::zeros(tokens * width), dk = Pair::zeros(tokens * width),
+        dv = Pair::zeros(tokens * width);
+    ref::attention_backward(dq.h(tokens, width), dk.h(tokens, width), dv.h(tokens, width), dctx.h(tokens, width),
+                            q.h(tokens, width), k.h(tokens, width), v.h(tokens, width), probs.host.data(), batch, seq,
+                            heads, dp);
+    attention_backward(Cuda{}, dq.d(tokens, width), dk.d(tokens, width), dv.d(tokens, width),
+                       MatrixView<const float>(dctx.d(tokens, width)), MatrixView<const float>(q.d(tokens, width)),
+                       MatrixView<const float>(k.d(tokens, width)), MatrixView<const float>(v.d(tokens, width)),
+                       static_cast<const float*>(probs.dev.data()), batch, seq, heads, scratch.data(), dp);
+    CHECK_CLOSE(dq, "d_q, dropout " << with_dropout);
+    CHECK_CLOSE(dk, "d_k, dropout " << with_dropout);
+    CHECK_CLOSE(dv, "d_v, dropout " << with_dropout);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(embeddings_forward_matches) {
+  const index_t vocab = 50, positions = 40, types = 2, width = 64, n = 30;
+  Pair word(vocab * width, 70), pos(positions * width, 71), type(types * width, 72), gamma(width, 73), beta(width, 74);
+  std::vector<std::int64_t> ids(n), posid(n), tt(n);
+  for (index_t i = 0; i < n; ++i) {
+    ids[i] = (i * 7) % vocab;
+    posid[i] = 2 + i % 15;
+    tt[i] = i % 2;
+  }
+  DeviceBuffer<std::int64_t> dids{std::span<const std::int64_t>(ids)}, dpos{std::span<const std::int64_t>(posid)},
+      dtt{std::span<const std::int64_t>(tt)};
+  Pair out = Pair::zeros(n * width);
+  EmbeddingParams<float> ph{word.h(vocab, width), pos.h(positions, width), type.h(types, width), {gamma.hv(), beta.hv()}};
+  EmbeddingParams<float> pd{word.d(vocab, width), pos.d(positions, width), type.d(types, width), {gamma.dv(), beta.dv()}};
+  ref::embeddings_forward(out.h(n, width), nullptr, ids, posid, tt, ph, 1e-5f);
+  embeddings_forward(Cuda{}, out.d(n, width), nullptr, std::span<const std::int64_t>(dids.data(), ids.size()),
+                     std::span<const std::int64_t>(dpos.data(), posid.size()),
+                     std::span<const std::int64_t>(dtt.data(), tt.size()), pd, 1e-5f);
+  CHECK_CLOSE(out, "embeddings");
+}
+
+BOOST_AUTO_TEST_CASE(losses_match) {
+  const index_t n = 23, c = 9;
+  Pair logits(n * c, 80, -5.0f, 5.0f), grad = Pair::zeros(n * c);
+  std::vector<std::int64_t> labels(n), weight(n), cmask(n * c, 1);
+  for (index_t r = 0; r < n; ++r) {
+    labels[r] = r % 5 == 4 ? -100 : (r * 3) % c;
+    weight[r] = r % 7 != 3;
+    cmask[r * c + (labels[r] + 1 + c) % c] = 0;  // a masked column that is never the label
+  }
+  const float lh = ref::cross_entropy(grad.h(n, c), logits.h(n, c), labels, weight, cmask);
+  const float ld = cross_entropy(Cuda{}, grad.d(n, c), MatrixView<const float>(logits.d(n, c)),
+                                 std::span<const std::int64_t>(labels), std::span<const std::int64_t>(weight),
+                                 std::span<const std::int64_t>(cmask));
+  BOOST_TEST(std::abs(ld - lh) <= kTol * std::abs(lh));
+  CHECK_CLOSE(grad, "cross-entropy gradient");
+  // A bad label is the same error as on the CPU.
+  labels[2] = c;
+  BOOST_CHECK_THROW(cross_entropy(Cuda{}, grad.d(n, c), MatrixView<const float>(logits.d(n, c)),
+                                  std::span<const std::int64_t>(labels)),
+                    Error);
+  Pair targets(n * c, 81, 0.0f, 1.0f), bgrad = Pair::zeros(n * c);
+  const float bh = ref::bce_with_logits(bgrad.h(n, c), logits.h(n, c), targets.h(n, c));
+  const float bd = bce_with_logits(Cuda{}, bgrad.d(n, c), MatrixView<const float>(logits.d(n, c)),
+                                   MatrixView<const float>(targets.d(n, c)));
+  BOOST_TEST(std::abs(bd - bh) <= kTol * std::abs(bh));
+  CHECK_CLOSE(bgrad, "bce gradient");
+}
+
+BOOST_AUTO_TEST_CASE(adamw_and_grad_norm_match) {
+  ParameterStore<float> store;
+  ref::fill_adamw_case(store, 90);
+  const std::vector<double> scales = {1.0, 0.5, 1.0};
+  const std::vector<float> expect = ref::adamw_run(90, scales);
+  const std::vector<std::uint8_t> mask = cuda::adamw_mask(store);
+  DeviceBuffer<float> p{std::span<const float>(store.values())}, g{std::span<const float>(store.gradients())};
+  DeviceBuffer<float> m(p.size()), v(p.size());
+  cudaMemset(m.data(), 0, m.size() * sizeof(float));
+  cudaMemset(v.data(), 0, v.size() * sizeof(float));
+  DeviceBuffer<std::uint8_t> dmask{std::span<const std::uint8_t>(mask)};
+  AdamWConfig cfg;
+  cfg.lr = 1e-3;
+  cfg.weight_decay = 0.01;
+  for (std::size_t t = 0; t < scales.size(); ++t)
+    cuda::adamw_update(std::span<float>(p.data(), p.size()), std::span<const float>(g.data(), g.size()),
+                       std::span<float>(m.data(), m.size()), std::span<float>(v.data(), v.size()), dmask.data(), cfg, cfg.lr,
+                       static_cast<std::int64_t>(t + 1), scales[t]);
+  cuda::context().synchronize();
+  const std::vector<float> got = p.download();
+  BOOST_TEST(rel_error(got, expect) <= kTol);
+  // The frozen tensor is untouched, bit for bit.
+  const auto* frozen = store.find("frozen.weight");
+  BOOST_REQUIRE(frozen);
+  for (index_t i = 0; i < frozen->size(); ++i)
+    BOOST_TEST(got[frozen->offset + i] == store.values()[frozen->offset + i]);
+
+  Pair grads(1 << 20, 91);
+  const double n_cpu = ref::grad_norm(grads.host);
+  const double n_gpu = cuda::grad_norm(std::span<const float>(grads.dev.data(), grads.dev.size()));
+  BOOST_TEST(std::abs(n_gpu - n_cpu) <= 1e-12 * n_cpu);
+}
