@@ -66,6 +66,30 @@ std::vector<F> adamw_run(unsigned seed, std::span<const double> grad_scales) {
   return {store.values().begin(), store.values().end()};
 }
 
+LayerResult encoder_layer(const LayerCase& c) {
+  const auto& d = c.dims;
+  const index_t n = d.tokens(), h = d.hidden;
+  LayerResult r;
+  r.y.assign(static_cast<std::size_t>(n * h), 0.0f);
+  r.dx.assign(r.y.size(), 0.0f);
+  r.grads.assign(c.values.size(), 0.0f);
+  kadapter::EncoderLayerGrads<F> g;
+  kadapter::ParamLayout<F> layout(const_cast<F*>(c.values.data()), r.grads.data(), nullptr);
+  const auto p = layout.encoder_layer("layer.", d.hidden, d.ffn, &g);
+  kadapter::Workspace<F> ws;
+  ws.reserve(kadapter::EncoderLayerCache<F>::elements(d) +
+             std::max(kadapter::encoder_layer_forward_scratch<F>(d, true), kadapter::encoder_layer_backward_scratch<F>(d)));
+  kadapter::EncoderLayerCache<F> cache;
+  cache.bind(ws, d);
+  const std::size_t mark = ws.used();
+  kadapter::encoder_layer_forward(Cpu{}, M(r.y.data(), n, h), &cache, CM(c.x.data(), n, h), std::span<const F>(c.mask), p, d,
+                                  &c.drop, ws);
+  ws.rewind(mark);
+  kadapter::encoder_layer_backward(Cpu{}, M(r.dx.data(), n, h), GradientMode::Overwrite, &g, CM(c.dy.data(), n, h), cache,
+                                   p, d, &c.drop, ws);
+  return r;
+}
+
 double grad_norm(std::span<const F> grads) {
   kadapter::ParameterStore<F> store;
   const auto n = static_cast<index_t>(grads.size());

@@ -11,6 +11,7 @@
 #include "kadapter/core/random.hpp"
 #include "kadapter/core/tensor.hpp"
 #include "kadapter/layers/embeddings.hpp"
+#include "kadapter/layers/encoder_layer.hpp"
 #include "kadapter/layers/layernorm.hpp"
 #include "kadapter/layers/linear.hpp"
 #include "kadapter/models/parameters.hpp"
@@ -63,6 +64,25 @@ void fill_adamw_case(kadapter::ParameterStore<F>& store, unsigned seed);
 /// AdamW<float> (lr 1e-3, weight decay 0.01) run on the filled case, one step per entry of
 /// @p grad_scales with that gradient scale; returns the final values.
 std::vector<F> adamw_run(unsigned seed, std::span<const double> grad_scales);
+/// One encoder layer's forward and backward pass: the inputs, and what comes out.
+struct LayerCase {
+  kadapter::LayerDims dims;
+  std::vector<F> values;  // the parameters, in the order ParamLayout::encoder_layer declares them
+  std::vector<F> x, dy;   // (N, H) each
+  std::vector<F> mask;    // (N) additive key mask
+  kadapter::LayerDropouts drop;
+};
+struct LayerResult {
+  std::vector<F> y, dx, grads;  // grads: parallel to LayerCase::values
+};
+/// Elements ParamLayout::encoder_layer declares for @p d.
+inline std::size_t encoder_layer_elements(const kadapter::LayerDims& d) {
+  kadapter::ParamLayout<F> counter(nullptr, nullptr, nullptr);
+  counter.encoder_layer("layer.", d.hidden, d.ffn);
+  return static_cast<std::size_t>(counter.used());
+}
+LayerResult encoder_layer(const LayerCase& c);
+
 /// global_grad_norm of a store whose one tensor holds @p grads.
 double grad_norm(std::span<const F> grads);
 }  // namespace ref

@@ -15,6 +15,8 @@
 
 #include "cuda/cpu_reference.hpp"
 #include "kadapter/kadapter_cuda.hpp"
+#include "kadapter/layers/encoder_layer.hpp"
+#include "kadapter/models/parameters.hpp"
 
 using namespace kadapter;
 using cuda::DeviceBuffer;
@@ -326,4 +328,56 @@ BOOST_AUTO_TEST_CASE(adamw_and_grad_norm_match) {
   const double n_cpu = ref::grad_norm(grads.host);
   const double n_gpu = cuda::grad_norm(std::span<const float>(grads.dev.data(), grads.dev.size()));
   BOOST_TEST(std::abs(n_gpu - n_cpu) <= 1e-12 * n_cpu);
+}
+
+BOOST_AUTO_TEST_CASE(encoder_layer_forward_and_backward) {
+  // The layer template itself on the GPU (B = Cuda, a device Workspace) against the CPU.
+  ref::LayerCase c;
+  c.dims = LayerDims{.batch = 2, .seq = 24, .hidden = 64, .heads = 4, .ffn = 96, .eps = 1e-12};
+  const auto& d = c.dims;
+  const index_t n = d.tokens(), h = d.hidden;
+  auto random = [](std::size_t size, unsigned seed, float scale) {
+    std::vector<float> v(size);
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> u(-scale, scale);
+    for (float& x : v) x = u(rng);
+    return v;
+  };
+  c.values = random(ref::encoder_layer_elements(d), 100, 0.2f);
+  c.x = random(static_cast<std::size_t>(n * h), 101, 1.0f);
+  c.dy = random(static_cast<std::size_t>(n * h), 102, 1.0f);
+  c.mask.assign(static_cast<std::size_t>(n), 0.0f);
+  for (index_t t = 17; t < d.seq; ++t) c.mask[static_cast<std::size_t>(d.seq + t)] = -1e30f;  // padding in sequence 1
+  c.drop = LayerDropouts{{0.1f, 7, dropout_stream(1, 0, 1)}, {0.1f, 7, dropout_stream(1, 0, 2)}, {0.1f, 7, dropout_stream(1, 0, 3)}};
+  const ref::LayerResult expect = ref::encoder_layer(c);
+
+  DeviceBuffer<float> values{std::span<const float>(c.values)}, grads(c.values.size()), x{std::span<const float>(c.x)},
+      dy{std::span<const float>(c.dy)}, mask{std::span<const float>(c.mask)}, y(c.x.size()), dx(c.x.size());
+  cudaMemset(grads.data(), 0, grads.size() * sizeof(float));
+  EncoderLayerGrads<float> g;
+  ParamLayout<float> layout(values.data(), grads.data(), nullptr);  // views into device memory
+  const auto p = layout.encoder_layer("layer.", d.hidden, d.ffn, &g);
+  Workspace<float, Cuda> ws;
+  ws.reserve(EncoderLayerCache<float>::elements(d) + std::max(encoder_layer_forward_scratch<float, Cuda>(d, true),
+                                                              encoder_layer_backward_scratch<float, Cuda>(d)));
+  EncoderLayerCache<float> cache;
+  cache.bind(ws, d);
+  const std::size_t mark = ws.used();
+  encoder_layer_forward(Cuda{}, MatrixView<float>(y.data(), n, h), &cache, MatrixView<const float>(x.data(), n, h),
+                        std::span<const float>(mask.data(), mask.size()), p, d, &c.drop, ws);
+  ws.rewind(mark);
+  encoder_layer_backward(Cuda{}, MatrixView<float>(dx.data(), n, h), GradientMode::Overwrite, &g,
+                         MatrixView<const float>(dy.data(), n, h), cache, p, d, &c.drop, ws);
+  cuda::context().synchronize();
+  BOOST_TEST(rel_error(y.download(), expect.y) <= kTol);
+  BOOST_TEST(rel_error(dx.download(), expect.dx) <= kTol);
+  // Every parameter's gradient on its own scale.
+  const std::vector<float> got = grads.download();
+  std::vector<ParamSlot<float>> table;
+  ParamLayout<float>(nullptr, nullptr, &table).encoder_layer("layer.", d.hidden, d.ffn);
+  for (const auto& slot : table) {
+    const auto first = static_cast<std::ptrdiff_t>(slot.offset), last = first + slot.size();
+    BOOST_TEST(rel_error({got.begin() + first, got.begin() + last}, {expect.grads.begin() + first, expect.grads.begin() + last}) <= kTol,
+               slot.name);
+  }
 }

@@ -7,16 +7,30 @@
 #include <new>
 
 #include "kadapter/config.hpp"
+#include "kadapter/core/backend.hpp"
 
 namespace kadapter {
+
+/// @brief Where a backend's workspace memory comes from: `allocate(bytes)` returns memory
+/// aligned to at least 64 bytes, `release(p)` frees it. Host memory for Cpu; the CUDA
+/// backend (backend/cuda/runtime.hpp) specialises it with device memory.
+template <class B>
+struct WorkspaceMemory;
+
+template <>
+struct WorkspaceMemory<Cpu> {
+  static void* allocate(std::size_t bytes) { return ::operator new[](bytes, std::align_val_t{64}); }
+  static void release(void* p) noexcept { ::operator delete[](p, std::align_val_t{64}); }
+};
 
 /// @brief Scratch memory for one element type, handed out as consecutive slices.
 ///
 /// A step calls reset(), then take() for each buffer it needs. When the slices asked for
 /// exceed the capacity, the arena grows to fit (one new allocation, counted by
 /// allocations()); later steps of the same or smaller size allocate nothing. Slices stay
-/// valid until the next reset(). Memory is 64-byte aligned.
-template <class T>
+/// valid until the next reset(). Memory is 64-byte aligned, in the memory of backend @p B
+/// (host memory for Cpu, device memory for Cuda).
+template <class T, class B = Cpu>
 class Workspace {
  public:
   Workspace() = default;
@@ -29,7 +43,7 @@ class Workspace {
   void reserve(std::size_t count) {
     if (count <= capacity_) return;
     KA_ASSERT(used_ == 0 && "reserve() may not move slices already handed out");
-    data_.reset(static_cast<T*>(::operator new[](count * sizeof(T), std::align_val_t{kAlign})));
+    data_.reset(static_cast<T*>(WorkspaceMemory<B>::allocate(count * sizeof(T))));
     capacity_ = count;
     ++allocations_;
   }
@@ -70,7 +84,7 @@ class Workspace {
     return (n + kAlignElems - 1) / kAlignElems * kAlignElems;
   }
   struct Deleter {
-    void operator()(T* p) const noexcept { ::operator delete[](p, std::align_val_t{kAlign}); }
+    void operator()(T* p) const noexcept { WorkspaceMemory<B>::release(p); }
   };
   std::unique_ptr<T, Deleter> data_;
   std::size_t capacity_ = 0;

@@ -7,7 +7,9 @@
 /// encoder layer:    a = attention block(x)
 ///                   y = LN(a + drop(W_2 · GELU(W_1 · a + b_1) + b_2))
 /// ```
-/// The derivations of the backward passes are in docs/backward.md.
+/// The derivations of the backward passes are in docs/backward.md. The four functions take
+/// the backend tag first (Cpu, or Cuda with kadapter_cuda.hpp included) and a Workspace of
+/// that backend; every view then lives in that backend's memory.
 #pragma once
 
 #include <cstdint>
@@ -92,7 +94,8 @@ struct AttentionCache {
            Workspace<T>::padded(n);
   }
   /// @brief Take the buffers from @p ws.
-  void bind(Workspace<T>& ws, const LayerDims& d) {
+  template <class B>
+  void bind(Workspace<T, B>& ws, const LayerDims& d) {
     const index_t n = d.tokens(), h = d.hidden;
     auto mat = [&] { return MatrixView<T>(ws.take(static_cast<std::size_t>(n * h)), n, h); };
     q = mat();
@@ -120,7 +123,8 @@ struct EncoderLayerCache {
            2 * Workspace<T>::padded(n * static_cast<std::size_t>(d.hidden)) +
            2 * Workspace<T>::padded(n * static_cast<std::size_t>(d.ffn)) + Workspace<T>::padded(n);
   }
-  void bind(Workspace<T>& ws, const LayerDims& d) {
+  template <class B>
+  void bind(Workspace<T, B>& ws, const LayerDims& d) {
     attention.bind(ws, d);
     const index_t n = d.tokens();
     a = MatrixView<T>(ws.take(static_cast<std::size_t>(n * d.hidden)), n, d.hidden);
@@ -131,11 +135,11 @@ struct EncoderLayerCache {
   }
 };
 
-/// @brief Scratch elements attention_block_forward takes from its workspace.
-template <class T>
+/// @brief Scratch elements attention_block_forward on backend @p B takes from its workspace.
+template <class T, class B = Cpu>
 std::size_t attention_block_forward_scratch(const LayerDims& d, bool cached) {
   const std::size_t nh = Workspace<T>::padded(static_cast<std::size_t>(d.tokens() * d.hidden));
-  const std::size_t tt = Workspace<T>::padded(attention_scratch(d.seq));
+  const std::size_t tt = Workspace<T>::padded(attention_scratch(B{}, d.batch, d.seq, d.hidden, d.heads));
   return (cached ? 1 : 5) * nh + tt;
 }
 
@@ -145,11 +149,12 @@ std::size_t attention_block_forward_scratch(const LayerDims& d, bool cached) {
 /// @param x (N, H) input
 /// @param key_mask (B*T) additive mask per key, or empty
 /// @param ws scratch (reserve attention_block_forward_scratch first)
-template <class T>
-void attention_block_forward(Cpu, MatrixView<T> y, std::type_identity_t<AttentionCache<T>>* cache,
+template <class B, class T>
+  requires Backend<B>
+void attention_block_forward(B, MatrixView<T> y, std::type_identity_t<AttentionCache<T>>* cache,
                              MatrixView<const T> x, std::span<const T> key_mask,
                              const AttentionParams<T>& p, const LayerDims& d,
-                             const LayerDropouts* drop, Workspace<T>& ws) {
+                             const LayerDropouts* drop, Workspace<T, B>& ws) {
   const index_t n = d.tokens(), h = d.hidden;
   auto take = [&](index_t rows, index_t cols) {
     return MatrixView<T>(ws.take(static_cast<std::size_t>(rows * cols)), rows, cols);
@@ -162,70 +167,71 @@ void attention_block_forward(Cpu, MatrixView<T> y, std::type_identity_t<Attentio
   } else {
     q = take(n, h), k = take(n, h), v = take(n, h), ctx = take(n, h);
   }
-  T* scratch = ws.take(attention_scratch(d.seq));
-  linear_forward(Cpu{}, q, x, p.query);
-  linear_forward(Cpu{}, k, x, p.key);
-  linear_forward(Cpu{}, v, x, p.value);
-  attention_forward(Cpu{}, ctx, probs, MatrixView<const T>(q), MatrixView<const T>(k),
+  T* scratch = ws.take(attention_scratch(B{}, d.batch, d.seq, d.hidden, d.heads));
+  linear_forward(B{}, q, x, p.query);
+  linear_forward(B{}, k, x, p.key);
+  linear_forward(B{}, v, x, p.value);
+  attention_forward(B{}, ctx, probs, MatrixView<const T>(q), MatrixView<const T>(k),
                     MatrixView<const T>(v), key_mask, d.batch, d.seq, d.heads, scratch,
                     drop ? &drop->probs : nullptr);
   MatrixView<T> t = take(n, h);
-  linear_forward(Cpu{}, t, MatrixView<const T>(ctx), p.output);
-  if (drop) dropout_inplace(Cpu{}, t, drop->attn_output, d.seq);
-  add_layernorm_forward(Cpu{}, y, cache ? &cache->norm : nullptr, MatrixView<const T>(t), x,
+  linear_forward(B{}, t, MatrixView<const T>(ctx), p.output);
+  if (drop) dropout_inplace(B{}, t, drop->attn_output, d.seq);
+  add_layernorm_forward(B{}, y, cache ? &cache->norm : nullptr, MatrixView<const T>(t), x,
                         p.norm, static_cast<T>(d.eps));
 }
 
-/// @brief Scratch elements attention_block_backward takes from its workspace.
-template <class T>
+/// @brief Scratch elements attention_block_backward on backend @p B takes from its workspace.
+template <class T, class B = Cpu>
 std::size_t attention_block_backward_scratch(const LayerDims& d) {
   const std::size_t nh = Workspace<T>::padded(static_cast<std::size_t>(d.tokens() * d.hidden));
-  return 5 * nh + Workspace<T>::padded(attention_scratch(d.seq));
+  return 5 * nh + Workspace<T>::padded(attention_scratch(B{}, d.batch, d.seq, d.hidden, d.heads));
 }
 
 /// @brief BERT attention block backward.
 /// @param[out] dx (N, H) gradient of the input, written per @p mode
 /// @param[in,out] g parameter gradients (accumulated), or nullptr
 /// @param dy (N, H) gradient of the output
-template <class T>
-void attention_block_backward(Cpu, MatrixView<T> dx, GradientMode mode,
+template <class B, class T>
+  requires Backend<B>
+void attention_block_backward(B, MatrixView<T> dx, GradientMode mode,
                               const std::type_identity_t<AttentionGrads<T>>* g,
                               MatrixView<const T> dy, const AttentionCache<T>& c,
                               const AttentionParams<T>& p, const LayerDims& d,
-                              const LayerDropouts* drop, Workspace<T>& ws) {
+                              const LayerDropouts* drop, Workspace<T, B>& ws) {
   const index_t n = d.tokens(), h = d.hidden;
   auto take = [&](index_t rows, index_t cols) {
     return MatrixView<T>(ws.take(static_cast<std::size_t>(rows * cols)), rows, cols);
   };
   // y = LN(t + x): the gradient of the sum goes to t (through dropout) and to x.
   MatrixView<T> ds = take(n, h);
-  layernorm_backward(Cpu{}, ds, GradientMode::Overwrite, g ? &g->norm : nullptr, dy, c.norm,
+  layernorm_backward(B{}, ds, GradientMode::Overwrite, g ? &g->norm : nullptr, dy, c.norm,
                      p.norm);
   MatrixView<T> dt = take(n, h);
-  std::copy(ds.data(), ds.data() + ds.size(), dt.data());
-  if (drop) dropout_inplace(Cpu{}, dt, drop->attn_output, d.seq);
+  copy_matrix(B{}, dt, MatrixView<const T>(ds));
+  if (drop) dropout_inplace(B{}, dt, drop->attn_output, d.seq);
   MatrixView<T> dctx = take(n, h), dq = take(n, h), dk = take(n, h);
-  linear_backward(Cpu{}, dctx, GradientMode::Overwrite, g ? &g->output : nullptr,
+  linear_backward(B{}, dctx, GradientMode::Overwrite, g ? &g->output : nullptr,
                   MatrixView<const T>(dt), MatrixView<const T>(c.ctx), p.output);
   MatrixView<T> dv = dt;  // dt is no longer needed
-  T* scratch = ws.take(attention_scratch(d.seq));
-  attention_backward(Cpu{}, dq, dk, dv, MatrixView<const T>(dctx), MatrixView<const T>(c.q),
+  T* scratch = ws.take(attention_scratch(B{}, d.batch, d.seq, d.hidden, d.heads));
+  attention_backward(B{}, dq, dk, dv, MatrixView<const T>(dctx), MatrixView<const T>(c.q),
                      MatrixView<const T>(c.k), MatrixView<const T>(c.v), c.probs, d.batch, d.seq,
                      d.heads, scratch, drop ? &drop->probs : nullptr);
   // dx = ds (residual) + dq W_q + dk W_k + dv W_v
-  if (mode != GradientMode::Ignore) write_gradient(dx.matrix(), ds.matrix(), mode);
+  write_gradient(B{}, dx, MatrixView<const T>(ds), mode);
   const GradientMode acc = mode == GradientMode::Ignore ? GradientMode::Ignore : GradientMode::Accumulate;
-  linear_backward(Cpu{}, dx, acc, g ? &g->query : nullptr, MatrixView<const T>(dq), c.x, p.query);
-  linear_backward(Cpu{}, dx, acc, g ? &g->key : nullptr, MatrixView<const T>(dk), c.x, p.key);
-  linear_backward(Cpu{}, dx, acc, g ? &g->value : nullptr, MatrixView<const T>(dv), c.x, p.value);
+  linear_backward(B{}, dx, acc, g ? &g->query : nullptr, MatrixView<const T>(dq), c.x, p.query);
+  linear_backward(B{}, dx, acc, g ? &g->key : nullptr, MatrixView<const T>(dk), c.x, p.key);
+  linear_backward(B{}, dx, acc, g ? &g->value : nullptr, MatrixView<const T>(dv), c.x, p.value);
 }
 
-/// @brief Scratch elements encoder_layer_forward takes from its workspace.
-template <class T>
+/// @brief Scratch elements encoder_layer_forward on backend @p B takes from its workspace.
+template <class T, class B = Cpu>
 std::size_t encoder_layer_forward_scratch(const LayerDims& d, bool cached) {
   const std::size_t nh = Workspace<T>::padded(static_cast<std::size_t>(d.tokens() * d.hidden));
   const std::size_t nf = Workspace<T>::padded(static_cast<std::size_t>(d.tokens() * d.ffn));
-  return attention_block_forward_scratch<T>(d, cached) + (cached ? 1 : 2) * nh +
+  return attention_block_forward_scratch<T, B>(d, cached) + (cached ? 1 : 2) * nh +
          (cached ? 0 : nf);
 }
 
@@ -236,76 +242,78 @@ std::size_t encoder_layer_forward_scratch(const LayerDims& d, bool cached) {
 /// @param key_mask (B*T) additive mask per key, or empty
 /// @param drop dropouts, or nullptr for none
 /// @param ws scratch (reserve encoder_layer_forward_scratch first)
-template <class T>
-void encoder_layer_forward(Cpu, MatrixView<T> y, std::type_identity_t<EncoderLayerCache<T>>* cache,
+template <class B, class T>
+  requires Backend<B>
+void encoder_layer_forward(B, MatrixView<T> y, std::type_identity_t<EncoderLayerCache<T>>* cache,
                            MatrixView<const T> x, std::span<const T> key_mask,
                            const EncoderLayerParams<T>& p, const LayerDims& d,
-                           const LayerDropouts* drop, Workspace<T>& ws) {
+                           const LayerDropouts* drop, Workspace<T, B>& ws) {
   const index_t n = d.tokens(), h = d.hidden, f = d.ffn;
   auto take = [&](index_t rows, index_t cols) {
     return MatrixView<T>(ws.take(static_cast<std::size_t>(rows * cols)), rows, cols);
   };
   MatrixView<T> a = cache ? cache->a : take(n, h);
-  attention_block_forward(Cpu{}, a, cache ? &cache->attention : nullptr, x, key_mask, p.attention,
+  attention_block_forward(B{}, a, cache ? &cache->attention : nullptr, x, key_mask, p.attention,
                           d, drop, ws);
   MatrixView<T> pre = cache ? cache->pre : take(n, f);
   MatrixView<T> act = cache ? cache->act : pre;
   // The FFN's first product, then its bias and the GELU in one pass.
-  linear_forward(Cpu{}, pre, MatrixView<const T>(a), LinearParams<T>{p.intermediate.weight, {}});
+  linear_forward(B{}, pre, MatrixView<const T>(a), LinearParams<T>{p.intermediate.weight, {}});
   if (p.intermediate.bias.empty()) {
-    if (cache) std::copy(pre.data(), pre.data() + pre.size(), act.data());
-    gelu_inplace(Cpu{}, act.span());
+    if (cache) copy_matrix(B{}, act, MatrixView<const T>(pre));
+    gelu_inplace(B{}, act.span());
   } else {
-    bias_gelu_forward(Cpu{}, pre, act, p.intermediate.bias.data());
+    bias_gelu_forward(B{}, pre, act, p.intermediate.bias.data());
   }
   MatrixView<T> w = take(n, h);
-  linear_forward(Cpu{}, w, MatrixView<const T>(act), p.output);
-  if (drop) dropout_inplace(Cpu{}, w, drop->output, d.seq);
-  add_layernorm_forward(Cpu{}, y, cache ? &cache->output_norm : nullptr, MatrixView<const T>(w),
+  linear_forward(B{}, w, MatrixView<const T>(act), p.output);
+  if (drop) dropout_inplace(B{}, w, drop->output, d.seq);
+  add_layernorm_forward(B{}, y, cache ? &cache->output_norm : nullptr, MatrixView<const T>(w),
                         MatrixView<const T>(a), p.output_norm, static_cast<T>(d.eps));
 }
 
-/// @brief Scratch elements encoder_layer_backward takes from its workspace.
-template <class T>
+/// @brief Scratch elements encoder_layer_backward on backend @p B takes from its workspace.
+template <class T, class B = Cpu>
 std::size_t encoder_layer_backward_scratch(const LayerDims& d) {
   const std::size_t nh = Workspace<T>::padded(static_cast<std::size_t>(d.tokens() * d.hidden));
   const std::size_t nf = Workspace<T>::padded(static_cast<std::size_t>(d.tokens() * d.ffn));
-  return 2 * nh + nf + attention_block_backward_scratch<T>(d);
+  return 2 * nh + nf + attention_block_backward_scratch<T, B>(d);
 }
 
 /// @brief Encoder layer backward.
 /// @param[out] dx (N, H) gradient of the input, written per @p mode
 /// @param[in,out] g parameter gradients (accumulated), or nullptr
 /// @param dy (N, H) gradient of the output
-template <class T>
-void encoder_layer_backward(Cpu, MatrixView<T> dx, GradientMode mode,
+template <class B, class T>
+  requires Backend<B>
+void encoder_layer_backward(B, MatrixView<T> dx, GradientMode mode,
                             const std::type_identity_t<EncoderLayerGrads<T>>* g,
                             MatrixView<const T> dy, const EncoderLayerCache<T>& c,
                             const EncoderLayerParams<T>& p, const LayerDims& d,
-                            const LayerDropouts* drop, Workspace<T>& ws) {
+                            const LayerDropouts* drop, Workspace<T, B>& ws) {
   const index_t n = d.tokens(), h = d.hidden, f = d.ffn;
   auto take = [&](index_t rows, index_t cols) {
     return MatrixView<T>(ws.take(static_cast<std::size_t>(rows * cols)), rows, cols);
   };
   // y = LN(w + a): d(sum) goes to w (through dropout) and to a.
   MatrixView<T> da = take(n, h);
-  layernorm_backward(Cpu{}, da, GradientMode::Overwrite, g ? &g->output_norm : nullptr, dy,
+  layernorm_backward(B{}, da, GradientMode::Overwrite, g ? &g->output_norm : nullptr, dy,
                      c.output_norm, p.output_norm);
   MatrixView<T> dw = take(n, h);
-  std::copy(da.data(), da.data() + da.size(), dw.data());
-  if (drop) dropout_inplace(Cpu{}, dw, drop->output, d.seq);
+  copy_matrix(B{}, dw, MatrixView<const T>(da));
+  if (drop) dropout_inplace(B{}, dw, drop->output, d.seq);
   MatrixView<T> dact = take(n, f);
-  linear_backward(Cpu{}, dact, GradientMode::Overwrite, g ? &g->output : nullptr,
+  linear_backward(B{}, dact, GradientMode::Overwrite, g ? &g->output : nullptr,
                   MatrixView<const T>(dw), MatrixView<const T>(c.act), p.output);
   // GELU backward and the intermediate bias gradient in one pass, then the product.
   const bool bias = !p.intermediate.bias.empty();
-  bias_gelu_backward(Cpu{}, dact, MatrixView<const T>(c.pre),
+  bias_gelu_backward(B{}, dact, MatrixView<const T>(c.pre),
                      g && bias ? g->intermediate.bias.data() : nullptr);
   LinearGrads<T> weight_grad;
   if (g) weight_grad = LinearGrads<T>{g->intermediate.weight, {}};
-  linear_backward(Cpu{}, da, GradientMode::Accumulate, g ? &weight_grad : nullptr,
+  linear_backward(B{}, da, GradientMode::Accumulate, g ? &weight_grad : nullptr,
                   MatrixView<const T>(dact), MatrixView<const T>(c.a), p.intermediate);
-  attention_block_backward(Cpu{}, dx, mode, g ? &g->attention : nullptr, MatrixView<const T>(da),
+  attention_block_backward(B{}, dx, mode, g ? &g->attention : nullptr, MatrixView<const T>(da),
                            c.attention, p.attention, d, drop, ws);
 }
 

@@ -23,6 +23,7 @@
 #include "kadapter/backend/cuda/gemm.hpp"
 #include "kadapter/backend/cuda/runtime.hpp"
 #include "kadapter/core/backend.hpp"
+#include "kadapter/core/gradient_mode.hpp"
 #include "kadapter/core/random.hpp"
 #include "kadapter/core/tensor.hpp"
 #include "kadapter/layers/embeddings.hpp"
@@ -123,6 +124,12 @@ __global__ void embeddings_sum_kernel(float* out, const std::int64_t* ids, const
   const std::int64_t i = e / width, j = e % width;
   const std::int64_t tt = token_types ? token_types[i] : 0;
   out[e] = (word[ids[i] * width + j] + type[tt * width + j]) + position[positions[i] * width + j];
+}
+
+/// dst[i] += src[i].
+__global__ void add_kernel(float* dst, const float* src, std::int64_t n) {
+  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) dst[i] += src[i];
 }
 
 __global__ void gelu_kernel(float* x, std::int64_t n) {
@@ -283,6 +290,34 @@ inline std::size_t attention_scratch(index_t batch, index_t seq, index_t width, 
   return static_cast<std::size_t>(7 * batch * seq * width + 2 * batch * heads * seq * seq);
 }
 }  // namespace cuda
+
+/// @brief cuda::attention_scratch under the backend-generic name the layers use.
+inline std::size_t attention_scratch(Cuda, index_t batch, index_t seq, index_t width, index_t heads) {
+  return cuda::attention_scratch(batch, seq, width, heads);
+}
+
+/// @brief `dst = src` (same shape), device to device.
+template <class T>
+void copy_matrix(Cuda, MatrixView<T> dst, MatrixView<const T> src) {
+  KA_ASSERT(dst.size() == src.size());
+  if (src.size() == 0) return;
+  cuda::check(cudaMemcpyAsync(dst.data(), src.data(), static_cast<std::size_t>(src.size()) * sizeof(T),
+                              cudaMemcpyDeviceToDevice, cuda::context().stream()),
+              "cudaMemcpyAsync device to device");
+}
+
+/// @brief @p src written into @p dst according to @p mode (see GradientMode).
+template <class T>
+void write_gradient(Cuda, MatrixView<T> dst, MatrixView<const T> src, GradientMode mode) {
+  static_assert(std::is_same_v<T, float>, "the CUDA backend computes in fp32");
+  if (mode == GradientMode::Overwrite) {
+    copy_matrix(Cuda{}, dst, src);
+  } else if (mode == GradientMode::Accumulate && src.size() > 0) {
+    cuda::detail::add_kernel<<<cuda::detail::blocks_for(src.size(), 256), 256, 0, cuda::context().stream()>>>(
+        dst.data(), src.data(), src.size());
+    cuda::check_launch("add_kernel");
+  }
+}
 
 /// @brief Multi-head attention, as the CPU overload: heads are split into (B, A, T, d)
 /// blocks so that the products are strided-batched cuBLASLt calls over all B·A heads.

@@ -19,6 +19,8 @@
 #include <vector>
 
 #include "kadapter/config.hpp"
+#include "kadapter/core/backend.hpp"
+#include "kadapter/core/workspace.hpp"
 
 namespace kadapter::cuda {
 
@@ -194,3 +196,16 @@ inline Context& context() {
 }
 
 }  // namespace kadapter::cuda
+
+namespace kadapter {
+/// @brief Workspace<T, Cuda> slices are device memory (cudaMalloc aligns to 256 bytes).
+template <>
+struct WorkspaceMemory<Cuda> {
+  static void* allocate(std::size_t bytes) {
+    void* p = nullptr;
+    cuda::check(cudaMalloc(&p, bytes), "cudaMalloc (workspace)");
+    return p;
+  }
+  static void release(void* p) noexcept { cudaFree(p); }
+};
+}  // namespace kadapter

@@ -18,6 +18,7 @@
 
 #include "kadapter/backend/eigen/gemm.hpp"
 #include "kadapter/core/backend.hpp"
+#include "kadapter/core/gradient_mode.hpp"
 #include "kadapter/core/parallel.hpp"
 #include "kadapter/core/random.hpp"
 #include "kadapter/core/tensor.hpp"
@@ -457,6 +458,26 @@ inline index_t attention_scratch_per_thread(index_t seq) noexcept { return (2 * 
 /// @brief Scratch elements attention_forward and attention_backward need for length @p seq.
 inline std::size_t attention_scratch(index_t seq) {
   return static_cast<std::size_t>(attention_scratch_per_thread(seq) * kernel_threads());
+}
+
+/// @brief Scratch elements attention_forward(Cpu, ...) and attention_backward(Cpu, ...) need
+/// for B sequences of length T, width H and A heads (the backend-generic spelling of
+/// attention_scratch(T)).
+inline std::size_t attention_scratch(Cpu, index_t /*batch*/, index_t seq, index_t /*width*/, index_t /*heads*/) {
+  return attention_scratch(seq);
+}
+
+/// @brief `dst = src` (same shape).
+template <class T>
+void copy_matrix(Cpu, MatrixView<T> dst, MatrixView<const T> src) {
+  KA_ASSERT(dst.size() == src.size());
+  std::copy(src.data(), src.data() + src.size(), dst.data());
+}
+
+/// @brief @p src written into @p dst according to @p mode (see GradientMode).
+template <class T>
+void write_gradient(Cpu, MatrixView<T> dst, MatrixView<const T> src, GradientMode mode) {
+  write_gradient(dst.matrix(), src.matrix(), mode);
 }
 
 /// @brief Multi-head scaled dot-product attention over projected Q, K, V.
