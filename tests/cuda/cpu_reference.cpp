@@ -58,9 +58,7 @@ void fill_adamw_case(kadapter::ParameterStore<F>& store, unsigned seed) {
 std::vector<F> adamw_run(unsigned seed, std::span<const double> grad_scales) {
   kadapter::ParameterStore<F> store;
   fill_adamw_case(store, seed);
-  kadapter::AdamWConfig cfg;
-  cfg.lr = 1e-3;
-  cfg.weight_decay = 0.01;
+  const kadapter::AdamWConfig cfg = adamw_case_config();
   kadapter::AdamW<F> opt(cfg);
   for (double scale : grad_scales) opt.step(store, cfg.lr, scale);
   return {store.values().begin(), store.values().end()};
@@ -87,6 +85,27 @@ LayerResult encoder_layer(const LayerCase& c) {
   ws.rewind(mark);
   kadapter::encoder_layer_backward(Cpu{}, M(r.dx.data(), n, h), GradientMode::Overwrite, &g, CM(c.dy.data(), n, h), cache,
                                    p, d, &c.drop, ws);
+  return r;
+}
+
+AdapterResult adapter(const AdapterCase& c) {
+  const index_t n = c.inner.tokens(), h = c.cfg.hidden;
+  AdapterResult r;
+  r.grads.assign(c.values.size(), 0.0f);
+  kadapter::ParamLayout<F> layout(const_cast<F*>(c.values.data()), r.grads.data(), nullptr);
+  const auto p = kadapter::declare_adapter(layout, "adapter.", c.cfg, true);
+  kadapter::Workspace<F> acts, ws;
+  acts.reserve(kadapter::AdapterCache<F>::elements(c.cfg, c.inner, true));
+  ws.reserve(kadapter::adapter_scratch<F>(c.cfg, c.inner, true));
+  kadapter::AdapterCache<F> cache;
+  cache.bind(acts, c.cfg, c.inner, true);
+  const auto hidden = [&](index_t i) { return CM(c.hidden[static_cast<std::size_t>(i)].data(), n, h); };
+  kadapter::adapter_forward(Cpu{}, cache, hidden, std::span<const F>(c.mask), p, c.cfg, kadapter::SkipRule::standard, c.inner,
+                            adapter_case_dropouts, true, ws);
+  ws.reset();
+  kadapter::adapter_backward(Cpu{}, CM(c.d_result.data(), n, h), cache, p, c.cfg, kadapter::SkipRule::standard, c.inner,
+                             adapter_case_dropouts, ws);
+  r.result.assign(cache.result.data(), cache.result.data() + cache.result.size());
   return r;
 }
 

@@ -12,9 +12,11 @@
 #include "kadapter/core/tensor.hpp"
 #include "kadapter/layers/embeddings.hpp"
 #include "kadapter/layers/encoder_layer.hpp"
+#include "kadapter/models/adapter.hpp"
 #include "kadapter/layers/layernorm.hpp"
 #include "kadapter/layers/linear.hpp"
 #include "kadapter/models/parameters.hpp"
+#include "kadapter/train/optimizer.hpp"
 
 namespace ref {
 using kadapter::Dropout;
@@ -61,7 +63,15 @@ inline void declare_adamw_case(kadapter::ParameterStore<F>& store) {
 }
 /// declare_adamw_case's store with values and gradients filled from @p seed.
 void fill_adamw_case(kadapter::ParameterStore<F>& store, unsigned seed);
-/// AdamW<float> (lr 1e-3, weight decay 0.01) run on the filled case, one step per entry of
+/// The AdamW settings of the case: lr · weight decay = 0.05 per step, so that a decay
+/// mix-up moves values far past the tests' tolerance.
+inline kadapter::AdamWConfig adamw_case_config() {
+  kadapter::AdamWConfig cfg;
+  cfg.lr = 1e-3;
+  cfg.weight_decay = 50.0;
+  return cfg;
+}
+/// AdamW<float> with adamw_case_config() run on the filled case, one step per entry of
 /// @p grad_scales with that gradient scale; returns the final values.
 std::vector<F> adamw_run(unsigned seed, std::span<const double> grad_scales);
 /// One encoder layer's forward and backward pass: the inputs, and what comes out.
@@ -82,6 +92,34 @@ inline std::size_t encoder_layer_elements(const kadapter::LayerDims& d) {
   return static_cast<std::size_t>(counter.used());
 }
 LayerResult encoder_layer(const LayerCase& c);
+
+/// A whole adapter (three adapter layers of two inner layers, standard skip connections
+/// every 2 layers) forward and backward on given backbone states.
+struct AdapterCase {
+  kadapter::AdapterConfig cfg;
+  kadapter::LayerDims inner;             // batch, seq and the adapter's inner sizes
+  std::vector<F> values;                 // declare_adapter's parameters
+  std::vector<std::vector<F>> hidden;    // backbone state p as (N, H), for every p up to the last plug-in
+  std::vector<F> mask;                   // (N) additive key mask
+  std::vector<F> d_result;               // (N, H)
+};
+struct AdapterResult {
+  std::vector<F> result, grads;
+};
+/// The dropouts of inner layer j of adapter layer k in the case.
+inline kadapter::LayerDropouts adapter_case_dropouts(index_t k, index_t j) {
+  const auto site = static_cast<std::uint64_t>(10 * k + 3 * j);
+  return {{0.1f, 5, kadapter::dropout_stream(2, 0, site)},
+          {0.1f, 5, kadapter::dropout_stream(2, 0, site + 1)},
+          {0.1f, 5, kadapter::dropout_stream(2, 0, site + 2)}};
+}
+/// Elements declare_adapter declares for @p cfg.
+inline std::size_t adapter_elements(const kadapter::AdapterConfig& cfg) {
+  kadapter::ParamLayout<F> counter(nullptr, nullptr, nullptr);
+  kadapter::declare_adapter(counter, "adapter.", cfg, true);
+  return static_cast<std::size_t>(counter.used());
+}
+AdapterResult adapter(const AdapterCase& c);
 
 /// global_grad_norm of a store whose one tensor holds @p grads.
 double grad_norm(std::span<const F> grads);

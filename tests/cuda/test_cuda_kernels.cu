@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "cuda/cpu_reference.hpp"
 #include "kadapter/kadapter_cuda.hpp"
 #include "kadapter/layers/encoder_layer.hpp"
+#include "kadapter/models/adapter.hpp"
 #include "kadapter/models/parameters.hpp"
 
 using namespace kadapter;
@@ -61,15 +63,30 @@ struct Pair {
   }
 };
 
-/// max |a - b| / max |b| (b the CPU result).
+/// max |a - b| / max |b| (b the CPU result); infinite for a NaN on either side or a
+/// mismatched infinity (a NaN must not hide in a maximum).
 double rel_error(const std::vector<float>& gpu, const std::vector<float>& cpu) {
   BOOST_REQUIRE_EQUAL(gpu.size(), cpu.size());
   double err = 0, scale = 0;
   for (std::size_t i = 0; i < cpu.size(); ++i) {
+    if (!std::isfinite(gpu[i]) || !std::isfinite(cpu[i])) {
+      if (gpu[i] == cpu[i]) continue;  // the same infinity
+      return HUGE_VAL;                 // NaN anywhere, or a finite value against an infinity
+    }
     err = std::max(err, std::abs(static_cast<double>(gpu[i]) - cpu[i]));
     scale = std::max(scale, std::abs(static_cast<double>(cpu[i])));
   }
   return scale > 0 ? err / scale : err;
+}
+
+/// rel_error of every tensor of a flat parameter (or gradient) array on its own, named.
+void check_per_tensor(const std::vector<float>& gpu, const std::vector<float>& cpu,
+                      const std::vector<ParamSlot<float>>& table) {
+  for (const auto& slot : table) {
+    const auto first = static_cast<std::ptrdiff_t>(slot.offset), last = first + slot.size();
+    BOOST_TEST(rel_error({gpu.begin() + first, gpu.begin() + last}, {cpu.begin() + first, cpu.begin() + last}) <= kTol,
+               slot.name);
+  }
 }
 
 #define CHECK_CLOSE(pair, what) BOOST_TEST(rel_error((pair).back(), (pair).host) <= kTol, what)
@@ -129,12 +146,17 @@ BOOST_AUTO_TEST_CASE(gemm_batched_transposed_matches_loops) {
 
 BOOST_AUTO_TEST_CASE(linear_forward_and_backward) {
   const index_t rows = 37, in = 96, out = 80;
-  for (bool with_bias : {true, false}) {
-    Pair x(rows * in, 10), w(out * in, 11), b(out, 12), y = Pair::zeros(rows * out);
-    ref::linear_forward(y.h(rows, out), x.h(rows, in), lin(w, with_bias ? &b : nullptr, out, in, false));
-    linear_forward(Cuda{}, y.d(rows, out), MatrixView<const float>(x.d(rows, in)),
-                   lin(w, with_bias ? &b : nullptr, out, in, true));
-    CHECK_CLOSE(y, "forward, bias " << with_bias);
+  for (int bias : {0, 1, 2}) {  // none, in cuBLASLt's epilogue, a 4-byte aligned one in a kernel
+    Pair x(rows * in, 10), w(out * in, 11), b(out + 1, 12), y = Pair::zeros(rows * out);
+    LinearParams<float> ph = lin(w, nullptr, out, in, false), pd = lin(w, nullptr, out, in, true);
+    if (bias) {
+      const index_t offset = bias == 2 ? 1 : 0;
+      ph.bias = VectorView<const float>(b.host.data() + offset, out);
+      pd.bias = VectorView<const float>(b.dev.data() + offset, out);
+    }
+    ref::linear_forward(y.h(rows, out), x.h(rows, in), ph);
+    linear_forward(Cuda{}, y.d(rows, out), MatrixView<const float>(x.d(rows, in)), pd);
+    CHECK_CLOSE(y, "forward, bias case " << bias);
   }
   for (GradientMode mode : {GradientMode::Overwrite, GradientMode::Accumulate}) {
     Pair x(rows * in, 20), w(out * in, 21), b(out, 22), dy(rows * out, 23), dx(rows * in, 24), gw(out * in, 25),
@@ -216,11 +238,14 @@ BOOST_AUTO_TEST_CASE(dropout_masks_are_identical) {
 }
 
 BOOST_AUTO_TEST_CASE(attention_forward_and_backward) {
-  const index_t batch = 3, seq = 19, heads = 4, d = 16, width = heads * d, tokens = batch * seq;
+  // seq 19 (one pass of a warp over a row) with the -10000 fill, seq 45 (two) with lowest().
+  for (const index_t seq : {19, 45}) {
+  const index_t batch = 3, heads = 4, d = 16, width = heads * d, tokens = batch * seq;
+  const float fill = seq == 19 ? -10000.0f : std::numeric_limits<float>::lowest();
   for (bool with_dropout : {false, true}) {
     Pair q(tokens * width, 60), k(tokens * width, 61), v(tokens * width, 62);
     Pair mask(tokens, 63);
-    for (index_t i = 0; i < tokens; ++i) mask.host[i] = (i % seq) >= seq - 1 - (i / seq) * 3 ? -1e30f : 0.0f;
+    for (index_t i = 0; i < tokens; ++i) mask.host[i] = (i % seq) >= seq - 1 - (i / seq) * 3 ? fill : 0.0f;
     mask.dev.upload(mask.host);
     Pair ctx = Pair::zeros(tokens * width), probs = Pair::zeros(batch * heads * seq * seq);
     const Dropout drop{0.1f, 99, dropout_stream(3, 1, 7)};
@@ -245,6 +270,14 @@ BOOST_AUTO_TEST_CASE(attention_forward_and_backward) {
     CHECK_CLOSE(dq, "d_q, dropout " << with_dropout);
     CHECK_CLOSE(dk, "d_k, dropout " << with_dropout);
     CHECK_CLOSE(dv, "d_v, dropout " << with_dropout);
+    // Inference: no probabilities kept (the softmax runs in place in the scratch).
+    Pair ctx2 = Pair::zeros(tokens * width);
+    attention_forward(Cuda{}, ctx2.d(tokens, width), nullptr, MatrixView<const float>(q.d(tokens, width)),
+                      MatrixView<const float>(k.d(tokens, width)), MatrixView<const float>(v.d(tokens, width)),
+                      std::span<const float>(mask.dev.data(), mask.dev.size()), batch, seq, heads, scratch.data(), dp);
+    ctx2.host = ctx.host;
+    CHECK_CLOSE(ctx2, "context without kept probabilities, dropout " << with_dropout);
+  }
   }
 }
 
@@ -270,7 +303,7 @@ BOOST_AUTO_TEST_CASE(embeddings_forward_matches) {
 }
 
 BOOST_AUTO_TEST_CASE(losses_match) {
-  const index_t n = 23, c = 9;
+  const index_t n = 23, c = 45;  // more classes than a warp has lanes
   Pair logits(n * c, 80, -5.0f, 5.0f), grad = Pair::zeros(n * c);
   std::vector<std::int64_t> labels(n), weight(n), cmask(n * c, 1);
   for (index_t r = 0; r < n; ++r) {
@@ -308,16 +341,14 @@ BOOST_AUTO_TEST_CASE(adamw_and_grad_norm_match) {
   cudaMemset(m.data(), 0, m.size() * sizeof(float));
   cudaMemset(v.data(), 0, v.size() * sizeof(float));
   DeviceBuffer<std::uint8_t> dmask{std::span<const std::uint8_t>(mask)};
-  AdamWConfig cfg;
-  cfg.lr = 1e-3;
-  cfg.weight_decay = 0.01;
+  const AdamWConfig cfg = ref::adamw_case_config();
   for (std::size_t t = 0; t < scales.size(); ++t)
     cuda::adamw_update(std::span<float>(p.data(), p.size()), std::span<const float>(g.data(), g.size()),
                        std::span<float>(m.data(), m.size()), std::span<float>(v.data(), v.size()), dmask.data(), cfg, cfg.lr,
                        static_cast<std::int64_t>(t + 1), scales[t]);
   cuda::context().synchronize();
   const std::vector<float> got = p.download();
-  BOOST_TEST(rel_error(got, expect) <= kTol);
+  check_per_tensor(got, expect, store.table());
   // The frozen tensor is untouched, bit for bit.
   const auto* frozen = store.find("frozen.weight");
   BOOST_REQUIRE(frozen);
@@ -371,13 +402,68 @@ BOOST_AUTO_TEST_CASE(encoder_layer_forward_and_backward) {
   cuda::context().synchronize();
   BOOST_TEST(rel_error(y.download(), expect.y) <= kTol);
   BOOST_TEST(rel_error(dx.download(), expect.dx) <= kTol);
-  // Every parameter's gradient on its own scale.
-  const std::vector<float> got = grads.download();
   std::vector<ParamSlot<float>> table;
   ParamLayout<float>(nullptr, nullptr, &table).encoder_layer("layer.", d.hidden, d.ffn);
-  for (const auto& slot : table) {
-    const auto first = static_cast<std::ptrdiff_t>(slot.offset), last = first + slot.size();
-    BOOST_TEST(rel_error({got.begin() + first, got.begin() + last}, {expect.grads.begin() + first, expect.grads.begin() + last}) <= kTol,
-               slot.name);
-  }
+  check_per_tensor(grads.download(), expect.grads, table);
+}
+
+BOOST_AUTO_TEST_CASE(adapter_forward_and_backward) {
+  // The adapter templates with B = Cuda: three adapter layers of two inner layers, skip
+  // connections, dropout and a padding mask, against the CPU.
+  ref::AdapterCase c;
+  c.cfg = AdapterConfig{48, 32, 2, 4, 64, 2, 3, {0, 1, 3}, 1e-5};
+  c.inner = LayerDims{.batch = 2, .seq = 20, .hidden = 32, .heads = 4, .ffn = 64, .eps = 1e-5};
+  const index_t n = c.inner.tokens(), h = c.cfg.hidden;
+  auto random = [](std::size_t size, unsigned seed, float scale) {
+    std::vector<float> v(size);
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> u(-scale, scale);
+    for (float& x : v) x = u(rng);
+    return v;
+  };
+  c.values = random(ref::adapter_elements(c.cfg), 120, 0.2f);
+  for (unsigned i = 0; i < 4; ++i) c.hidden.push_back(random(static_cast<std::size_t>(n * h), 121 + i, 1.0f));
+  c.mask.assign(static_cast<std::size_t>(n), 0.0f);
+  for (index_t t = 13; t < c.inner.seq; ++t) c.mask[static_cast<std::size_t>(t)] = std::numeric_limits<float>::lowest();
+  c.d_result = random(static_cast<std::size_t>(n * h), 130, 1.0f);
+  const ref::AdapterResult expect = ref::adapter(c);
+
+  DeviceBuffer<float> values{std::span<const float>(c.values)}, grads(c.values.size()), mask{std::span<const float>(c.mask)},
+      d_result{std::span<const float>(c.d_result)};
+  cudaMemset(grads.data(), 0, grads.size() * sizeof(float));
+  std::vector<DeviceBuffer<float>> hidden;
+  for (const auto& hs : c.hidden) hidden.emplace_back(std::span<const float>(hs));
+  ParamLayout<float> layout(values.data(), grads.data(), nullptr);
+  const auto p = declare_adapter(layout, "adapter.", c.cfg, true);
+  Workspace<float, Cuda> acts, ws;
+  acts.reserve(AdapterCache<float>::elements(c.cfg, c.inner, true));
+  ws.reserve(adapter_scratch<float, Cuda>(c.cfg, c.inner, true));
+  AdapterCache<float> cache;
+  cache.bind(acts, c.cfg, c.inner, true);
+  const auto states = [&](index_t i) { return MatrixView<const float>(hidden[static_cast<std::size_t>(i)].data(), n, h); };
+  adapter_forward(Cuda{}, cache, states, std::span<const float>(mask.data(), mask.size()), p, c.cfg, SkipRule::standard,
+                  c.inner, ref::adapter_case_dropouts, true, ws);
+  ws.reset();
+  adapter_backward(Cuda{}, MatrixView<const float>(d_result.data(), n, h), cache, p, c.cfg, SkipRule::standard, c.inner,
+                   ref::adapter_case_dropouts, ws);
+  cuda::context().synchronize();
+  std::vector<float> result(static_cast<std::size_t>(n * h));
+  cuda::check(cudaMemcpy(result.data(), cache.result.data(), result.size() * sizeof(float), cudaMemcpyDeviceToHost), "copy");
+  BOOST_TEST(rel_error(result, expect.result) <= kTol);
+  std::vector<ParamSlot<float>> table;
+  ParamLayout<float> names(nullptr, nullptr, &table);
+  declare_adapter(names, "adapter.", c.cfg, true);
+  check_per_tensor(grads.download(), expect.grads, table);
+}
+
+// second_unit.cu includes kadapter_cuda.hpp too: the kernels, defined in headers, must link
+// from two translation units, and give the same results from either.
+void second_unit_gelu(std::span<float> x);
+
+BOOST_AUTO_TEST_CASE(kernels_link_from_two_units) {
+  Pair a(1000, 110, -3.0f, 3.0f), b(1000, 110, -3.0f, 3.0f);
+  gelu_inplace(Cuda{}, std::span<float>(a.dev.data(), a.dev.size()));
+  second_unit_gelu(std::span<float>(b.dev.data(), b.dev.size()));
+  const std::vector<float> ga = a.back(), gb = b.back();
+  for (std::size_t i = 0; i < ga.size(); ++i) BOOST_TEST(ga[i] == gb[i]);
 }

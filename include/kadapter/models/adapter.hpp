@@ -12,6 +12,9 @@
 /// output = r_K
 /// ```
 /// Gradients stop at the backbone's hidden states: nothing flows into the frozen encoder.
+/// adapter_forward and adapter_backward take the backend tag first (Cpu, or Cuda with
+/// kadapter_cuda.hpp) and a Workspace of that backend; hidden states and parameters then live
+/// in that backend's memory.
 #pragma once
 
 #include <optional>
@@ -127,7 +130,8 @@ struct AdapterCache {
     return static_cast<std::size_t>(c.count) * per + WS::padded(n * static_cast<std::size_t>(c.hidden));
   }
   /// @brief Take the buffers from @p ws (no heap allocation once the vectors have their size).
-  void bind(Workspace<T>& ws, const AdapterConfig& c, const LayerDims& inner, bool training) {
+  template <class B>
+  void bind(Workspace<T, B>& ws, const AdapterConfig& c, const LayerDims& inner, bool training) {
     const index_t n = inner.tokens();
     layers.resize(static_cast<std::size_t>(c.count));
     for (auto& L : layers) {
@@ -151,14 +155,14 @@ concept AdapterDropoutSource = requires(F f, index_t c, index_t j) {
   { f(c, j) } -> std::convertible_to<LayerDropouts>;
 };
 
-/// @brief Scratch elements adapter_forward / adapter_backward take.
-template <class T>
+/// @brief Scratch elements adapter_forward / adapter_backward on backend @p B take.
+template <class T, class B = Cpu>
 std::size_t adapter_scratch(const AdapterConfig& c, const LayerDims& inner, bool training) {
   using WS = Workspace<T>;
   const std::size_t n = static_cast<std::size_t>(inner.tokens());
-  const std::size_t fwd = encoder_layer_forward_scratch<T>(inner, training);
+  const std::size_t fwd = encoder_layer_forward_scratch<T, B>(inner, training);
   const std::size_t bwd = static_cast<std::size_t>(c.count + 1) * WS::padded(n * c.hidden) +
-                          2 * WS::padded(n * c.size) + encoder_layer_backward_scratch<T>(inner);
+                          2 * WS::padded(n * c.size) + encoder_layer_backward_scratch<T, B>(inner);
   return std::max(fwd, training ? bwd : 0);
 }
 
@@ -170,38 +174,36 @@ std::size_t adapter_scratch(const AdapterConfig& c, const LayerDims& inner, bool
 /// @param inner sizes of the inner layers (hidden = Ha, heads, ffn, eps)
 /// @param dropouts callable `LayerDropouts(k, j)` for adapter layer k, inner layer j
 /// @param training keep the inner layers' caches for backward
-template <class T, class Hidden, class Drops>
-void adapter_forward(Cpu, AdapterCache<T>& cache, const Hidden& hidden, std::span<const T> key_mask,
+template <class B, class T, class Hidden, class Drops>
+  requires Backend<B>
+void adapter_forward(B, AdapterCache<T>& cache, const Hidden& hidden, std::span<const T> key_mask,
                      const AdapterParams<T>& p, const AdapterConfig& c, SkipRule rule,
                      const LayerDims& inner, const Drops& dropouts, bool training,
-                     Workspace<T>& ws) {
+                     Workspace<T, B>& ws) {
   for (index_t k = 0; k < c.count; ++k) {
     auto& L = cache.layers[static_cast<std::size_t>(k)];
     const auto& P = p.layers[static_cast<std::size_t>(k)];
     MatrixView<const T> h = hidden(c.plug_in[static_cast<std::size_t>(k)]);
-    if (k == 0) {
-      L.x.matrix() = h.matrix();
-    } else {
-      L.x.matrix() = h.matrix() + cache.layers[static_cast<std::size_t>(k - 1)].run.matrix();
-    }
-    linear_forward(Cpu{}, L.inner[0], MatrixView<const T>(L.x), P.down);
+    copy_matrix(B{}, L.x, h);
+    if (k > 0) add_into(B{}, L.x, MatrixView<const T>(cache.layers[static_cast<std::size_t>(k - 1)].run));
+    linear_forward(B{}, L.inner[0], MatrixView<const T>(L.x), P.down);
     for (index_t j = 0; j < c.layers; ++j) {
       const std::size_t mark = ws.used();
       const LayerDropouts drop = dropouts(k, j);
-      encoder_layer_forward(Cpu{}, L.inner[static_cast<std::size_t>(j + 1)],
+      encoder_layer_forward(B{}, L.inner[static_cast<std::size_t>(j + 1)],
                             training ? &L.cache[static_cast<std::size_t>(j)] : nullptr,
                             MatrixView<const T>(L.inner[static_cast<std::size_t>(j)]), key_mask,
                             P.layers[static_cast<std::size_t>(j)], inner, &drop, ws);
       ws.rewind(mark);
     }
-    linear_forward(Cpu{}, L.out, MatrixView<const T>(L.inner[static_cast<std::size_t>(c.layers)]),
+    linear_forward(B{}, L.out, MatrixView<const T>(L.inner[static_cast<std::size_t>(c.layers)]),
                    P.up);
-    L.out.matrix() += L.x.matrix();
-    L.run.matrix() = L.out.matrix();
+    add_into(B{}, L.out, MatrixView<const T>(L.x));
+    copy_matrix(B{}, L.run, MatrixView<const T>(L.out));
     if (const auto src = skip_source(k + 1, c.skip_layers, rule))
-      L.run.matrix() += cache.layers[static_cast<std::size_t>(*src)].out.matrix();
+      add_into(B{}, L.run, MatrixView<const T>(cache.layers[static_cast<std::size_t>(*src)].out));
   }
-  cache.result.matrix() = cache.layers[static_cast<std::size_t>(c.count - 1)].run.matrix();
+  copy_matrix(B{}, cache.result, MatrixView<const T>(cache.layers[static_cast<std::size_t>(c.count - 1)].run));
 }
 
 /// @brief Adapter backward: accumulates every parameter gradient of @p p from @p d_result.
@@ -211,33 +213,34 @@ void adapter_forward(Cpu, AdapterCache<T>& cache, const Hidden& hidden, std::spa
 /// o_c = x_c + Up(Encoder(Down(x_c))) to d_x_c, which is d_r_{c-1} because
 /// x_c = hidden[p_c] + r_{c-1}.
 /// @param d_result (N, H) gradient of the adapter's output
-template <class T, class Drops>
-void adapter_backward(Cpu, MatrixView<const T> d_result, const AdapterCache<T>& cache,
+template <class B, class T, class Drops>
+  requires Backend<B>
+void adapter_backward(B, MatrixView<const T> d_result, const AdapterCache<T>& cache,
                       const AdapterParams<T>& p, const AdapterConfig& c, SkipRule rule,
-                      const LayerDims& inner, const Drops& dropouts, Workspace<T>& ws) {
+                      const LayerDims& inner, const Drops& dropouts, Workspace<T, B>& ws) {
   const index_t n = inner.tokens(), h = c.hidden, ha = c.size;
   auto take = [&](index_t rows, index_t cols) {
     return MatrixView<T>(ws.take(static_cast<std::size_t>(rows * cols)), rows, cols);
   };
   MatrixView<T> d_run = take(n, h);
-  d_run.matrix() = d_result.matrix();
+  copy_matrix(B{}, d_run, d_result);
   T* d_outs = ws.take(static_cast<std::size_t>(c.count * n * h));
-  std::fill(d_outs, d_outs + c.count * n * h, T(0));
+  fill_zero(B{}, MatrixView<T>(d_outs, c.count * n, h));
   auto d_out = [&](index_t k) { return MatrixView<T>(d_outs + k * n * h, n, h); };
   MatrixView<T> de_a = take(n, ha), de_b = take(n, ha);
   for (index_t k = c.count - 1; k >= 0; --k) {
     const auto& L = cache.layers[static_cast<std::size_t>(k)];
     const auto& P = p.layers[static_cast<std::size_t>(k)];
     const auto& G = p.grads[static_cast<std::size_t>(k)];
-    d_out(k).matrix() += d_run.matrix();
-    if (const auto src = skip_source(k + 1, c.skip_layers, rule)) d_out(*src).matrix() += d_run.matrix();
+    add_into(B{}, d_out(k), MatrixView<const T>(d_run));
+    if (const auto src = skip_source(k + 1, c.skip_layers, rule)) add_into(B{}, d_out(*src), MatrixView<const T>(d_run));
     MatrixView<const T> d_o = d_out(k);
-    linear_backward(Cpu{}, de_a, GradientMode::Overwrite, &G.up, d_o,
+    linear_backward(B{}, de_a, GradientMode::Overwrite, &G.up, d_o,
                     MatrixView<const T>(L.inner[static_cast<std::size_t>(c.layers)]), P.up);
     for (index_t j = c.layers - 1; j >= 0; --j) {
       const std::size_t mark = ws.used();
       const LayerDropouts drop = dropouts(k, j);
-      encoder_layer_backward(Cpu{}, de_b, GradientMode::Overwrite,
+      encoder_layer_backward(B{}, de_b, GradientMode::Overwrite,
                              &G.layers[static_cast<std::size_t>(j)], MatrixView<const T>(de_a),
                              L.cache[static_cast<std::size_t>(j)],
                              P.layers[static_cast<std::size_t>(j)], inner, &drop, ws);
@@ -246,8 +249,8 @@ void adapter_backward(Cpu, MatrixView<const T> d_result, const AdapterCache<T>& 
     }
     // d_x = d_o (residual) + Down^T path; it is d_r of the previous adapter layer. The first
     // layer's input is a backbone state: only the weight gradients are needed there.
-    if (k > 0) d_run.matrix() = d_o.matrix();
-    linear_backward(Cpu{}, d_run, k > 0 ? GradientMode::Accumulate : GradientMode::Ignore, &G.down,
+    if (k > 0) copy_matrix(B{}, d_run, d_o);
+    linear_backward(B{}, d_run, k > 0 ? GradientMode::Accumulate : GradientMode::Ignore, &G.down,
                     MatrixView<const T>(de_a), MatrixView<const T>(L.x), P.down);
   }
 }

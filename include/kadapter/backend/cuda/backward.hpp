@@ -30,6 +30,7 @@ namespace kadapter {
 namespace cuda::detail {
 
 /// sums[j] += Σ_r x[r, j] (and sums2[j] += Σ_r x[r, j] · y[r, j] when given).
+template <int = 0>
 __global__ void column_sums_kernel(float* sums, float* sums2, const float* x, const float* y, std::int64_t rows,
                                    std::int64_t width) {
   const std::int64_t j = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -45,6 +46,7 @@ __global__ void column_sums_kernel(float* sums, float* sums2, const float* x, co
 }
 
 /// d_in (=|+=) rstd · (g - mean(g) - xhat · mean(g ∘ xhat)), g = d_out ∘ gamma; warp per row.
+template <int = 0>
 __global__ void layernorm_backward_kernel(float* d_in, const float* d_out, const float* xhat, const float* rstd,
                                           const float* gamma, std::int64_t rows, std::int64_t width, bool accumulate) {
   const std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.y;
@@ -68,12 +70,14 @@ __global__ void layernorm_backward_kernel(float* d_in, const float* d_out, const
   }
 }
 
+template <int = 0>
 __global__ void gelu_backward_kernel(float* d, const float* pre, std::int64_t n) {
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) d[i] *= gelu_grad(pre[i]);
 }
 
 /// out = p · factor(score_element(bh, i, j)) for the (B·A·T, T) probability rows.
+template <int = 0>
 __global__ void dropout_scores_kernel(float* out, const float* p, std::int64_t rows, std::int64_t seq, DeviceDropout d) {
   const std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (e >= rows * seq) return;
@@ -83,6 +87,7 @@ __global__ void dropout_scores_kernel(float* out, const float* p, std::int64_t r
 }
 
 /// ds = P ∘ (dP' - rowsum(dP' ∘ P)) · inv_scale with dP' = dropout(dP); warp per row; ds may be dp.
+template <int = 0>
 __global__ void softmax_backward_kernel(float* ds, const float* dp, const float* probs, std::int64_t rows,
                                         std::int64_t seq, float inv_scale, DeviceDropout d) {
   const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.y;
@@ -105,6 +110,7 @@ __global__ void softmax_backward_kernel(float* ds, const float* dp, const float*
 }
 
 /// Softmax cross-entropy per row: loss[r] (double) and the gradient divided by @p count.
+template <int = 0>
 __global__ void cross_entropy_kernel(float* d_logits, double* loss, const float* logits, const std::int64_t* labels,
                                      const std::int64_t* counted, const std::int64_t* column_mask, std::int64_t rows,
                                      std::int64_t classes, float count) {
@@ -138,6 +144,7 @@ __global__ void cross_entropy_kernel(float* d_logits, double* loss, const float*
 }
 
 /// Binary cross-entropy with logits per element (double) and its gradient.
+template <int = 0>
 __global__ void bce_kernel(float* d_logits, double* loss, const float* logits, const float* targets, std::int64_t n) {
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;

@@ -17,7 +17,9 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <string>
 
 #include "kadapter/backend/cuda/runtime.hpp"
 
@@ -36,7 +38,7 @@ struct Gemm {
   float* c = nullptr;
   std::int64_t ldc = 0;
   float alpha = 1.0f, beta = 0.0f;
-  const float* bias = nullptr;  ///< (N) added to every row of C, or nullptr
+  const float* bias = nullptr;  ///< (N) added to every row of C, or nullptr; 16-byte aligned
   std::int64_t batch = 1;       ///< products, each `stride_*` elements after the previous
   std::int64_t stride_a = 0, stride_b = 0, stride_c = 0;
 };
@@ -54,11 +56,12 @@ inline void set_attr(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t attr
   check(cublasLtMatmulDescSetAttribute(d, attr, v, n), "cublasLtMatmulDescSetAttribute");
 }
 
-inline cublasLtMatrixLayout_t make_layout(std::int64_t rows, std::int64_t cols, std::int64_t ld, std::int64_t batch,
-                                          std::int64_t stride) {
-  cublasLtMatrixLayout_t l = nullptr;
-  check(cublasLtMatrixLayoutCreate(&l, CUDA_R_32F, static_cast<std::uint64_t>(rows), static_cast<std::uint64_t>(cols), ld),
+/// @brief Create @p out (owned by the caller's plan, also when an attribute call throws).
+inline void make_layout(cublasLtMatrixLayout_t& out, std::int64_t rows, std::int64_t cols, std::int64_t ld,
+                        std::int64_t batch, std::int64_t stride) {
+  check(cublasLtMatrixLayoutCreate(&out, CUDA_R_32F, static_cast<std::uint64_t>(rows), static_cast<std::uint64_t>(cols), ld),
         "cublasLtMatrixLayoutCreate");
+  cublasLtMatrixLayout_t l = out;
   if (batch > 1) {
     const auto count = static_cast<std::int32_t>(batch);
     check(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count),
@@ -66,7 +69,6 @@ inline cublasLtMatrixLayout_t make_layout(std::int64_t rows, std::int64_t cols, 
     check(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride),
           "cublasLtMatrixLayoutSetAttribute(STRIDED_BATCH_OFFSET)");
   }
-  return l;
 }
 }  // namespace detail
 
@@ -93,7 +95,9 @@ inline void gemm(Context& ctx, const Gemm& g) {
   key.align_a = detail::alignment_of(g.b);
   key.align_b = detail::alignment_of(g.a);
   key.align_c = detail::alignment_of(g.c);
-  if (g.bias) key.align_c = std::min(key.align_c, detail::alignment_of(g.bias));
+  // cuBLASLt's alignment preferences do not cover the bias; its bias kernels may need 16
+  // bytes (linear_forward adds a less aligned bias itself).
+  KA_ASSERT(!g.bias || detail::alignment_of(g.bias) >= 16);
 
   auto [it, fresh] = ctx.plans().try_emplace(key);
   GemmPlan& plan = it->second;
@@ -108,9 +112,9 @@ inline void gemm(Context& ctx, const Gemm& g) {
       const auto epilogue = static_cast<cublasLtEpilogue_t>(key.epilogue);
       detail::set_attr(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue);
       // Stored shapes, column-major: op N means (rows = m or k, ...) as cuBLASLt documents.
-      plan.a = detail::make_layout(key.trans_a ? key.k : key.m, key.trans_a ? key.m : key.k, key.lda, key.batch, key.stride_a);
-      plan.b = detail::make_layout(key.trans_b ? key.n : key.k, key.trans_b ? key.k : key.n, key.ldb, key.batch, key.stride_b);
-      plan.c = detail::make_layout(key.m, key.n, key.ldc, key.batch, key.stride_c);
+      detail::make_layout(plan.a, key.trans_a ? key.k : key.m, key.trans_a ? key.m : key.k, key.lda, key.batch, key.stride_a);
+      detail::make_layout(plan.b, key.trans_b ? key.n : key.k, key.trans_b ? key.k : key.n, key.ldb, key.batch, key.stride_b);
+      detail::make_layout(plan.c, key.m, key.n, key.ldc, key.batch, key.stride_c);
       cublasLtMatmulPreference_t pref = nullptr;
       check(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
       const std::uint64_t ws = ctx.workspace_bytes();

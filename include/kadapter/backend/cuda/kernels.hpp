@@ -6,6 +6,10 @@
 /// thread's Context stream and returns without synchronising. Per-row work (LayerNorm,
 /// softmax) is one warp per row with shuffle reductions in a fixed order, so results do not
 /// depend on launch sizes; they match the CPU backend within fp32 rounding (tests/cuda).
+///
+/// Every `__global__` function of the backend is a template (`template <int = 0>`, launched
+/// as a plain kernel): a non-template kernel defined in a header would be defined again in
+/// every .cu file that includes it, and the program would not link.
 #pragma once
 
 #if !defined(__CUDACC__)
@@ -84,6 +88,7 @@ __device__ inline float gelu_grad(float x) {
 // ---- kernels --------------------------------------------------------------------------
 
 /// out = LN(a + b) per row, one warp per row; xhat and rstd kept when given.
+template <int = 0>
 __global__ void add_layernorm_kernel(float* out, float* xhat, float* rstd_out, const float* a, const float* b,
                                      const float* gamma, const float* beta, std::int64_t rows, std::int64_t width,
                                      float eps) {
@@ -116,6 +121,7 @@ __global__ void add_layernorm_kernel(float* out, float* xhat, float* rstd_out, c
 }
 
 /// out[i] = (word[id] + token_type[tt]) + position[pos], one thread per element.
+template <int = 0>
 __global__ void embeddings_sum_kernel(float* out, const std::int64_t* ids, const std::int64_t* positions,
                                       const std::int64_t* token_types, const float* word, const float* type,
                                       const float* position, std::int64_t n, std::int64_t width) {
@@ -126,17 +132,27 @@ __global__ void embeddings_sum_kernel(float* out, const std::int64_t* ids, const
   out[e] = (word[ids[i] * width + j] + type[tt * width + j]) + position[positions[i] * width + j];
 }
 
+/// y[r, j] += bias[j].
+template <int = 0>
+__global__ void add_bias_kernel(float* y, const float* bias, std::int64_t rows, std::int64_t width) {
+  const std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (e < rows * width) y[e] += bias[e % width];
+}
+
 /// dst[i] += src[i].
+template <int = 0>
 __global__ void add_kernel(float* dst, const float* src, std::int64_t n) {
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) dst[i] += src[i];
 }
 
+template <int = 0>
 __global__ void gelu_kernel(float* x, std::int64_t n) {
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) x[i] = gelu(x[i]);
 }
 
+template <int = 0>
 __global__ void bias_gelu_kernel(float* pre, float* act, const float* bias, std::int64_t rows, std::int64_t width) {
   const std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (e >= rows * width) return;
@@ -146,6 +162,7 @@ __global__ void bias_gelu_kernel(float* pre, float* act, const float* bias, std:
 }
 
 /// x[r, c] *= factor(token_element(r / seq, r % seq, c)).
+template <int = 0>
 __global__ void dropout_kernel(float* x, DeviceDropout d, std::int64_t rows, std::int64_t width, std::int64_t seq) {
   const std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (e >= rows * width) return;
@@ -155,6 +172,7 @@ __global__ void dropout_kernel(float* x, DeviceDropout d, std::int64_t rows, std
 }
 
 /// (B*T, A*d) token rows <-> (B, A, T, d) head-major blocks.
+template <int = 0>
 __global__ void split_heads_kernel(float* dst, const float* src, std::int64_t batch, std::int64_t seq, std::int64_t heads,
                                    std::int64_t d) {
   const std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -164,6 +182,7 @@ __global__ void split_heads_kernel(float* dst, const float* src, std::int64_t ba
   const std::int64_t b = row / seq, t = row % seq, h = col / d, k = col % d;
   dst[((b * heads + h) * seq + t) * d + k] = src[e];
 }
+template <int = 0>
 __global__ void merge_heads_kernel(float* dst, const float* src, std::int64_t batch, std::int64_t seq, std::int64_t heads,
                                    std::int64_t d) {
   const std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -176,6 +195,7 @@ __global__ void merge_heads_kernel(float* dst, const float* src, std::int64_t ba
 
 /// Row (bh, i) of the scores: p = softmax(s / scale + mask[b]); terms below FLT_MIN are 0
 /// (padded keys get weight 0 exactly, as on the CPU). `dropped` gets p · factor.
+template <int = 0>
 __global__ void softmax_kernel(float* probs, float* dropped, const float* scores, const float* key_mask,
                                std::int64_t rows, std::int64_t seq, std::int64_t heads, float scale, DeviceDropout d) {
   const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.y;
@@ -228,8 +248,16 @@ void linear_forward(Cuda, MatrixView<T> out, MatrixView<const T> in, const Linea
   g.ldb = g.k;
   g.c = out.data();
   g.ldc = g.n;
-  g.bias = p.bias.empty() ? nullptr : p.bias.data();
+  // The bias in cuBLASLt's epilogue when it is 16-byte aligned, else in a kernel of its own.
+  const T* bias = p.bias.empty() ? nullptr : p.bias.data();
+  const bool fused = bias && cuda::detail::alignment_of(bias) >= 16;
+  g.bias = fused ? bias : nullptr;
   cuda::gemm(cuda::context(), g);
+  if (bias && !fused && g.m * g.n > 0) {
+    cuda::detail::add_bias_kernel<<<cuda::detail::blocks_for(g.m * g.n, 256), 256, 0, cuda::context().stream()>>>(
+        out.data(), bias, g.m, g.n);
+    cuda::check_launch("add_bias_kernel");
+  }
 }
 
 /// @brief Row-wise LayerNorm of `a + b` (b may be empty); @p out may alias @p a or @p b.
@@ -238,7 +266,9 @@ void add_layernorm_forward(Cuda, MatrixView<T> out, std::type_identity_t<LayerNo
                            MatrixView<const T> b, const LayerNormParams<T>& p, T eps) {
   static_assert(std::is_same_v<T, float>, "the CUDA backend computes in fp32");
   const std::int64_t rows = a.extent(0), width = a.extent(1);
-  if (rows == 0) return;
+  KA_ASSERT(out.extent(0) == rows && out.extent(1) == width && p.gamma.size() == width);
+  KA_ASSERT(b.empty() || (b.extent(0) == rows && b.extent(1) == width));
+  if (rows * width == 0) return;
   const dim3 block(cuda::detail::kWarp, cuda::detail::kRowsPerBlock);
   cuda::detail::add_layernorm_kernel<<<cuda::detail::blocks_for(rows, cuda::detail::kRowsPerBlock), block, 0,
                                        cuda::context().stream()>>>(
@@ -306,16 +336,32 @@ void copy_matrix(Cuda, MatrixView<T> dst, MatrixView<const T> src) {
               "cudaMemcpyAsync device to device");
 }
 
+/// @brief `dst += src` (same shape).
+template <class T>
+void add_into(Cuda, MatrixView<T> dst, MatrixView<const T> src) {
+  static_assert(std::is_same_v<T, float>, "the CUDA backend computes in fp32");
+  KA_ASSERT(dst.size() == src.size());
+  if (src.size() == 0) return;
+  cuda::detail::add_kernel<<<cuda::detail::blocks_for(src.size(), 256), 256, 0, cuda::context().stream()>>>(
+      dst.data(), src.data(), src.size());
+  cuda::check_launch("add_kernel");
+}
+
+/// @brief `dst = 0`.
+template <class T>
+void fill_zero(Cuda, MatrixView<T> dst) {
+  if (dst.size() == 0) return;
+  cuda::check(cudaMemsetAsync(dst.data(), 0, static_cast<std::size_t>(dst.size()) * sizeof(T), cuda::context().stream()),
+              "cudaMemsetAsync");
+}
+
 /// @brief @p src written into @p dst according to @p mode (see GradientMode).
 template <class T>
 void write_gradient(Cuda, MatrixView<T> dst, MatrixView<const T> src, GradientMode mode) {
-  static_assert(std::is_same_v<T, float>, "the CUDA backend computes in fp32");
   if (mode == GradientMode::Overwrite) {
     copy_matrix(Cuda{}, dst, src);
-  } else if (mode == GradientMode::Accumulate && src.size() > 0) {
-    cuda::detail::add_kernel<<<cuda::detail::blocks_for(src.size(), 256), 256, 0, cuda::context().stream()>>>(
-        dst.data(), src.data(), src.size());
-    cuda::check_launch("add_kernel");
+  } else if (mode == GradientMode::Accumulate) {
+    add_into(Cuda{}, dst, src);
   }
 }
 
@@ -331,6 +377,8 @@ void attention_forward(Cuda, MatrixView<T> ctx, std::type_identity_t<T>* probs, 
   static_assert(std::is_same_v<T, float>, "the CUDA backend computes in fp32");
   const index_t width = q.extent(1), d = width / heads, tokens = batch * seq;
   KA_ASSERT(q.extent(0) == tokens && d * heads == width);
+  KA_ASSERT(k.extent(0) == tokens && v.extent(0) == tokens && ctx.extent(0) == tokens);
+  KA_ASSERT(key_mask.empty() || static_cast<index_t>(key_mask.size()) == tokens);
   if (tokens == 0) return;
   auto& ctx_ = cuda::context();
   const cudaStream_t s = ctx_.stream();
@@ -396,7 +444,8 @@ void embeddings_forward(Cuda, MatrixView<T> out, std::type_identity_t<LayerNormC
                         std::span<const std::int64_t> ids, std::span<const std::int64_t> positions,
                         std::span<const std::int64_t> token_types, const EmbeddingParams<T>& p, T eps) {
   const std::int64_t n = out.extent(0), width = out.extent(1);
-  if (n == 0) return;
+  KA_ASSERT(static_cast<std::int64_t>(ids.size()) == n && static_cast<std::int64_t>(positions.size()) == n);
+  if (n * width == 0) return;
   cuda::detail::embeddings_sum_kernel<<<cuda::detail::blocks_for(n * width, 256), 256, 0, cuda::context().stream()>>>(
       out.data(), ids.data(), positions.data(), token_types.empty() ? nullptr : token_types.data(), p.word.data(),
       p.token_type.data(), p.position.data(), n, width);

@@ -27,6 +27,7 @@ namespace detail {
 
 /// One AdamW update per element, the CPU loop's operations in the same order; the gradient
 /// is multiplied by grad_scale (in double, as the CPU does) when it is not 1.
+template <int = 0>
 __global__ void adamw_kernel(float* p, const float* grad, float* m, float* v, const std::uint8_t* mask,
                              std::int64_t n, float b1, float b2, float eps, float step_size, float decay,
                              double grad_scale) {
@@ -48,6 +49,7 @@ constexpr int kNormThreads = 256;
 
 /// partial[b] = Σ x_i² (double) over block b's contiguous range: thread-strided sums, then a
 /// tree in shared memory; a fixed order whatever the data.
+template <int = 0>
 __global__ void sum_squares_kernel(double* partial, const float* x, std::int64_t n) {
   __shared__ double acc[kNormThreads];
   const std::int64_t begin = n * blockIdx.x / kNormBlocks, end = n * (blockIdx.x + 1) / kNormBlocks;

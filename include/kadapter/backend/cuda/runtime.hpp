@@ -9,6 +9,7 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <compare>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -84,17 +85,12 @@ class DeviceBuffer {
     if (n > 0) check(cudaMalloc(reinterpret_cast<void**>(&data_), n * sizeof(T)), "cudaMalloc");
     size_ = n;
   }
-  /// @brief Copy @p host (at most size() elements) to the start of the buffer.
-  void upload(std::span<const T> host) {
-    if (host.size() > size_) throw std::length_error("DeviceBuffer::upload: more elements than the buffer holds");
-    if (!host.empty()) check(cudaMemcpy(data_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy to device");
-  }
-  /// @brief The whole buffer copied to the host.
-  std::vector<T> download() const {
-    std::vector<T> host(size_);
-    if (size_) check(cudaMemcpy(host.data(), data_, size_ * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy to host");
-    return host;
-  }
+  /// @brief Copy @p host (at most size() elements) to the start of the buffer, on the
+  /// calling thread's Context stream (after the work queued there), and wait for it.
+  void upload(std::span<const T> host);
+  /// @brief The whole buffer copied to the host, after the work queued on the calling
+  /// thread's Context stream.
+  std::vector<T> download() const;
   T* data() const noexcept { return data_; }
   std::size_t size() const noexcept { return size_; }
 
@@ -146,8 +142,8 @@ class Context {
   static constexpr std::size_t kWorkspaceBytes = std::size_t{32} << 20;
 
   Context() {
-    check(cublasLtCreate(&lt_), "cublasLtCreate");
     workspace_.resize(kWorkspaceBytes);
+    check(cublasLtCreate(&lt_), "cublasLtCreate");
   }
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;
@@ -158,7 +154,12 @@ class Context {
 
   /// @brief The stream the backend runs on (default: the legacy default stream).
   cudaStream_t stream() const noexcept { return stream_; }
-  void set_stream(cudaStream_t s) noexcept { stream_ = s; }
+  /// @brief Run on @p s from now on. Waits for the old stream first: the workspace and the
+  /// scratch area may still be in use there.
+  void set_stream(cudaStream_t s) {
+    synchronize();
+    stream_ = s;
+  }
   cublasLtHandle_t lt() const noexcept { return lt_; }
   void* workspace() const noexcept { return workspace_.data(); }
   std::size_t workspace_bytes() const noexcept { return workspace_.size(); }
@@ -193,6 +194,27 @@ class Context {
 inline Context& context() {
   thread_local Context ctx;
   return ctx;
+}
+
+template <class T>
+void DeviceBuffer<T>::upload(std::span<const T> host) {
+  if (host.size() > size_) throw std::length_error("DeviceBuffer::upload: more elements than the buffer holds");
+  if (host.empty()) return;
+  Context& ctx = context();
+  check(cudaMemcpyAsync(data_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, ctx.stream()),
+        "cudaMemcpyAsync to device");
+  ctx.synchronize();
+}
+
+template <class T>
+std::vector<T> DeviceBuffer<T>::download() const {
+  std::vector<T> host(size_);
+  if (size_ == 0) return host;
+  Context& ctx = context();
+  check(cudaMemcpyAsync(host.data(), data_, size_ * sizeof(T), cudaMemcpyDeviceToHost, ctx.stream()),
+        "cudaMemcpyAsync to host");
+  ctx.synchronize();
+  return host;
 }
 
 }  // namespace kadapter::cuda

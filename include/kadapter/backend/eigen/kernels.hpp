@@ -480,6 +480,18 @@ void write_gradient(Cpu, MatrixView<T> dst, MatrixView<const T> src, GradientMod
   write_gradient(dst.matrix(), src.matrix(), mode);
 }
 
+/// @brief `dst += src` (same shape).
+template <class T>
+void add_into(Cpu, MatrixView<T> dst, MatrixView<const T> src) {
+  dst.matrix() += src.matrix();
+}
+
+/// @brief `dst = 0`.
+template <class T>
+void fill_zero(Cpu, MatrixView<T> dst) {
+  std::fill(dst.data(), dst.data() + dst.size(), T(0));
+}
+
 /// @brief Multi-head scaled dot-product attention over projected Q, K, V.
 ///
 /// For each sequence b and head h (columns h·d..h·d+d-1):
