@@ -19,37 +19,13 @@
 #include <vector>
 
 #include "ceiling.hpp"
+#include "step_config.hpp"
 #include "kadapter/kadapter.hpp"
 
 using namespace kadapter;
-
-namespace {
-
-struct BenchConfig {
-  index_t hidden, layers, adapter, heads, ffn, batch, seq;
-  std::vector<index_t> plug;
-};
-
-BenchConfig config_named(const std::string& name) {
-  if (name == "small") return {256, 4, 256, 4, 1024, 16, 64, {0, 1, 3}};
-  if (name == "base") return {768, 12, 768, 12, 3072, 16, 64, {0, 5, 11}};
-  if (name == "large") return {1024, 24, 768, 12, 3072, 8, 64, {0, 11, 22}};
-  throw Error("--config '" + name + "' is not one of: small, base, large");
-}
-
-// Matrix-product FLOPs of one step: forward, and twice that for backward (input and weight
-// gradients), except where no input gradient is needed: the first adapter layer's down
-// projection reads a backbone state, and com_dense's backbone half reads the last one.
-double step_flops(const BenchConfig& c, index_t relations) {
-  const double n = static_cast<double>(c.batch * c.seq), H = c.hidden, A = c.adapter, F = c.ffn;
-  const double layer = 2.0 * n * (4 * A * A + 2 * A * F) + 4.0 * c.batch * c.seq * c.seq * A;
-  const double adapter = 2.0 * n * 2 * H * A + 2 * layer;
-  const double head = 2.0 * n * 2 * H * H + 2.0 * c.batch * (2 * H * H + H * relations);
-  const double not_needed = 2.0 * n * H * A + 2.0 * n * H * H;
-  return 3.0 * (static_cast<double>(c.plug.size()) * adapter + head) - not_needed;
-}
-
-}  // namespace
+using bench::BenchConfig;
+using bench::config_named;
+using bench::step_flops;
 
 int main(int argc, char** argv) {
   try {
@@ -69,7 +45,7 @@ int main(int argc, char** argv) {
       else throw Error("unknown option " + a + " (expected --config, --steps, --warmup, --paired-ceiling)");
     }
     const BenchConfig c = config_named(name);
-    const index_t relations = 430;
+    const index_t relations = bench::kRelations;
     AdapterConfig ac{c.hidden, c.adapter, 2, c.heads, c.ffn, 0, static_cast<index_t>(c.plug.size()), {}, 1e-5};
     for (std::size_t k = 0; k < c.plug.size(); ++k) ac.plug_in[k] = c.plug[k];
     TaskConfig tc;

@@ -10,9 +10,10 @@ out_proj, cross-entropy) run through autograd in train mode with dropout 0.1, th
 clip_grad_norm_(1.0) and AdamW.
 
     /usr/bin/python3 bench/reference/train_step.py --config small|base|large \
-        [--threads default|N] [--steps N] [--warmup N]
+        [--threads default|N] [--steps N] [--warmup N] [--device cpu|cuda]
 
-Needs only Debian's python3-torch. Prints one line per step and a summary line
+Needs only Debian's python3-torch (--device cuda: a torch built with CUDA; fp32 products, no
+TF32, which is torch's default for matrix products). Prints one line per step and a summary line
 `pytorch threads=... median_ms=... gflop=... gflops=...`.
 """
 
@@ -97,7 +98,7 @@ class FacModel(nn.Module):
 
     def forward(self, hidden_states, last, subj, obj, labels):
         b, t, _ = last.shape
-        mask = torch.zeros(b, 1, 1, t)  # the authors' adapters attend to every position
+        mask = torch.zeros(b, 1, 1, t, device=last.device)  # the authors' adapters attend to every position
         prev = torch.zeros_like(last)
         for p, adapter in zip(self.plug, self.adapter):
             prev = adapter(hidden_states[p] + prev, mask)
@@ -125,12 +126,21 @@ def main():
     ap.add_argument("--threads", default="default", help="'default' or a number for torch.set_num_threads")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = ap.parse_args()
+    device = torch.device(args.device)
+    if args.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+    def sync():
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+
     if args.threads != "default":
         torch.set_num_threads(int(args.threads))
     hidden, layers, width, heads, ffn, batch, seq, plug = CONFIGS[args.config]
     torch.manual_seed(0)
-    model = FacModel(hidden, width, heads, ffn, plug)
+    model = FacModel(hidden, width, heads, ffn, plug).to(device)
     model.train()
     no_decay = ("bias", "LayerNorm.weight")
     groups = [
@@ -139,27 +149,30 @@ def main():
     ]
     opt = torch.optim.AdamW(groups, lr=5e-5, eps=1e-8)
     with torch.no_grad():  # the frozen backbone's outputs
-        states = [torch.randn(batch, seq, hidden) for _ in range(layers + 1)]
+        states = [torch.randn(batch, seq, hidden).to(device) for _ in range(layers + 1)]
     subj = torch.zeros(batch, seq)
     obj = torch.zeros(batch, seq)
     subj[:, 1] = 1.0
     obj[:, 7] = 1.0
-    labels = torch.arange(batch) * 37 % RELATIONS
+    subj, obj = subj.to(device), obj.to(device)
+    labels = (torch.arange(batch) * 37 % RELATIONS).to(device)
     times = []
     for s in range(args.warmup + args.steps):
+        sync()
         t0 = time.perf_counter()
         opt.zero_grad()
         loss = model(states, states[-1], subj, obj, labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        sync()
         dt = (time.perf_counter() - t0) * 1e3
         print(f"step {s}: {dt:.1f} ms, loss {loss.item():.4f}")
         if s >= args.warmup:
             times.append(dt)
     median = statistics.median(times)
     flop = step_flops(hidden, width, ffn, batch, seq, plug)
-    print(f"pytorch threads={torch.get_num_threads()} median_ms={median:.1f} "
+    print(f"pytorch device={args.device} threads={torch.get_num_threads()} median_ms={median:.2f} "
           f"gflop={flop * 1e-9:.1f} gflops={flop * 1e-9 / (median * 1e-3):.1f}")
 
 

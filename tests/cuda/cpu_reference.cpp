@@ -21,6 +21,17 @@ void layernorm_backward(M d_in, GradientMode mode, const kadapter::LayerNormGrad
                         const kadapter::LayerNormCache<F>& cache, const kadapter::LayerNormParams<F>& p) {
   kadapter::layernorm_backward(Cpu{}, d_in, mode, g, d_out, cache, p);
 }
+void linear_concat_forward(M out, std::span<const CM> inputs, const kadapter::LinearParams<F>& p) {
+  kadapter::linear_concat_forward(Cpu{}, out, inputs, p);
+}
+void linear_concat_backward(std::span<const M> d_inputs, GradientMode mode, const kadapter::LinearGrads<F>* g, CM d_out,
+                            std::span<const CM> inputs, const kadapter::LinearParams<F>& p) {
+  kadapter::linear_concat_backward(Cpu{}, d_inputs, mode, g, d_out, inputs, p);
+}
+void weighted_rows_forward(M out, CM weights, CM features) { kadapter::weighted_rows_forward(Cpu{}, out, weights, features); }
+void weighted_rows_backward(M d_features, CM d_out, CM weights) {
+  kadapter::weighted_rows_backward(Cpu{}, d_features, d_out, weights);
+}
 void gelu_inplace(std::span<F> x) { kadapter::gelu_inplace(Cpu{}, x); }
 void gelu_backward_inplace(std::span<F> d, std::span<const F> pre) { kadapter::gelu_backward_inplace(Cpu{}, d, pre); }
 void bias_gelu_forward(M pre, M act, const F* bias) { kadapter::bias_gelu_forward(Cpu{}, pre, act, bias); }

@@ -33,6 +33,11 @@ void add_layernorm_forward(M out, kadapter::LayerNormCache<F>* cache, CM a, CM b
                            F eps);
 void layernorm_backward(M d_in, GradientMode mode, const kadapter::LayerNormGrads<F>* g, CM d_out,
                         const kadapter::LayerNormCache<F>& cache, const kadapter::LayerNormParams<F>& p);
+void linear_concat_forward(M out, std::span<const CM> inputs, const kadapter::LinearParams<F>& p);
+void linear_concat_backward(std::span<const M> d_inputs, GradientMode mode, const kadapter::LinearGrads<F>* g, CM d_out,
+                            std::span<const CM> inputs, const kadapter::LinearParams<F>& p);
+void weighted_rows_forward(M out, CM weights, CM features);
+void weighted_rows_backward(M d_features, CM d_out, CM weights);
 void gelu_inplace(std::span<F> x);
 void gelu_backward_inplace(std::span<F> d, std::span<const F> pre);
 void bias_gelu_forward(M pre, M act, const F* bias);

@@ -171,6 +171,41 @@ BOOST_AUTO_TEST_CASE(linear_forward_and_backward) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(concatenated_linear_and_weighted_rows) {
+  // The fac head's com_dense and dense: Linear(concat(a, b)) with W's column blocks.
+  const index_t rows = 33, wa = 40, wb = 24, out = 56;
+  Pair a(rows * wa, 140), b(rows * wb, 141), w(out * (wa + wb), 142), bias(out, 143), y = Pair::zeros(rows * out);
+  const LinearParams<float> ph{w.h(out, wa + wb), bias.hv()}, pd{w.d(out, wa + wb), bias.dv()};
+  const MatrixView<const float> in_h[2] = {a.h(rows, wa), b.h(rows, wb)}, in_d[2] = {a.d(rows, wa), b.d(rows, wb)};
+  ref::linear_concat_forward(y.h(rows, out), in_h, ph);
+  linear_concat_forward(Cuda{}, y.d(rows, out), std::span<const MatrixView<const float>>(in_d), pd);
+  CHECK_CLOSE(y, "concat forward");
+  for (GradientMode mode : {GradientMode::Overwrite, GradientMode::Accumulate}) {
+    Pair dy(rows * out, 144), da(rows * wa, 145), db(rows * wb, 146), gw(out * (wa + wb), 147), gb(out, 148);
+    LinearGrads<float> gh{gw.h(out, wa + wb), gb.hv()}, gd{gw.d(out, wa + wb), gb.dv()};
+    const MatrixView<float> dh[2] = {da.h(rows, wa), MatrixView<float>{}}, dd[2] = {da.d(rows, wa), MatrixView<float>{}};
+    ref::linear_concat_backward(dh, mode, &gh, dy.h(rows, out), in_h, ph);  // b's gradient skipped
+    linear_concat_backward(Cuda{}, std::span<const MatrixView<float>>(dd), mode, &gd, MatrixView<const float>(dy.d(rows, out)),
+                           std::span<const MatrixView<const float>>(in_d), pd);
+    CHECK_CLOSE(da, "concat d_in");
+    CHECK_CLOSE(db, "skipped d_in untouched");
+    CHECK_CLOSE(gw, "concat weight gradient");
+    CHECK_CLOSE(gb, "concat bias gradient");
+  }
+  // Row selection by one-hot (and general) weights, as the fac and relation heads do.
+  const index_t batch = 5, seq = 37, width = 48;
+  Pair weights(batch * seq, 150, 0.0f, 1.0f), feats(batch * seq * width, 151), sel = Pair::zeros(batch * width);
+  ref::weighted_rows_forward(sel.h(batch, width), weights.h(batch, seq), feats.h(batch * seq, width));
+  weighted_rows_forward(Cuda{}, sel.d(batch, width), MatrixView<const float>(weights.d(batch, seq)),
+                        MatrixView<const float>(feats.d(batch * seq, width)));
+  CHECK_CLOSE(sel, "weighted rows");
+  Pair dsel(batch * width, 152), dfeats(batch * seq * width, 153);
+  ref::weighted_rows_backward(dfeats.h(batch * seq, width), dsel.h(batch, width), weights.h(batch, seq));
+  weighted_rows_backward(Cuda{}, dfeats.d(batch * seq, width), MatrixView<const float>(dsel.d(batch, width)),
+                         MatrixView<const float>(weights.d(batch, seq)));
+  CHECK_CLOSE(dfeats, "weighted rows backward");
+}
+
 BOOST_AUTO_TEST_CASE(layernorm_forward_and_backward) {
   const index_t rows = 29, width = 200;
   Pair a(rows * width, 30, -2.0f, 3.0f), b(rows * width, 31), gamma(width, 32), beta(width, 33);

@@ -229,6 +229,137 @@ void linear_backward(Cuda, MatrixView<T> d_in, GradientMode in_mode, const std::
   cuda::gemm(ctx, g);
 }
 
+/// @brief `out = concat(in_0, ..., in_{K-1}) · W^T + b` without forming the concatenation:
+/// one product per input with its block of W's columns, accumulated, the bias added by the
+/// last one (as the CPU overload adds it after the products).
+template <class T>
+void linear_concat_forward(Cuda, MatrixView<T> out, std::span<const MatrixView<const T>> inputs, const LinearParams<T>& p) {
+  static_assert(std::is_same_v<T, float>, "the CUDA backend computes in fp32");
+  const std::int64_t rows = out.extent(0), out_f = p.out_features(), in_f = p.in_features();
+  const T* bias = p.bias.empty() ? nullptr : p.bias.data();
+  const bool fused = bias && cuda::detail::alignment_of(bias) >= 16;
+  index_t col = 0;
+  for (std::size_t k = 0; k < inputs.size(); ++k) {
+    const index_t width = inputs[k].extent(1);
+    KA_ASSERT(inputs[k].extent(0) == rows);
+    cuda::Gemm g;  // out (N, out_f) (+)= in_k (N, w) · W[:, col:col+w]^T
+    g.trans_b = true;
+    g.m = rows;
+    g.n = out_f;
+    g.k = width;
+    g.a = inputs[k].data();
+    g.lda = width;
+    g.b = p.weight.data() + col;
+    g.ldb = in_f;
+    g.c = out.data();
+    g.ldc = out_f;
+    g.beta = k > 0 ? 1.0f : 0.0f;
+    if (k + 1 == inputs.size() && fused) g.bias = bias;
+    cuda::gemm(cuda::context(), g);
+    col += width;
+  }
+  KA_ASSERT(col == in_f);
+  if (bias && !fused && rows * out_f > 0) {
+    cuda::detail::add_bias_kernel<<<cuda::detail::blocks_for(rows * out_f, 256), 256, 0, cuda::context().stream()>>>(
+        out.data(), bias, rows, out_f);
+    cuda::check_launch("add_bias_kernel");
+  }
+}
+
+/// @brief Backward of linear_concat_forward: each d_inputs[k] written per @p mode (an empty
+/// view skips that input); weight-block and bias gradients accumulate.
+template <class T>
+void linear_concat_backward(Cuda, std::span<const MatrixView<T>> d_inputs, GradientMode mode,
+                            const std::type_identity_t<LinearGrads<T>>* grads, MatrixView<const T> d_out,
+                            std::span<const MatrixView<const T>> inputs, const LinearParams<T>& p) {
+  static_assert(std::is_same_v<T, float>, "the CUDA backend computes in fp32");
+  const std::int64_t rows = d_out.extent(0), out_f = p.out_features(), in_f = p.in_features();
+  auto& ctx = cuda::context();
+  index_t col = 0;
+  for (std::size_t k = 0; k < inputs.size(); ++k) {
+    const index_t width = inputs[k].extent(1);
+    if (grads && rows > 0) {
+      cuda::Gemm g;  // dW[:, col:col+w] (out_f, w) += d_out^T · in_k
+      g.trans_a = true;
+      g.m = out_f;
+      g.n = width;
+      g.k = rows;
+      g.a = d_out.data();
+      g.lda = out_f;
+      g.b = inputs[k].data();
+      g.ldb = width;
+      g.c = grads->weight.data() + col;
+      g.ldc = in_f;
+      g.beta = 1.0f;
+      cuda::gemm(ctx, g);
+    }
+    if (!d_inputs[k].empty() && mode != GradientMode::Ignore) {
+      cuda::Gemm g;  // d_in_k (N, w) (=|+=) d_out (N, out_f) · W[:, col:col+w]
+      g.m = rows;
+      g.n = width;
+      g.k = out_f;
+      g.a = d_out.data();
+      g.lda = out_f;
+      g.b = p.weight.data() + col;
+      g.ldb = in_f;
+      g.c = d_inputs[k].data();
+      g.ldc = width;
+      g.beta = mode == GradientMode::Accumulate ? 1.0f : 0.0f;
+      cuda::gemm(ctx, g);
+    }
+    col += width;
+  }
+  KA_ASSERT(col == in_f);
+  if (grads && !grads->bias.empty()) accumulate_bias_grad(Cuda{}, grads->bias.data(), d_out);
+}
+
+/// @brief `out[b] = Σ_t weights[b, t] · features[b, t]`: one (1, T)·(T, H) product per
+/// sequence, batched.
+/// @param weights (B, T) in device memory
+template <class T>
+void weighted_rows_forward(Cuda, MatrixView<T> out, MatrixView<const T> weights, MatrixView<const T> features) {
+  const std::int64_t batch = weights.extent(0), seq = weights.extent(1), width = features.extent(1);
+  KA_ASSERT(features.extent(0) == batch * seq && out.extent(0) == batch && out.extent(1) == width);
+  cuda::Gemm g;
+  g.m = 1;
+  g.n = width;
+  g.k = seq;
+  g.a = weights.data();
+  g.lda = seq;
+  g.b = features.data();
+  g.ldb = width;
+  g.c = out.data();
+  g.ldc = width;
+  g.batch = batch;
+  g.stride_a = seq;
+  g.stride_b = seq * width;
+  g.stride_c = width;
+  if (batch > 0) cuda::gemm(cuda::context(), g);
+}
+
+/// @brief Backward of weighted_rows_forward: `d_features[b, t] += weights[b, t] · d_out[b]`.
+template <class T>
+void weighted_rows_backward(Cuda, MatrixView<T> d_features, MatrixView<const T> d_out, MatrixView<const T> weights) {
+  const std::int64_t batch = weights.extent(0), seq = weights.extent(1), width = d_out.extent(1);
+  cuda::Gemm g;  // d_features[b] (T, H) += weights[b]^T (T, 1) · d_out[b] (1, H)
+  g.trans_a = true;
+  g.m = seq;
+  g.n = width;
+  g.k = 1;
+  g.a = weights.data();
+  g.lda = seq;
+  g.b = d_out.data();
+  g.ldb = width;
+  g.c = d_features.data();
+  g.ldc = width;
+  g.beta = 1.0f;
+  g.batch = batch;
+  g.stride_a = seq;
+  g.stride_b = width;
+  g.stride_c = seq * width;
+  if (batch > 0) cuda::gemm(cuda::context(), g);
+}
+
 /// @brief Backward of `y = LN(x)`: d_gamma += Σ d_y ∘ xhat, d_beta += Σ d_y, d_in per @p mode.
 template <class T>
 void layernorm_backward(Cuda, MatrixView<T> d_in, GradientMode mode, const std::type_identity_t<LayerNormGrads<T>>* grads,

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The GPU check in one run (a few minutes): the GPU tests, then the training-step benchmark
+# of every config on the card, then the PyTorch reference of the same step on the card when
+# python3 has torch with CUDA. Writes a short table and the logs to OUT (default gpu-check/).
+#
+#   bench/gpu_check.sh [--prebuilt DIR] [--out DIR]
+#
+# Without --prebuilt it builds the CUDA targets here (needs the project's build dependencies
+# and Boost.Test). With --prebuilt DIR (made by scripts/gpu_bundle.sh on any machine with the
+# CUDA toolkit) it runs DIR/bin's programs with DIR/lib on the library path.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+prebuilt="" out="gpu-check"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prebuilt) prebuilt="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
+    *) echo "gpu_check: unknown option $1 (expected --prebuilt DIR, --out DIR)" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$out"
+log() { echo "$@" | tee -a "$out/summary.txt"; }
+: >"$out/summary.txt"
+
+log "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+log "gpu: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo 'nvidia-smi failed')"
+
+if [ -n "$prebuilt" ]; then
+  bin="$prebuilt/bin"
+  # CUDA's libraries: the toolkit's, else the ones PyTorch's wheels bring.
+  cudalib=""
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/lib; do [ -d "$d" ] && cudalib="$cudalib:$d"; done
+  pylib=$(python3 -c 'import os, nvidia.cublas, nvidia.cuda_runtime as r; print(os.path.dirname(nvidia.cublas.__file__) + "/lib:" + os.path.dirname(r.__file__) + "/lib")' 2>/dev/null || true)
+  export LD_LIBRARY_PATH="$prebuilt/lib$cudalib${pylib:+:$pylib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+else
+  start=$(date +%s)
+  cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DKADAPTER_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+    -DKADAPTER_BUILD_EXAMPLES=OFF >"$out/build.log" 2>&1 &&
+    cmake --build build-gpu -j"$(nproc)" --target test_cuda_smoke test_cuda_kernels bench_gpu_step >>"$out/build.log" 2>&1 ||
+    { log "build: FAILED (see build.log)"; exit 1; }
+  log "build: $(( $(date +%s) - start )) s"
+  mkdir -p build-gpu/bin
+  cp build-gpu/tests/cuda/test_cuda_smoke build-gpu/tests/cuda/test_cuda_kernels build-gpu/bench/bench_gpu_step build-gpu/bin/
+  bin="build-gpu/bin"
+fi
+
+status=0
+for t in test_cuda_smoke test_cuda_kernels; do
+  "$bin/$t" --log_level=test_suite >"$out/$t.log" 2>&1
+  rc=$?
+  case $rc in
+    0) log "test $t: passed" ;;
+    77) log "test $t: SKIPPED ($(head -1 "$out/$t.log"))"; status=1 ;;
+    *) log "test $t: FAILED (rc $rc; see $t.log)"; grep -E "error|failed" "$out/$t.log" | head -20 | tee -a "$out/summary.txt"; status=1 ;;
+  esac
+done
+
+log ""
+log "| config | precision | kadapter ms | tokens/s | GFLOP/s | of the card's GEMM ceiling | PyTorch ms | speedup |"
+log "|---|---|---|---|---|---|---|---|"
+for cfg in small base large; do
+  torch_ms="-"
+  if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+    python3 bench/reference/train_step.py --config "$cfg" --device cuda --steps 20 --warmup 3 >"$out/pytorch_$cfg.log" 2>&1 &&
+      torch_ms=$(sed -n 's/.*median_ms=\([0-9.]*\).*/\1/p' "$out/pytorch_$cfg.log" | tail -1)
+  fi
+  for prec in fp32 tf32; do
+    flag=""; [ "$prec" = tf32 ] && flag="--tf32"
+    if "$bin/bench_gpu_step" --config "$cfg" $flag >"$out/kadapter_${cfg}_$prec.log" 2>&1; then
+      line=$(grep '^kadapter_gpu' "$out/kadapter_${cfg}_$prec.log")
+      ms=$(echo "$line" | sed -n 's/.*median_ms=\([0-9.]*\).*/\1/p')
+      tps=$(echo "$line" | sed -n 's/.*tokens_per_s=\([0-9]*\).*/\1/p')
+      gf=$(echo "$line" | sed -n 's/.*gflops=\([0-9]*\) .*/\1/p')
+      frac=$(echo "$line" | sed -n 's/.*ceiling_fraction=\([0-9.]*\).*/\1/p')
+      speed="-"
+      [ "$prec" = fp32 ] && [ "$torch_ms" != "-" ] && speed=$(python3 -c "print(f'{$torch_ms / $ms:.2f}x')")
+      log "| $cfg | $prec | $ms | $tps | $gf | $frac | $([ "$prec" = fp32 ] && echo "$torch_ms" || echo "-") | $speed |"
+    else
+      log "| $cfg | $prec | FAILED (see kadapter_${cfg}_$prec.log) | | | | | |"
+      status=1
+    fi
+  done
+done
+grep -h '^gpu device' "$out"/kadapter_base_*.log 2>/dev/null | tee -a "$out/summary.txt"
+exit $status
