@@ -32,6 +32,7 @@ void weighted_rows_forward(M out, CM weights, CM features) { kadapter::weighted_
 void weighted_rows_backward(M d_features, CM d_out, CM weights) {
   kadapter::weighted_rows_backward(Cpu{}, d_features, d_out, weights);
 }
+void accumulate_bias_grad(F* bias_grad, CM d_out) { kadapter::accumulate_bias_grad(bias_grad, d_out); }
 void gelu_inplace(std::span<F> x) { kadapter::gelu_inplace(Cpu{}, x); }
 void gelu_backward_inplace(std::span<F> d, std::span<const F> pre) { kadapter::gelu_backward_inplace(Cpu{}, d, pre); }
 void bias_gelu_forward(M pre, M act, const F* bias) { kadapter::bias_gelu_forward(Cpu{}, pre, act, bias); }

@@ -38,6 +38,7 @@ void linear_concat_backward(std::span<const M> d_inputs, GradientMode mode, cons
                             std::span<const CM> inputs, const kadapter::LinearParams<F>& p);
 void weighted_rows_forward(M out, CM weights, CM features);
 void weighted_rows_backward(M d_features, CM d_out, CM weights);
+void accumulate_bias_grad(F* bias_grad, CM d_out);
 void gelu_inplace(std::span<F> x);
 void gelu_backward_inplace(std::span<F> d, std::span<const F> pre);
 void bias_gelu_forward(M pre, M act, const F* bias);

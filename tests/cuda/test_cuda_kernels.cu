@@ -206,6 +206,18 @@ BOOST_AUTO_TEST_CASE(concatenated_linear_and_weighted_rows) {
   CHECK_CLOSE(dfeats, "weighted rows backward");
 }
 
+BOOST_AUTO_TEST_CASE(column_sums_over_many_rows) {
+  // Bias gradients: row counts below one chunk, of several chunks, and more rows than 64
+  // chunks of 64; widths not a multiple of the 32 columns of a block.
+  for (const index_t rows : {5, 1000, 5000})
+    for (const index_t width : {7, 100, 768}) {
+      Pair d(rows * width, 160), g(width, 161);
+      ref::accumulate_bias_grad(g.host.data(), d.h(rows, width));
+      accumulate_bias_grad(Cuda{}, g.dev.data(), MatrixView<const float>(d.d(rows, width)));
+      CHECK_CLOSE(g, rows << " x " << width);
+    }
+}
+
 BOOST_AUTO_TEST_CASE(layernorm_forward_and_backward) {
   const index_t rows = 29, width = 200;
   Pair a(rows * width, 30, -2.0f, 3.0f), b(rows * width, 31), gamma(width, 32), beta(width, 33);

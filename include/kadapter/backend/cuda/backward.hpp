@@ -2,8 +2,8 @@
 /// @brief GPU backward kernels and losses: the `Cuda`-tag overloads of the functions in
 /// backend/eigen/backward.hpp, same arguments and GradientMode rules, views in device memory.
 ///
-/// Parameter-gradient column sums (bias, LayerNorm gamma and beta) are one thread per column
-/// summing the rows in order, so they are deterministic. The losses take their labels, row
+/// Parameter-gradient column sums (bias, LayerNorm gamma and beta) add fixed row chunks in a
+/// fixed order, so they are deterministic. The losses take their labels, row
 /// weights and masks from host memory, as the CPU overloads do, check them on the host with
 /// the same errors, and return the mean loss to the host (which synchronises the stream).
 #pragma once
@@ -14,6 +14,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -29,20 +30,53 @@ namespace kadapter {
 
 namespace cuda::detail {
 
-/// sums[j] += Σ_r x[r, j] (and sums2[j] += Σ_r x[r, j] · y[r, j] when given).
+/// Column sums in two deterministic stages. Stage 1: block (bx, c) sums columns
+/// 32·bx..32·bx+31 over row chunk c (rows split by a fixed rule that depends only on the row
+/// count), eight row lanes per column added in a fixed order; partial[c, j] (and partial2 for
+/// Σ x·y). Stage 2 adds the chunks in order into sums[j] (and sums2[j]).
+constexpr int kSumCols = 32, kSumLanes = 8;
+inline std::int64_t column_sum_chunks(std::int64_t rows) { return std::min<std::int64_t>(64, (rows + 63) / 64); }
+
 template <int = 0>
-__global__ void column_sums_kernel(float* sums, float* sums2, const float* x, const float* y, std::int64_t rows,
-                                   std::int64_t width) {
+__global__ void column_partial_sums_kernel(float* partial, float* partial2, const float* x, const float* y,
+                                           std::int64_t rows, std::int64_t width, std::int64_t chunks) {
+  __shared__ float acc[kSumLanes][kSumCols], acc2[kSumLanes][kSumCols];
+  const std::int64_t j = static_cast<std::int64_t>(blockIdx.x) * kSumCols + threadIdx.x;
+  const std::int64_t c = blockIdx.y;
+  const std::int64_t begin = rows * c / chunks, end = rows * (c + 1) / chunks;
+  float s = 0.0f, s2 = 0.0f;
+  if (j < width)
+    for (std::int64_t r = begin + threadIdx.y; r < end; r += kSumLanes) {
+      const float v = x[r * width + j];
+      s += v;
+      if (partial2) s2 += v * y[r * width + j];
+    }
+  acc[threadIdx.y][threadIdx.x] = s;
+  acc2[threadIdx.y][threadIdx.x] = s2;
+  __syncthreads();
+  if (threadIdx.y == 0 && j < width) {
+    float t = 0.0f, t2 = 0.0f;
+    for (int l = 0; l < kSumLanes; ++l) {
+      t += acc[l][threadIdx.x];
+      t2 += acc2[l][threadIdx.x];
+    }
+    partial[c * width + j] = t;
+    if (partial2) partial2[c * width + j] = t2;
+  }
+}
+
+template <int = 0>
+__global__ void column_sums_finish_kernel(float* sums, float* sums2, const float* partial, const float* partial2,
+                                          std::int64_t width, std::int64_t chunks) {
   const std::int64_t j = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (j >= width) return;
-  float s = 0.0f, s2 = 0.0f;
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const float v = x[r * width + j];
-    s += v;
-    if (sums2) s2 += v * y[r * width + j];
+  float t = 0.0f, t2 = 0.0f;
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    t += partial[c * width + j];
+    if (partial2) t2 += partial2[c * width + j];
   }
-  sums[j] += s;
-  if (sums2) sums2[j] += s2;
+  sums[j] += t;
+  if (sums2) sums2[j] += t2;
 }
 
 /// d_in (=|+=) rstd · (g - mean(g) - xhat · mean(g ∘ xhat)), g = d_out ∘ gamma; warp per row.
@@ -156,10 +190,19 @@ __global__ void bce_kernel(float* d_logits, double* loss, const float* logits, c
   }
 }
 
+/// @brief sums[j] += Σ_r x[r, j] and, when @p sums2 is given, sums2[j] += Σ_r x[r, j] · y[r, j].
 inline void column_sums(float* sums, float* sums2, const float* x, const float* y, std::int64_t rows, std::int64_t width) {
-  if (width == 0) return;
-  column_sums_kernel<<<blocks_for(width, 128), 128, 0, context().stream()>>>(sums, sums2, x, y, rows, width);
-  check_launch("column_sums_kernel");
+  if (width == 0 || rows == 0) return;
+  Context& ctx = context();
+  const std::int64_t chunks = column_sum_chunks(rows);
+  auto* partial = static_cast<float*>(ctx.scratch(static_cast<std::size_t>(2 * chunks * width) * sizeof(float)));
+  float* partial2 = sums2 ? partial + chunks * width : nullptr;
+  const dim3 grid(static_cast<unsigned>((width + kSumCols - 1) / kSumCols), static_cast<unsigned>(chunks));
+  column_partial_sums_kernel<<<grid, dim3(kSumCols, kSumLanes), 0, ctx.stream()>>>(partial, partial2, x, y, rows, width,
+                                                                                   chunks);
+  check_launch("column_partial_sums_kernel");
+  column_sums_finish_kernel<<<blocks_for(width, 256), 256, 0, ctx.stream()>>>(sums, sums2, partial, partial2, width, chunks);
+  check_launch("column_sums_finish_kernel");
 }
 
 /// @brief Copy @p n int64 values to a region of the context's scratch at @p offset bytes.
