@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cuda/cpu_reference.hpp"
+#include "cuda/device_check.hpp"
 #include "kadapter/kadapter_cuda.hpp"
 #include "kadapter/layers/encoder_layer.hpp"
 #include "kadapter/models/adapter.hpp"
@@ -23,30 +24,27 @@
 using namespace kadapter;
 using cuda::DeviceBuffer;
 
-bool ka_test_can_run(std::string& why_not) {
-  int count = 0;
-  const cudaError_t err = cudaGetDeviceCount(&count);
-  if (err != cudaSuccess || count == 0) {
-    why_not = std::string("no CUDA device (") + cudaGetErrorString(err) + ")";
-    return false;
-  }
-  return true;
-}
+bool ka_test_can_run(std::string& why_not) { return cuda_device_present(why_not); }
 
 namespace {
 
 constexpr double kTol = 1e-5;
 
+/// @p n values drawn uniformly from [lo, hi) with @p seed.
+std::vector<float> random_values(std::size_t n, unsigned seed, float lo = -1.0f, float hi = 1.0f) {
+  std::vector<float> v(n);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+
 /// A host tensor and its device copy.
 struct Pair {
   std::vector<float> host;
   DeviceBuffer<float> dev;
-  Pair(std::size_t n, unsigned seed, float lo = -1.0f, float hi = 1.0f) : host(n) {
-    std::mt19937 rng(seed);
-    std::uniform_real_distribution<float> u(lo, hi);
-    for (float& x : host) x = u(rng);
-    dev = DeviceBuffer<float>(std::span<const float>(host));
-  }
+  Pair(std::size_t n, unsigned seed, float lo = -1.0f, float hi = 1.0f)
+      : host(random_values(n, seed, lo, hi)), dev(std::span<const float>(host)) {}
   static Pair zeros(std::size_t n) {
     Pair p(n, 0);
     std::fill(p.host.begin(), p.host.end(), 0.0f);
@@ -414,13 +412,7 @@ BOOST_AUTO_TEST_CASE(encoder_layer_forward_and_backward) {
   c.dims = LayerDims{.batch = 2, .seq = 24, .hidden = 64, .heads = 4, .ffn = 96, .eps = 1e-12};
   const auto& d = c.dims;
   const index_t n = d.tokens(), h = d.hidden;
-  auto random = [](std::size_t size, unsigned seed, float scale) {
-    std::vector<float> v(size);
-    std::mt19937 rng(seed);
-    std::uniform_real_distribution<float> u(-scale, scale);
-    for (float& x : v) x = u(rng);
-    return v;
-  };
+  const auto random = [](std::size_t size, unsigned seed, float scale) { return random_values(size, seed, -scale, scale); };
   c.values = random(ref::encoder_layer_elements(d), 100, 0.2f);
   c.x = random(static_cast<std::size_t>(n * h), 101, 1.0f);
   c.dy = random(static_cast<std::size_t>(n * h), 102, 1.0f);
@@ -461,13 +453,7 @@ BOOST_AUTO_TEST_CASE(adapter_forward_and_backward) {
   c.cfg = AdapterConfig{48, 32, 2, 4, 64, 2, 3, {0, 1, 3}, 1e-5};
   c.inner = LayerDims{.batch = 2, .seq = 20, .hidden = 32, .heads = 4, .ffn = 64, .eps = 1e-5};
   const index_t n = c.inner.tokens(), h = c.cfg.hidden;
-  auto random = [](std::size_t size, unsigned seed, float scale) {
-    std::vector<float> v(size);
-    std::mt19937 rng(seed);
-    std::uniform_real_distribution<float> u(-scale, scale);
-    for (float& x : v) x = u(rng);
-    return v;
-  };
+  const auto random = [](std::size_t size, unsigned seed, float scale) { return random_values(size, seed, -scale, scale); };
   c.values = random(ref::adapter_elements(c.cfg), 120, 0.2f);
   for (unsigned i = 0; i < 4; ++i) c.hidden.push_back(random(static_cast<std::size_t>(n * h), 121 + i, 1.0f));
   c.mask.assign(static_cast<std::size_t>(n), 0.0f);

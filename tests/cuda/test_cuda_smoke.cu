@@ -2,6 +2,7 @@
 // against the CPU. Compiled and linked everywhere the toolkit is; skipped without a GPU.
 #define BOOST_TEST_MODULE cuda_smoke
 #include "support/skippable_main.hpp"
+#include "cuda/device_check.hpp"
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -13,15 +14,7 @@
 
 static_assert(KA_WITH_CUDA == 1, "kadapter::cuda defines KA_WITH_CUDA");
 
-bool ka_test_can_run(std::string& why_not) {
-  int count = 0;
-  const cudaError_t err = cudaGetDeviceCount(&count);
-  if (err != cudaSuccess || count == 0) {
-    why_not = std::string("no CUDA device (") + cudaGetErrorString(err) + ")";
-    return false;
-  }
-  return true;
-}
+bool ka_test_can_run(std::string& why_not) { return cuda_device_present(why_not); }
 
 namespace {
 
