@@ -9,15 +9,17 @@
 # and Boost.Test). With --prebuilt DIR (made by scripts/gpu_bundle.sh on any machine with the
 # CUDA toolkit) it runs DIR/bin's programs with DIR/lib on the library path.
 set -uo pipefail
-cd "$(dirname "$0")/.."
 prebuilt="" out="gpu-check"
 while [ $# -gt 0 ]; do
   case "$1" in
-    --prebuilt) prebuilt="$2"; shift 2 ;;
-    --out) out="$2"; shift 2 ;;
+    --prebuilt|--out)
+      [ $# -ge 2 ] || { echo "gpu_check: $1 needs a value" >&2; exit 2; }
+      if [ "$1" = --prebuilt ]; then prebuilt=$(realpath "$2"); else out=$(realpath -m "$2"); fi
+      shift 2 ;;
     *) echo "gpu_check: unknown option $1 (expected --prebuilt DIR, --out DIR)" >&2; exit 2 ;;
   esac
 done
+cd "$(dirname "$0")/.."
 mkdir -p "$out"
 log() { echo "$@" | tee -a "$out/summary.txt"; }
 : >"$out/summary.txt"
@@ -27,6 +29,7 @@ log "gpu: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 
 if [ -n "$prebuilt" ]; then
   bin="$prebuilt/bin"
+  log "prebuilt: $prebuilt (revision $(cat "$prebuilt/REVISION" 2>/dev/null || echo unknown); this tree: $(git describe --always --dirty 2>/dev/null || echo unknown))"
   # CUDA's libraries: the toolkit's, else the ones PyTorch's wheels bring.
   cudalib=""
   for d in /usr/local/cuda/lib64 /usr/local/cuda/lib; do [ -d "$d" ] && cudalib="$cudalib:$d"; done
@@ -63,6 +66,8 @@ for cfg in small base large; do
   if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
     python3 bench/reference/train_step.py --config "$cfg" --device cuda --steps 20 --warmup 3 >"$out/pytorch_$cfg.log" 2>&1 &&
       torch_ms=$(sed -n 's/.*median_ms=\([0-9.]*\).*/\1/p' "$out/pytorch_$cfg.log" | tail -1)
+    torch_ms=${torch_ms:--}
+    [ "$torch_ms" = - ] && log "pytorch $cfg: no result (see pytorch_$cfg.log)"
   fi
   for prec in fp32 tf32; do
     flag=""; [ "$prec" = tf32 ] && flag="--tf32"

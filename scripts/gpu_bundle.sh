@@ -16,6 +16,7 @@ rm -rf .gpu && mkdir -p .gpu/bin .gpu/lib
 cp build-gpu/tests/cuda/test_cuda_smoke build-gpu/tests/cuda/test_cuda_kernels build-gpu/bench/bench_gpu_step .gpu/bin/
 # Shared libraries the programs need that a CUDA machine may not have (CUDA's own come from
 # the machine's toolkit or PyTorch's wheels; see bench/gpu_check.sh).
-for lib in $(ldd .gpu/bin/test_cuda_kernels | awk '/boost/ {print $3}'); do cp "$lib" .gpu/lib/; done
+for lib in $(ldd .gpu/bin/test_cuda_kernels | awk '/boost|gomp/ {print $3}'); do cp "$lib" .gpu/lib/; done
+git describe --always --dirty >.gpu/REVISION 2>/dev/null || echo unknown >.gpu/REVISION
 du -sh .gpu
 echo "gpu_bundle: ready; on the GPU machine run: bench/gpu_check.sh --prebuilt .gpu"

@@ -99,8 +99,8 @@ inline std::size_t encoder_layer_elements(const kadapter::LayerDims& d) {
 }
 LayerResult encoder_layer(const LayerCase& c);
 
-/// A whole adapter (three adapter layers of two inner layers, standard skip connections
-/// every 2 layers) forward and backward on given backbone states.
+/// A whole adapter (the test's config: adapter layers, inner layers, skip connections)
+/// forward and backward on given backbone states.
 struct AdapterCase {
   kadapter::AdapterConfig cfg;
   kadapter::LayerDims inner;             // batch, seq and the adapter's inner sizes
