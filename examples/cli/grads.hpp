@@ -128,7 +128,8 @@ struct GradsResult {
   index_t sequences = 0;
 };
 
-template <class T>
+/// @tparam B backend of the backbone and the task model (Cuda needs kadapter_cuda.hpp)
+template <class T, class B = Cpu>
 GradsResult<T> compute_grads(const GradsRequest& req) {
   using namespace detail;
   const Task task = parse_task(req.task);
@@ -176,7 +177,7 @@ GradsResult<T> compute_grads(const GradsRequest& req) {
   tc.num_labels = rows_of(adapter_file, task == Task::multiple_choice ? "classifier.weight" : "out_proj.weight");
   if (task == Task::multiple_choice) tc.num_labels = req.choices;
 
-  return io::with_encoder_dir<T>(req.model, [&](auto& enc, const io::EncoderLoadReport&) {
+  return io::with_encoder_dir<T, B>(req.model, [&](auto& enc, const io::EncoderLoadReport&) {
     const EncoderConfig& ec = enc.config();
     if (first_prefix.empty()) {  // head only: the adapter config only carries H
       ac.hidden = ec.hidden;
@@ -190,11 +191,11 @@ GradsResult<T> compute_grads(const GradsRequest& req) {
       if (p > ec.layers)
         throw Error("--adapter-list names hidden state " + std::to_string(p) +
                     " but the backbone has states 0.." + std::to_string(ec.layers));
-    TaskModel<dynamic_adapter, T> model(tc, ac);
+    TaskModel<dynamic_adapter, T, B> model(tc, ac);
     io::load_parameters(model.parameters(), adapter_file);
 
     // The batch. Multiple choice also takes the authors' (questions, choices, T) layout.
-    index_t B = -1, S = -1;
+    index_t Bn = -1, S = -1;
     std::vector<std::int64_t> ids, mask;
     if (task == Task::multiple_choice && batch_file.contains("input_ids") &&
         batch_file.info("input_ids").shape.size() == 3) {
@@ -202,50 +203,50 @@ GradsResult<T> compute_grads(const GradsRequest& req) {
       if (shape[1] != tc.num_labels)
         throw Error(batch_file.path().string() + ": input_ids has " + std::to_string(shape[1]) +
                     " choices per question, but --choices is " + std::to_string(tc.num_labels));
-      B = shape[0] * shape[1];
+      Bn = shape[0] * shape[1];
       S = shape[2];
       ids = batch_file.read<std::int64_t>("input_ids", shape);
       mask = batch_file.read<std::int64_t>("attention_mask", shape);
     } else {
-      ids = read_token_field(batch_file, "input_ids", B, S);
-      mask = read_token_field(batch_file, "attention_mask", B, S);
+      ids = read_token_field(batch_file, "input_ids", Bn, S);
+      mask = read_token_field(batch_file, "attention_mask", Bn, S);
     }
     std::vector<std::int64_t> labels;
     std::vector<T> targets, subj, obj, start;
     if (task == Task::lin) {
-      labels = read_token_field(batch_file, "labels", B, S);
+      labels = read_token_field(batch_file, "labels", Bn, S);
     } else if (task == Task::entity_typing) {
-      targets = read_float_field<T>(batch_file, "labels", {B, tc.num_labels});
+      targets = read_float_field<T>(batch_file, "labels", {Bn, tc.num_labels});
     } else {
-      if (task == Task::multiple_choice && B % tc.num_labels != 0)
-        throw Error(batch_file.path().string() + ": input_ids has " + std::to_string(B) +
+      if (task == Task::multiple_choice && Bn % tc.num_labels != 0)
+        throw Error(batch_file.path().string() + ": input_ids has " + std::to_string(Bn) +
                     " rows, not a multiple of --choices " + std::to_string(tc.num_labels) +
                     " (one row per answer of each question)");
-      const std::vector<std::int64_t> want{task == Task::multiple_choice ? B / tc.num_labels : B};
+      const std::vector<std::int64_t> want{task == Task::multiple_choice ? Bn / tc.num_labels : Bn};
       if (!batch_file.contains("labels")) throw Error(batch_file.path().string() + ": missing tensor 'labels'");
       labels = batch_file.read<std::int64_t>("labels", want);
     }
     if (task == Task::fac || task == Task::relation) {
-      subj = read_float_field<T>(batch_file, "subj_special_start_id", {B, S});
-      obj = read_float_field<T>(batch_file, "obj_special_start_id", {B, S});
+      subj = read_float_field<T>(batch_file, "subj_special_start_id", {Bn, S});
+      obj = read_float_field<T>(batch_file, "obj_special_start_id", {Bn, S});
     }
-    if (task == Task::entity_typing) start = read_float_field<T>(batch_file, "start_id", {B, S});
+    if (task == Task::entity_typing) start = read_float_field<T>(batch_file, "start_id", {Bn, S});
 
     // The frozen backbone: keep the plug-in points and the last state.
     std::vector<index_t> keep(plug_in.begin(), plug_in.end());
     keep.push_back(ec.layers);
-    HiddenStates<T> states(ec.layers, keep);
+    HiddenStates<T, B> states(ec.layers, keep);
     EncodeOptions eo;
     if (official) {
       eo.positions = PositionScheme::official;
       eo.mask_fill = MaskFill::minus_10000;
     }
     try {
-      enc.forward(states, TokenBatch{B, S, ids, mask, {}}, eo);
+      enc.forward(states, TokenBatch{Bn, S, ids, mask, {}}, eo);
     } catch (const Error& e) {
       throw Error(batch_file.path().string() + ": " + e.what());
     }
-    const TaskBatch<T> tb{.batch = B, .seq = S, .hidden = &states, .last = ec.layers, .attention_mask = mask,
+    const TaskBatch<T, B> tb{.batch = Bn, .seq = S, .hidden = &states, .last = ec.layers, .attention_mask = mask,
                           .labels = labels, .targets = targets, .subj = subj, .obj = obj, .start = start};
     StepInfo step;
     step.training = true;  // keep activations; dropout is 0
@@ -259,11 +260,12 @@ GradsResult<T> compute_grads(const GradsRequest& req) {
 
     GradsResult<T> r;
     r.loss = loss;
-    r.sequences = B;
+    r.sequences = Bn;
     const auto logits = model.logits();
-    r.logits.assign(logits.data(), logits.data() + logits.size());
+    r.logits.resize(static_cast<std::size_t>(logits.size()));
+    copy_to_host(B{}, std::span<T>(r.logits), logits.data());
     r.logits_shape = {logits.extent(0), logits.extent(1)};
-    if (task == Task::lin) r.logits_shape = {B, S, logits.extent(1)};
+    if (task == Task::lin) r.logits_shape = {Bn, S, logits.extent(1)};
     for (const auto& s : model.parameters().table())
       if (s.grad)
         r.grads.push_back({s.name, std::vector<std::int64_t>(s.shape.begin(), s.shape.end()),
@@ -272,10 +274,15 @@ GradsResult<T> compute_grads(const GradsRequest& req) {
   });
 }
 
+#if defined(KA_CLI_WITH_CUDA)
+/// compute_grads<float, Cuda>, compiled by nvcc in cli/train_cuda.cu.
+GradsResult<float> compute_grads_cuda(const GradsRequest& req);
+#endif
+
 namespace detail {
 
 template <class T>
-int run_grads_typed(const Args& args) {
+int run_grads_typed(const Args& args, bool on_gpu) {
   GradsRequest req;
   req.model = args.get("model");
   req.adapter = args.get("adapter");
@@ -289,7 +296,14 @@ int run_grads_typed(const Args& args) {
   req.official = args.get("compat") == "official";
   req.qa_a_rate = args.number("qa-a-rate");
   req.qa_b_rate = args.number("qa-b-rate");
-  const GradsResult<T> r = compute_grads<T>(req);
+  GradsResult<T> r;
+  if (on_gpu) {
+#if defined(KA_CLI_WITH_CUDA)
+    if constexpr (std::is_same_v<T, float>) r = compute_grads_cuda(req);
+#endif
+  } else {
+    r = compute_grads<T>(req);
+  }
   io::SafetensorsWriter w;
   w.add<T>("loss", {}, std::span<const T>(&r.loss, 1));
   w.add<T>("logits", r.logits_shape, std::span<const T>(r.logits));
@@ -320,6 +334,7 @@ inline int run_grads(const std::vector<std::string>& argv) {
              {"qa-b-rate", "X", "multiple choice, official: weight of the adapter in its pre-fusion", false, "1"},
              {"compat", "standard|official", "official: the authors' quirks (see docs/compat.md)", false, "standard"},
              {"dtype", "f32|f64", "compute precision", false, "f32"},
+             {"device", "cpu|cuda", "where the pass runs (cuda: f32 only)", false, "cpu"},
              {"out", "OUT.safetensors", "receives loss, logits and NAME.grad", true, ""}},
             argv);
   if (args.help()) {
@@ -329,8 +344,18 @@ inline int run_grads(const std::vector<std::string>& argv) {
   args.choice("task", {"fac", "lin", "entity-typing", "relation", "multiple-choice"});
   args.choice("compat", {"standard", "official"});
   if (args.has("fusion")) args.choice("fusion", {"concat", "add"});
-  if (args.choice("dtype", {"f32", "f64"}) == "f64") return detail::run_grads_typed<double>(args);
-  return detail::run_grads_typed<float>(args);
+  const bool f64 = args.choice("dtype", {"f32", "f64"}) == "f64";
+  const bool on_gpu = args.choice("device", {"cpu", "cuda"}) == "cuda";
+  if (on_gpu) {
+#if defined(KA_CLI_WITH_CUDA)
+    if (f64) throw Error("--device cuda computes in f32 only (--dtype f64 runs on the CPU)");
+#else
+    throw Error("--device cuda: this kadapter was built without the CUDA backend (configure with the CUDA toolkit "
+                "installed, or pass -DKADAPTER_CUDA=ON)");
+#endif
+  }
+  if (f64) return detail::run_grads_typed<double>(args, false);
+  return detail::run_grads_typed<float>(args, on_gpu);
 }
 
 }  // namespace kadapter::cli

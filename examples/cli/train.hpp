@@ -68,6 +68,7 @@ inline std::vector<OptionSpec> training_options(bool finetune) {
       {"stop-after", "N", "stop after N steps without the final save (to test --resume)", false, "0"},
       {"eval-split", "dev|test", "split evaluated at the end", false, "dev"},
       {"threads", "N", "threads for the matrix products (0: default)", false, "0"},
+      {"device", "cpu|cuda", "where the backbone and the model run (cuda: fp32 on the first GPU)", false, "cpu"},
       {"bucketing", "auto|none|trim|sort", "none: pad every batch to T; trim: pad a batch to its longest sequence (same numbers); sort: also group sequences of similar length; auto: trim, or none under --compat official", false, "auto"},
       {"feature-cache", "auto|off|memory|DIR", "compute the frozen backbone's states once and reuse them every epoch, in memory or in a file under DIR; auto: memory when training runs more than one epoch", false, "auto"},
       {"cache-dtype", "fp16|bf16|fp32", "storage of the cached states", false, "fp16"}};
@@ -242,10 +243,12 @@ struct TrainResult {
   std::int64_t steps = 0;
 };
 
+/// Train (or evaluate) with the encoder @p enc; the task model runs on the encoder's backend.
 template <class Enc, class Tok>
 TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune,
                        bool evaluate_only = false) {
-  using T = float;
+  using T = typename Enc::scalar_type;
+  using Dev = typename Enc::backend_type;  // (B is the batch size below)
   const Task task = [&] {
     const std::string t = args.get("task");
     if (t == "fac") return Task::fac;
@@ -462,7 +465,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   tc.num_labels = task == Task::lin ? S
                   : task == Task::multiple_choice ? std::max(train.rows_per_example, eval.rows_per_example)
                                                   : static_cast<index_t>(labels.size());
-  TaskModel<dynamic_adapter, T> model(tc, ac);
+  TaskModel<dynamic_adapter, T, Dev> model(tc, ac);
   init_parameters(model.parameters(), seed);
   if (evaluate_only) {
     io::load_parameters(model.parameters(), io::SafetensorsFile(out / "model.safetensors"));
@@ -477,7 +480,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   cfg.schedule = WarmupLinearSchedule{warmup_steps, total};
   cfg.seed = seed;
   cfg.scheduler_before_optimizer = !finetune;  // as the authors' pre-training scripts
-  Trainer<dynamic_adapter, T> trainer(model, cfg);
+  Trainer<dynamic_adapter, T, Dev> trainer(model, cfg);
 
   std::int64_t step = 0;
   if (evaluate_only) step = total = 0;
@@ -496,7 +499,8 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   };
 
   // Batches: a fixed permutation per epoch (seeded), so a resumed run sees the same order.
-  HiddenStates<T> states(ec.layers, keep);
+  HiddenStates<T, Dev> states(ec.layers, keep);
+  HiddenStates<T> staged(ec.layers, keep);  // cached states on their way to the device
   std::vector<std::int64_t> ids, mask, lab;
   std::vector<T> tg, su, ob, st;
   EncodeOptions eo;
@@ -586,15 +590,18 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       gather_pos(p.obj, ob, 1);
     }
     if (cached) {
-      states.prepare(n, Tb, ec.hidden);
+      HiddenStates<T>* host = &staged;
+      if constexpr (std::is_same_v<Dev, Cpu>) host = &states;
+      host->prepare(n, Tb, ec.hidden);
       for (index_t k : keep)
         for (index_t r = 0; r < m; ++r)
           for (index_t c = 0; c < per; ++c)
-            cache->load(rows[r] * per + c, k, states.slot(k) + (r * per + c) * Tb * ec.hidden, Tb);
+            cache->load(rows[r] * per + c, k, host->slot(k) + (r * per + c) * Tb * ec.hidden, Tb);
+      if constexpr (!std::is_same_v<Dev, Cpu>) states.assign(staged);
     } else {
       enc.forward(states, TokenBatch{n, Tb, ids, mask, {}}, eo);
     }
-    return TaskBatch<T>{.batch = n, .seq = Tb, .hidden = &states, .last = ec.layers, .attention_mask = mask,
+    return TaskBatch<T, Dev>{.batch = n, .seq = Tb, .hidden = &states, .last = ec.layers, .attention_mask = mask,
                         .labels = lab, .targets = tg, .subj = su, .obj = ob, .start = st};
   };
   auto order_of_epoch = [&](std::int64_t epoch) {
@@ -638,8 +645,8 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     const auto order = order_of_epoch(epoch);
     const index_t first = static_cast<index_t>(in_epoch * B);
     rows.assign(order.begin() + first, order.begin() + std::min<index_t>(first + B, train.count));
-    const TaskBatch<T> tb = make_batch(train, rows, train_len, cache.has_value());
-    const StepReport r = trainer.step(std::span<const TaskBatch<T>>(&tb, 1));
+    const TaskBatch<T, Dev> tb = make_batch(train, rows, train_len, cache.has_value());
+    const StepReport r = trainer.step(std::span<const TaskBatch<T, Dev>>(&tb, 1));
     ++step;
     result.final_loss = r.loss;
     progress.step(r.loss);
@@ -674,15 +681,18 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   // Evaluation.
   std::vector<std::int64_t> predicted, gold, gold_mask;
   std::vector<std::vector<std::int64_t>> pred_sets, gold_sets;
+  std::vector<T> logits_host;
   for (index_t first = 0; first < eval.count; first += B) {
     rows.resize(static_cast<std::size_t>(std::min<index_t>(B, eval.count - first)));
     std::iota(rows.begin(), rows.end(), first);
-    const TaskBatch<T> tb = make_batch(eval, rows, eval_len, false);
+    const TaskBatch<T, Dev> tb = make_batch(eval, rows, eval_len, false);
     model.forward(tb, StepInfo{});
     const auto lg = model.logits();
     const index_t C = lg.extent(1);
+    logits_host.resize(static_cast<std::size_t>(lg.size()));
+    copy_to_host(Dev{}, std::span<T>(logits_host), lg.data());
     for (index_t r = 0; r < lg.extent(0); ++r) {
-      const T* row = lg.data() + r * C;
+      const T* row = logits_host.data() + r * C;
       if (task == Task::entity_typing) {
         std::vector<std::int64_t> ps, gs;
         for (index_t c = 0; c < C; ++c) {
@@ -732,12 +742,11 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   return result;
 }
 
-/// Load the encoder and its tokenizer, then train.
-inline TrainResult run_training(const Args& args, bool finetune, bool evaluate_only = false) {
-  const int threads = static_cast<int>(args.integer("threads", 0, 1024));
-  if (threads > 0) Eigen::setNbThreads(threads);
+/// Load the encoder on backend @p Dev and its tokenizer, then train.
+template <class Dev>
+TrainResult run_training_on(const Args& args, bool finetune, bool evaluate_only) {
   const fs::path dir = args.get("model");
-  return io::with_encoder_dir<float>(dir, [&](auto& enc, const io::EncoderLoadReport&) {
+  return io::with_encoder_dir<float, Dev>(dir, [&](auto& enc, const io::EncoderLoadReport&) {
     auto checked = [&](auto tok) {
       if (static_cast<index_t>(tok.vocab_size()) > enc.config().vocab_size)
         throw Error("the tokenizer in " + dir.string() + " has " + std::to_string(tok.vocab_size()) + " tokens but " +
@@ -749,6 +758,26 @@ inline TrainResult run_training(const Args& args, bool finetune, bool evaluate_o
       return train_with(enc, checked(io::BertTokenizer::from_directory(dir)), args, finetune, evaluate_only);
     return train_with(enc, checked(io::RobertaTokenizer::from_directory(dir)), args, finetune, evaluate_only);
   });
+}
+
+#if defined(KA_CLI_WITH_CUDA)
+/// run_training_on<Cuda>, compiled by nvcc in cli/train_cuda.cu.
+TrainResult run_training_cuda(const Args& args, bool finetune, bool evaluate_only);
+#endif
+
+/// Load the encoder and its tokenizer, then train on the device --device names.
+inline TrainResult run_training(const Args& args, bool finetune, bool evaluate_only = false) {
+  const int threads = static_cast<int>(args.integer("threads", 0, 1024));
+  if (threads > 0) Eigen::setNbThreads(threads);
+  if (args.choice("device", {"cpu", "cuda"}) == "cuda") {
+#if defined(KA_CLI_WITH_CUDA)
+    return run_training_cuda(args, finetune, evaluate_only);
+#else
+    throw Error("--device cuda: this kadapter was built without the CUDA backend (configure with the CUDA toolkit "
+                "installed, or pass -DKADAPTER_CUDA=ON)");
+#endif
+  }
+  return run_training_on<Cpu>(args, finetune, evaluate_only);
 }
 
 inline int run_train_command(const std::string& name, const std::vector<std::string>& argv) {

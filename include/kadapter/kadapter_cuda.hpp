@@ -1,6 +1,8 @@
 /// @file kadapter_cuda.hpp
 /// @brief The GPU backend: `Cuda`-tag overloads of the kernels (cuBLASLt products, CUDA
-/// kernels), the per-thread Context, device buffers, AdamW and the gradient norm.
+/// kernels), the per-thread Context, device buffers, AdamW and the gradient norm, and the
+/// Trainer's optimizer on the device. With it, FrozenEncoder<C, float, Cuda>,
+/// TaskModel<A, float, Cuda> and Trainer<A, float, Cuda> run on the GPU.
 ///
 /// Include from a .cu file compiled by nvcc and link `kadapter::cuda`. CPU-only code includes
 /// kadapter.hpp and never sees a CUDA header.
@@ -11,3 +13,4 @@
 #include "kadapter/backend/cuda/kernels.hpp"
 #include "kadapter/backend/cuda/optimizer.hpp"
 #include "kadapter/backend/cuda/runtime.hpp"
+#include "kadapter/backend/cuda/trainer.hpp"

@@ -16,6 +16,7 @@
 
 #include "cuda/cpu_reference.hpp"
 #include "cuda/device_check.hpp"
+#include "cuda/gpu_compare.hpp"
 #include "kadapter/kadapter_cuda.hpp"
 #include "kadapter/layers/encoder_layer.hpp"
 #include "kadapter/models/adapter.hpp"
@@ -23,12 +24,13 @@
 
 using namespace kadapter;
 using cuda::DeviceBuffer;
+using gpu_test::check_per_tensor;
+using gpu_test::kTol;
+using gpu_test::rel_error;
 
 bool ka_test_can_run(std::string& why_not) { return cuda_device_present(why_not); }
 
 namespace {
-
-constexpr double kTol = 1e-5;
 
 /// @p n values drawn uniformly from [lo, hi) with @p seed.
 std::vector<float> random_values(std::size_t n, unsigned seed, float lo = -1.0f, float hi = 1.0f) {
@@ -60,44 +62,6 @@ struct Pair {
     return dev.download();
   }
 };
-
-/// max |a - b| / max |b| (b the CPU result); infinite for a NaN on either side or a
-/// mismatched infinity (a NaN must not hide in a maximum).
-double rel_error(const std::vector<float>& gpu, const std::vector<float>& cpu) {
-  BOOST_REQUIRE_EQUAL(gpu.size(), cpu.size());
-  double err = 0, scale = 0;
-  for (std::size_t i = 0; i < cpu.size(); ++i) {
-    if (!std::isfinite(gpu[i]) || !std::isfinite(cpu[i])) {
-      if (gpu[i] == cpu[i]) continue;  // the same infinity
-      return HUGE_VAL;                 // NaN anywhere, or a finite value against an infinity
-    }
-    err = std::max(err, std::abs(static_cast<double>(gpu[i]) - cpu[i]));
-    scale = std::max(scale, std::abs(static_cast<double>(cpu[i])));
-  }
-  return scale > 0 ? err / scale : err;
-}
-
-/// The error of every tensor of a flat parameter (or gradient) array on its own, named:
-/// max |gpu - cpu| over the tensor ≤ 1e-5 · max(max |cpu| of the tensor, 1e-3 · max |cpu| of
-/// all). The floor matters for gradients that are exactly 0 in exact arithmetic (the key
-/// bias: a constant added to every score of a softmax row changes nothing), whose fp32 values
-/// are rounding noise of ~1e-8 that no other summation order reproduces.
-void check_per_tensor(const std::vector<float>& gpu, const std::vector<float>& cpu,
-                      const std::vector<ParamSlot<float>>& table) {
-  double all = 0;
-  for (float v : cpu) all = std::max(all, std::abs(static_cast<double>(v)));
-  for (const auto& slot : table) {
-    const auto first = static_cast<std::ptrdiff_t>(slot.offset), last = first + slot.size();
-    double err = 0, scale = 1e-3 * all;
-    bool finite = true;
-    for (auto i = first; i < last; ++i) {
-      if (!std::isfinite(gpu[i]) || !std::isfinite(cpu[i])) finite = false;
-      err = std::max(err, std::abs(static_cast<double>(gpu[i]) - cpu[i]));
-      scale = std::max(scale, std::abs(static_cast<double>(cpu[i])));
-    }
-    BOOST_TEST((finite && err <= kTol * scale), slot.name << ": error " << err << ", scale " << scale);
-  }
-}
 
 #define CHECK_CLOSE(pair, what) BOOST_TEST(rel_error((pair).back(), (pair).host) <= kTol, what)
 

@@ -14,34 +14,15 @@
 
 #include "cli/grads.hpp"
 #include "support/compare.hpp"
+#include "support/official_cases.hpp"
 
 namespace fs = std::filesystem;
 using namespace kadapter;
 
 namespace {
 
-const fs::path kFixtures = fs::path(KA_FIXTURE_DIR);
-const fs::path kBackbone = kFixtures / "encoder" / "tiny_roberta";
-
-cli::GradsRequest request_for(const fs::path& dir) {
-  std::ifstream f(dir / "args.json");
-  const nlohmann::json a = nlohmann::json::parse(f);
-  cli::GradsRequest r;
-  r.model = kBackbone.string();
-  r.adapter = (dir / "adapter.safetensors").string();
-  r.batch = (dir / "batch.safetensors").string();
-  r.task = a.at("task").get<std::string>();
-  if (r.task == "qa") r.task = "multiple-choice";
-  r.adapter_list = a.at("adapter_list").get<std::vector<long long>>();
-  r.heads = a.at("adapter_heads").get<index_t>();
-  r.skip = a.value("adapter_skip_layers", 0);
-  if (a.contains("fusion") && a["fusion"].is_string()) r.fusion = a["fusion"].get<std::string>();
-  if (a.contains("num_choices")) r.choices = a["num_choices"].get<index_t>();
-  r.official = a.at("compat").get<std::string>() == "official";
-  r.qa_a_rate = a.value("a_rate", 1.0);
-  r.qa_b_rate = a.value("b_rate", 1.0);
-  return r;
-}
+using test::cases;
+using test::request_for;
 
 template <class T>
 void check_case(const fs::path& dir, const std::string& prefix, double value_tol, double grad_tol) {
@@ -93,16 +74,6 @@ void check_case(const fs::path& dir, const std::string& prefix, double value_tol
   BOOST_TEST(compared == reference);
   BOOST_TEST_MESSAGE(where << ": loss " << got.loss << ", logits error " << logit_err << ", "
                            << compared << " gradients");
-}
-
-std::vector<fs::path> cases() {
-  std::vector<fs::path> out;
-  for (const auto& e : fs::directory_iterator(kFixtures / "adapter"))
-    if (e.is_directory() && fs::exists(e.path() / "args.json") &&
-        fs::exists(e.path() / "adapter.safetensors"))
-      out.push_back(e.path());
-  std::sort(out.begin(), out.end());
-  return out;
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <new>
 
 #include "kadapter/config.hpp"
+#include "kadapter/core/aligned.hpp"
 #include "kadapter/core/backend.hpp"
 
 namespace kadapter {
@@ -22,6 +23,21 @@ struct WorkspaceMemory<Cpu> {
   static void* allocate(std::size_t bytes) { return ::operator new[](bytes, std::align_val_t{64}); }
   static void release(void* p) noexcept { ::operator delete[](p, std::align_val_t{64}); }
 };
+
+/// @brief The owning array type of backend @p B: `type` has `resize(n)`, `data()` and
+/// `size()`. AlignedVector for Cpu; the CUDA backend specialises it with a device buffer
+/// (whose resize() does not keep the contents).
+template <class T, class B>
+struct BackendStorage;
+
+template <class T>
+struct BackendStorage<T, Cpu> {
+  using type = AlignedVector<T>;
+};
+
+/// @brief An owning array of @p T in the memory of backend @p B.
+template <class T, class B>
+using BackendVector = typename BackendStorage<T, B>::type;
 
 /// @brief Scratch memory for one element type, handed out as consecutive slices.
 ///

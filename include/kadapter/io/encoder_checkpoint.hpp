@@ -40,9 +40,10 @@ inline bool is_ignorable(const std::string& name_without_prefix, const std::stri
 /// `bert.`). F32, F64, F16 and BF16 tensors are converted to the compute type. Missing,
 /// unexpected and wrongly shaped tensors are all collected and reported in one Error that
 /// names each of them; known unused tensors (pooler, id buffers, pre-training heads) are
-/// skipped and listed in the returned report.
-template <EncoderConfig C, ComputeScalar T>
-EncoderLoadReport load_encoder_weights(FrozenEncoder<C, T>& enc, const SafetensorsFile& file) {
+/// skipped and listed in the returned report. On Cuda the weights are then copied to the
+/// device.
+template <EncoderConfig C, ComputeScalar T, class B>
+EncoderLoadReport load_encoder_weights(FrozenEncoder<C, T, B>& enc, const SafetensorsFile& file) {
   const std::string family_prefix =
       enc.config().family == Family::roberta ? "roberta." : "bert.";
   EncoderLoadReport report;
@@ -94,6 +95,7 @@ EncoderLoadReport load_encoder_weights(FrozenEncoder<C, T>& enc, const Safetenso
     require_finite(std::span<const T>(slot.data, static_cast<std::size_t>(slot.size())), file.path().string(),
                    report.prefix + slot.name);
   }
+  enc.upload_parameters();
   return report;
 }
 

@@ -32,6 +32,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -404,13 +405,13 @@ std::map<std::string, std::string> feature_cache_key(Enc& enc, std::span<const s
                                                      std::span<const std::int64_t> mask, index_t seq,
                                                      const kadapter::EncodeOptions& eo) {
   const EncoderConfig& c = enc.config();
-  using T = typename std::remove_cvref_t<decltype(enc.parameters())>::element_type;
+  using T = typename Enc::scalar_type;
   const std::string sizes = std::to_string(static_cast<int>(c.family)) + "," + std::to_string(c.vocab_size) + "," +
                             std::to_string(c.max_positions) + "," + std::to_string(c.hidden) + "," +
                             std::to_string(c.layers) + "," + std::to_string(c.heads) + "," +
                             std::to_string(c.ffn) + "," + std::to_string(c.layer_norm_eps) + "," +
                             std::to_string(c.pad_id);
-  const auto params = enc.parameters();
+  const auto params = std::as_const(enc).parameters();
   return {{"model", hex64(fingerprint_of(std::span<const T>(params.data(), params.size()))) + ":" + sizes},
           {"data", hex64(fingerprint_of(mask, fingerprint_of(ids)))},
           {"max_seq_length", std::to_string(seq)},
@@ -435,9 +436,11 @@ void fill_feature_cache(FeatureCache& cache, Enc& enc, std::span<const std::int6
   std::vector<index_t> order(static_cast<std::size_t>(n));
   std::iota(order.begin(), order.end(), index_t{0});
   std::stable_sort(order.begin(), order.end(), [&](index_t a, index_t b) { return cache.length(a) < cache.length(b); });
-  using T = typename std::remove_cvref_t<decltype(enc.parameters())>::element_type;
+  using T = typename Enc::scalar_type;
+  using B = typename Enc::backend_type;
   static_assert(std::is_same_v<T, float>, "the feature cache stores float encoders' states");
-  HiddenStates<T> states(enc.config().layers, cache.spec().states);
+  HiddenStates<T, B> states(enc.config().layers, cache.spec().states);
+  HiddenStates<T> host(enc.config().layers, cache.spec().states);  // device encoders' states, copied back
   std::vector<std::int64_t> bid, bmask;
   for (index_t first = 0; first < n; first += batch) {
     const index_t m = std::min(batch, n - first);
@@ -451,9 +454,16 @@ void fill_feature_cache(FeatureCache& cache, Enc& enc, std::span<const std::int6
       std::copy_n(mask.begin() + static_cast<std::ptrdiff_t>(src), len, bmask.begin() + i * len);
     }
     enc.forward(states, TokenBatch{m, len, bid, bmask, {}}, eo);
+    const HiddenStates<T>* out = nullptr;
+    if constexpr (std::is_same_v<B, Cpu>) {
+      out = &states;
+    } else {
+      host.assign(states);
+      out = &host;
+    }
     for (index_t k : cache.spec().states)
       for (index_t i = 0; i < m; ++i)
-        cache.store(order[static_cast<std::size_t>(first + i)], k, states[k].data() + i * len * H);
+        cache.store(order[static_cast<std::size_t>(first + i)], k, (*out)[k].data() + i * len * H);
     report(first + m);
   }
   cache.finish();

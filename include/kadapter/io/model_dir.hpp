@@ -13,11 +13,12 @@
 namespace kadapter::io {
 
 /// @brief Read `DIR/config.json`, build the encoder it describes, load `DIR/model.safetensors`,
-/// then call `f(encoder, report)` with a `FrozenEncoder<P, T>&` where P is the preset equal to
-/// the config, or `dynamic_encoder`.
-/// @tparam T compute type (float or double)
+/// then call `f(encoder, report)` with a `FrozenEncoder<P, T, B>&` where P is the preset equal
+/// to the config, or `dynamic_encoder`.
+/// @tparam T compute type (float or double; float on Cuda)
+/// @tparam B backend (Cuda needs kadapter_cuda.hpp)
 /// @return whatever @p f returns
-template <ComputeScalar T, class F>
+template <ComputeScalar T, class B = Cpu, class F>
 decltype(auto) with_encoder_dir(const std::filesystem::path& dir, F&& f) {
   if (!std::filesystem::is_directory(dir))
     throw Error(dir.string() + ": not a directory (expected a model directory holding "
@@ -46,7 +47,7 @@ decltype(auto) with_encoder_dir(const std::filesystem::path& dir, F&& f) {
                 ", num_hidden_layers " + std::to_string(cfg.layers) + ", intermediate_size " + std::to_string(cfg.ffn) +
                 ") but " + weights.string() + " holds " + std::to_string(held) + " values");
   return dispatch_encoder_config(cfg, [&](auto tag) -> decltype(auto) {
-    FrozenEncoder<decltype(tag)::value, T> enc(cfg);
+    FrozenEncoder<decltype(tag)::value, T, B> enc(cfg);
     EncoderLoadReport report = load_encoder_weights(enc, file);
     return f(enc, report);
   });

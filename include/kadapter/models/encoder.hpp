@@ -10,6 +10,7 @@
 #include <span>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kadapter/backend/eigen/kernels.hpp"
@@ -94,8 +95,9 @@ inline std::string batch_position(index_t i, index_t seq) {
 }  // namespace detail
 
 /// @brief Hidden states of a batch, numbered as HuggingFace numbers them: 0 is the embedding
-/// output, k the output of encoder layer k (1-based). Only the indices asked for are stored.
-template <class T>
+/// output, k the output of encoder layer k (1-based). Only the indices asked for are stored,
+/// in the memory of backend @p B (host memory for Cpu, device memory for Cuda).
+template <class T, class B = Cpu>
 class HiddenStates {
  public:
   /// @brief Storage for the states @p keep of an encoder with @p num_layers layers
@@ -135,7 +137,26 @@ class HiddenStates {
     seq_ = seq;
     hidden_ = hidden;
     const std::size_t need = static_cast<std::size_t>(batch * seq * hidden) * keep_.size();
-    if (storage_.size() < need) storage_.resize(need);  // AlignedVector: 64-byte aligned
+    if (storage_.size() < need) storage_.resize(need);  // 64-byte aligned (device: 256)
+  }
+
+  /// @brief Copy the states of @p src, which must keep the same indices, into this object's
+  /// memory: host to device, device to host, or within one backend.
+  template <class B2>
+  void assign(const HiddenStates<T, B2>& src) {
+    if (src.kept() != keep_ || src.num_layers() != num_layers_)
+      throw Error("HiddenStates::assign: the two objects keep different hidden states");
+    prepare(src.batch(), src.seq(), src.hidden());
+    const std::size_t n = static_cast<std::size_t>(batch_ * seq_ * hidden_);
+    for (index_t k : keep_) {
+      const T* from = src[k].data();
+      if constexpr (std::is_same_v<B2, Cpu>) {
+        copy_from_host(B{}, slot(k), std::span<const T>(from, n));
+      } else {
+        static_assert(std::is_same_v<B, Cpu>, "device-to-device assign is not needed");
+        copy_to_host(B2{}, std::span<T>(slot(k), n), from);
+      }
+    }
   }
 
   /// @brief Mutable storage of state @p k (for the encoder that fills it).
@@ -151,7 +172,7 @@ class HiddenStates {
   index_t num_layers_;
   std::vector<index_t> keep_;
   index_t batch_ = 0, seq_ = 0, hidden_ = 0;
-  AlignedVector<T> storage_;
+  BackendVector<T, B> storage_;
 };
 
 /// @brief A frozen, forward-only RoBERTa/BERT encoder.
@@ -162,14 +183,24 @@ class HiddenStates {
 ///
 /// @tparam C compile-time sizes (a preset such as `roberta_large`), or `dynamic_encoder` for
 ///           sizes given at run time; both compute the same numbers.
-/// @tparam T compute type, float or double.
-template <EncoderConfig C, ComputeScalar T = float>
+/// @tparam T compute type, float or double (float on Cuda).
+/// @tparam B backend: Cpu, or Cuda (include kadapter_cuda.hpp from a .cu file). On Cuda the
+///           parameters live twice: the host array that loaders fill (parameters(),
+///           parameter_table()) and a device copy that forward() reads. The device copy is
+///           refreshed by upload_parameters(), and by the first forward() after a call of the
+///           non-const parameters().
+template <EncoderConfig C, ComputeScalar T = float, class B = Cpu>
+  requires Backend<B>
 class FrozenEncoder {
+  static_assert(std::is_same_v<B, Cpu> || std::is_same_v<T, float>, "the CUDA backend computes in fp32");
+
  public:
   /// @brief The compile-time config (`dynamic_encoder` when sizes are run-time).
   static constexpr EncoderConfig static_config = C;
   /// @brief The compute type.
   using scalar_type = T;
+  /// @brief The backend tag.
+  using backend_type = B;
   static constexpr bool is_dynamic = C.is_dynamic();
   /// @brief H as a compile-time extent, or `dynamic`.
   static constexpr index_t static_hidden = is_dynamic ? dynamic : C.hidden;
@@ -193,6 +224,11 @@ class FrozenEncoder {
       throw Error("encoder config does not match the compile-time preset " + preset_name(C));
     params_storage_.assign(static_cast<std::size_t>(cfg_.parameter_count()), T(0));
     params_ = detail::layout_encoder(cfg_, params_storage_.data(), table_);
+    if constexpr (!std::is_same_v<B, Cpu>) {
+      device_params_.resize(params_storage_.size());
+      std::vector<ParamSlot<T>> device_table;
+      params_ = detail::layout_encoder(cfg_, device_params_.data(), device_table);
+    }
   }
 
   FrozenEncoder(const FrozenEncoder&) = delete;
@@ -200,12 +236,26 @@ class FrozenEncoder {
 
   /// @brief The sizes of this encoder.
   const EncoderConfig& config() const noexcept { return cfg_; }
-  /// @brief Parameter views, by layer.
+  /// @brief Parameter views, by layer, in the backend's memory (what forward() reads).
   const EncoderParams<T>& params() const noexcept { return params_; }
-  /// @brief Every parameter with its HuggingFace name (no `roberta.`/`bert.` prefix).
+  /// @brief Every parameter with its HuggingFace name (no `roberta.`/`bert.` prefix),
+  /// pointing into the host array.
   const std::vector<ParamSlot<T>>& parameter_table() const noexcept { return table_; }
-  /// @brief All parameters as one flat array, in parameter_table() order.
-  std::span<T> parameters() noexcept { return params_storage_; }
+  /// @brief All parameters as one flat host array, in parameter_table() order. On Cuda,
+  /// the next forward() copies it to the device.
+  std::span<T> parameters() noexcept {
+    uploaded_ = false;
+    return params_storage_;
+  }
+  /// @brief All parameters as one flat host array (read only).
+  std::span<const T> parameters() const noexcept { return params_storage_; }
+  /// @brief Copy the host parameters to the backend's memory (a no-op on Cpu). Call it after
+  /// writing them through parameter_table(); forward() does it after parameters().
+  void upload_parameters() {
+    if constexpr (!std::is_same_v<B, Cpu>)
+      copy_from_host(B{}, device_params_.data(), std::span<const T>(params_storage_));
+    uploaded_ = true;
+  }
   /// @brief How often the scratch arena has allocated (stays constant once warmed up).
   std::size_t workspace_allocations() const noexcept { return ws_.allocations(); }
 
@@ -215,38 +265,53 @@ class FrozenEncoder {
   /// @param in token ids, attention mask and optional token types, (B, T) each
   /// @param opt position numbering and mask fill
   /// @throws Error when an id, token type or position falls outside the model's tables
-  void forward(HiddenStates<T>& out, const TokenBatch& in, const EncodeOptions& opt = {}) {
-    const index_t B = in.batch, S = in.seq, H = cfg_.hidden, F = cfg_.ffn, N = B * S;
+  void forward(HiddenStates<T, B>& out, const TokenBatch& in, const EncodeOptions& opt = {}) {
+    const index_t Bt = in.batch, S = in.seq, H = cfg_.hidden, F = cfg_.ffn, N = Bt * S;
     if (out.num_layers() != cfg_.layers)
       throw Error("HiddenStates was made for " + std::to_string(out.num_layers()) +
                   " layers, the encoder has " + std::to_string(cfg_.layers));
     validate(in);
-    out.prepare(B, S, H);
+    out.prepare(Bt, S, H);
+    if (!uploaded_) upload_parameters();
 
     // Plan the step's scratch: the key mask, two ping-pong states and one layer's scratch.
     const std::size_t n = static_cast<std::size_t>(N);
-    using WS = Workspace<T>;
-    const LayerDims dims{B, S, H, cfg_.heads, F, cfg_.layer_norm_eps};
+    using WS = Workspace<T, B>;
+    const LayerDims dims{Bt, S, H, cfg_.heads, F, cfg_.layer_norm_eps};
     ws_.reset();
     ws_.reserve(WS::padded(n) + 2 * WS::padded(n * H) +
-                encoder_layer_forward_scratch<T>(dims, false));
+                encoder_layer_forward_scratch<T, B>(dims, false));
     positions_.resize(n);  // grows only when N grows
     make_positions(in, opt.positions);
     std::span<T> key_mask(ws_.take(n), n);
     const T fill = opt.mask_fill == MaskFill::lowest ? std::numeric_limits<T>::lowest() : T(-10000);
-    additive_key_mask<T>(key_mask, in.attention_mask, fill);
+    std::span<const std::int64_t> ids = in.input_ids, positions = positions_, types = in.token_type_ids;
+    if constexpr (std::is_same_v<B, Cpu>) {
+      additive_key_mask<T>(key_mask, in.attention_mask, fill);
+    } else {
+      // The kernels read ids and the mask from device memory.
+      mask_host_.resize(n);
+      additive_key_mask<T>(std::span<T>(mask_host_), in.attention_mask, fill);
+      copy_from_host(B{}, key_mask.data(), std::span<const T>(mask_host_));
+      if (device_ids_.size() < 3 * n) device_ids_.resize(3 * n);
+      std::int64_t* d = device_ids_.data();
+      copy_from_host(B{}, d, ids);
+      copy_from_host(B{}, d + n, positions);
+      copy_from_host(B{}, d + 2 * n, types);
+      ids = std::span<const std::int64_t>(d, n);
+      positions = std::span<const std::int64_t>(d + n, n);
+      if (!types.empty()) types = std::span<const std::int64_t>(d + 2 * n, n);
+    }
     T* ping[2] = {ws_.take(n * H), ws_.take(n * H)};
     const std::size_t mark = ws_.used();
 
     const T eps = static_cast<T>(cfg_.layer_norm_eps);
     T* x = out.has(0) ? out.slot(0) : ping[0];
-    embeddings_forward(Cpu{}, MatrixView<T>(x, N, H), nullptr, in.input_ids,
-                       std::span<const std::int64_t>(positions_), in.token_type_ids,
-                       params_.embeddings, eps);
+    embeddings_forward(B{}, MatrixView<T>(x, N, H), nullptr, ids, positions, types, params_.embeddings, eps);
     for (index_t l = 0; l < cfg_.layers; ++l) {
       T* y = out.has(l + 1) ? out.slot(l + 1) : (x == ping[0] ? ping[1] : ping[0]);
       ws_.rewind(mark);
-      encoder_layer_forward(Cpu{}, MatrixView<T>(y, N, H), nullptr, MatrixView<const T>(x, N, H),
+      encoder_layer_forward(B{}, MatrixView<T>(y, N, H), nullptr, MatrixView<const T>(x, N, H),
                             std::span<const T>(key_mask), params_.layers[static_cast<std::size_t>(l)],
                             dims, nullptr, ws_);
       x = y;
@@ -254,7 +319,7 @@ class FrozenEncoder {
   }
 
   /// @brief State @p k of @p states as a (B, T, H) view whose H is static for a preset.
-  StateView state(const HiddenStates<T>& states, index_t k) const {
+  StateView state(const HiddenStates<T, B>& states, index_t k) const {
     auto v = states[k];
     return StateView(v.data(), v.extent(0), v.extent(1), v.extent(2));
   }
@@ -317,8 +382,13 @@ class FrozenEncoder {
   AlignedVector<T> params_storage_;
   std::vector<ParamSlot<T>> table_;
   EncoderParams<T> params_;
-  Workspace<T> ws_;
+  Workspace<T, B> ws_;
   std::vector<std::int64_t> positions_;
+  bool uploaded_ = std::is_same_v<B, Cpu>;
+  // Cuda only: the device copy of the parameters, the ids and the host side of the key mask.
+  BackendVector<T, B> device_params_;
+  BackendVector<std::int64_t, B> device_ids_;
+  std::vector<T> mask_host_;
 };
 
 }  // namespace kadapter

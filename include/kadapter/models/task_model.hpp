@@ -82,12 +82,15 @@ inline std::string task_name(Task t) {
 
 /// @brief One batch for a task model. Rows are sequences; for multiple choice, the
 /// `choices` sequences of one question are consecutive rows.
-template <class T>
+///
+/// The hidden states are in the memory of backend @p B; every span is host memory (on Cuda
+/// the model copies the weights and targets to the device).
+template <class T, class B = Cpu>
 struct TaskBatch {
   index_t batch = 0;  ///< B, number of sequences
   index_t seq = 0;    ///< T
   /// Backbone hidden states (HuggingFace numbering); must hold the plug-in points and `last`.
-  const HiddenStates<T>* hidden = nullptr;
+  const HiddenStates<T, B>* hidden = nullptr;
   index_t last = 0;                               ///< index of the backbone's last state (L)
   std::span<const std::int64_t> attention_mask;   // (B, T)
   std::span<const std::int64_t> labels;           // fac, relation: (B); lin: (B, T); mc: (B / choices)
@@ -109,12 +112,24 @@ struct StepInfo {
 ///
 /// @tparam A compile-time adapter sizes (shared by all adapters of the model), or
 ///           `dynamic_adapter` for sizes given at run time
-/// @tparam T compute type
-template <AdapterConfig A, ComputeScalar T = float>
+/// @tparam T compute type (float on Cuda)
+/// @tparam B backend: Cpu, or Cuda (include kadapter_cuda.hpp from a .cu file). On Cuda the
+///           parameters and gradients live on the device, and parameters() is a host copy
+///           kept in step automatically: calling it copies the device arrays back when they
+///           have changed, and the next forward() (or zero_grad()) copies the host arrays to
+///           the device after a call of the non-const parameters(). Keep no reference to the
+///           store across a training step.
+template <AdapterConfig A, ComputeScalar T = float, class B = Cpu>
+  requires Backend<B>
 class TaskModel {
+  static_assert(std::is_same_v<B, Cpu> || std::is_same_v<T, float>, "the CUDA backend computes in fp32");
+  static constexpr bool on_host = std::is_same_v<B, Cpu>;
+
  public:
   static constexpr AdapterConfig static_adapter = A;
   using scalar_type = T;
+  using backend_type = B;
+  using batch_type = TaskBatch<T, B>;
 
   /// @brief A model for @p task with adapters of sizes @p adapter (must equal A unless A is
   /// dynamic). Parameters start at zero; load or initialise them.
@@ -122,14 +137,67 @@ class TaskModel {
     validate();
     auto declare = [this](ParamLayout<T>& lay) { return declare_all(lay); };
     store_.build(declare);
+    if constexpr (!on_host) {
+      // The same declaration again binds every view to the device arrays.
+      const std::size_t n = store_.values().size();
+      device_values_.resize(n);
+      device_grads_.resize(n);
+      ParamLayout<T> lay(device_values_.data(), device_grads_.data(), nullptr);
+      declare_all(lay);
+      host_newer_ = true;
+    }
   }
   TaskModel(const TaskModel&) = delete;
   TaskModel& operator=(const TaskModel&) = delete;
 
   const TaskConfig& task() const noexcept { return task_; }
   const AdapterConfig& adapter_config() const noexcept { return acfg_; }
-  ParameterStore<T>& parameters() noexcept { return store_; }
-  const ParameterStore<T>& parameters() const noexcept { return store_; }
+  /// @brief Parameters and gradients with their names (on Cuda: the host copy, see above).
+  ParameterStore<T>& parameters() {
+    if constexpr (!on_host) {
+      sync_to_host();
+      host_newer_ = true;
+    }
+    return store_;
+  }
+  const ParameterStore<T>& parameters() const {
+    if constexpr (!on_host) sync_to_host();
+    return store_;
+  }
+
+  /// @brief The flat parameter array the kernels read, in the backend's memory (the store's
+  /// own array on Cpu). For optimizers; call backend_updated() after writing it.
+  std::span<T> backend_values() {
+    if constexpr (on_host) {
+      return store_.values();
+    } else {
+      ensure_on_device();
+      return std::span<T>(device_values_.data(), device_values_.size());
+    }
+  }
+  /// @brief The flat gradient array backward() accumulates into, in the backend's memory.
+  std::span<T> backend_gradients() {
+    if constexpr (on_host) {
+      return store_.gradients();
+    } else {
+      ensure_on_device();
+      return std::span<T>(device_grads_.data(), device_grads_.size());
+    }
+  }
+  /// @brief Say that the backend arrays were written (so parameters() copies them back).
+  void backend_updated() noexcept {
+    if constexpr (!on_host) device_newer_ = true;
+  }
+  /// @brief Set every gradient to zero.
+  void zero_grad() {
+    if constexpr (on_host) {
+      store_.zero_grad();
+    } else {
+      ensure_on_device();
+      fill_zero(B{}, MatrixView<T>(device_grads_.data(), 1, static_cast<index_t>(device_grads_.size())));
+      device_newer_ = true;
+    }
+  }
   /// @brief How often the activation and scratch arenas have allocated.
   std::size_t workspace_allocations() const noexcept {
     return acts_.allocations() + scratch_.allocations();
@@ -137,14 +205,15 @@ class TaskModel {
 
   /// @brief Forward pass and loss. Keeps what backward() needs when @p step.training.
   /// @return the mean loss of the batch
-  T forward(const TaskBatch<T>& b, const StepInfo& step) {
+  T forward(const TaskBatch<T, B>& b, const StepInfo& step) {
     check_batch(b);
+    if constexpr (!on_host) ensure_on_device();
     batch_ = b;
     step_ = step;
     const index_t N = b.batch * b.seq, H = acfg_.hidden;
     const bool training = step.training;
     const LayerDims inner = inner_dims(b);
-    const std::size_t nh = Workspace<T>::padded(static_cast<std::size_t>(N * H));
+    const std::size_t nh = Workspace<T, B>::padded(static_cast<std::size_t>(N * H));
 
     // --- plan the arenas: activations live until backward, scratch is per call ---------
     acts_.reset();
@@ -154,9 +223,14 @@ class TaskModel {
     adapter_mask_ = take_vec(acts_, N);
     head_mask_ = take_vec(acts_, N);
     const T fill = task_.compat == Compat::official ? T(-10000) : std::numeric_limits<T>::lowest();
-    additive_key_mask<T>(head_mask_, b.attention_mask, fill);
+    key_mask_into(head_mask_, b.attention_mask, fill);
     const bool adapters_masked = task_.compat == Compat::standard;
-    if (adapters_masked) additive_key_mask<T>(adapter_mask_, b.attention_mask, fill);
+    if (adapters_masked) key_mask_into(adapter_mask_, b.attention_mask, fill);
+    // The head's row weights and targets, in the backend's memory.
+    subj_ = on_backend(b.subj);
+    obj_ = on_backend(b.obj);
+    start_ = on_backend(b.start);
+    targets_ = on_backend(b.targets);
 
     auto hidden = [&](index_t p) {
       auto v = (*b.hidden)[p];
@@ -169,7 +243,7 @@ class TaskModel {
     for (std::size_t j = 0; j < adapters_.size(); ++j) {
       const bool keep = training && adapters_[j].trainable;
       caches_[j].bind(acts_, acfg_, inner, keep);
-      adapter_forward(Cpu{}, caches_[j], hidden,
+      adapter_forward(B{}, caches_[j], hidden,
                       adapters_masked ? std::span<const T>(adapter_mask_) : std::span<const T>(),
                       adapters_[j], acfg_, skip_rule(), inner, adapter_dropouts(j), keep,
                       scratch_);
@@ -179,18 +253,19 @@ class TaskModel {
     // --- the authors' CosmosQA pre-fusion (multiple choice, official) --------------------
     if (prefuse()) {
       scaled_h_ = MatrixView<T>(acts_.take(nh), N, H);
-      scaled_h_.matrix() = static_cast<T>(task_.qa_a_rate) * h_last.matrix();
+      scale_copy(B{}, scaled_h_, h_last, static_cast<T>(task_.qa_a_rate));
       scaled_r_.resize(adapters_.size());
       prefused_.resize(adapters_.size());
       for (std::size_t j = 0; j < adapters_.size(); ++j) {
         scaled_r_[j] = MatrixView<T>(acts_.take(nh), N, H);
-        scaled_r_[j].matrix() = static_cast<T>(task_.qa_b_rate) * caches_[j].result.matrix();
+        scale_copy(B{}, scaled_r_[j], MatrixView<const T>(caches_[j].result), static_cast<T>(task_.qa_b_rate));
         prefused_[j] = MatrixView<T>(acts_.take(nh), N, H);
         if (task_.fusion == Fusion::add) {
-          prefused_[j].matrix() = scaled_h_.matrix() + scaled_r_[j].matrix();
+          copy_matrix(B{}, prefused_[j], MatrixView<const T>(scaled_h_));
+          add_into(B{}, prefused_[j], MatrixView<const T>(scaled_r_[j]));
         } else {
           const MatrixView<const T> in[2] = {scaled_h_, scaled_r_[j]};
-          linear_concat_forward(Cpu{}, prefused_[j], std::span<const MatrixView<const T>>(in),
+          linear_concat_forward(B{}, prefused_[j], std::span<const MatrixView<const T>>(in),
                                 prefuse_dense_[j]);
         }
       }
@@ -200,23 +275,23 @@ class TaskModel {
     features_ = MatrixView<T>(acts_.take(nh), N, H);
     if (task_.pretraining()) {
       const MatrixView<const T> in[2] = {h_last, MatrixView<const T>(caches_[0].result)};
-      linear_concat_forward(Cpu{}, features_, std::span<const MatrixView<const T>>(in), com_dense_);
+      linear_concat_forward(B{}, features_, std::span<const MatrixView<const T>>(in), com_dense_);
     } else if (adapters_.empty()) {
-      features_.matrix() = h_last.matrix();
+      copy_matrix(B{}, features_, h_last);
     } else if (task_.fusion == Fusion::add) {
-      features_.matrix() = h_last.matrix();
-      for (std::size_t j = 0; j < adapters_.size(); ++j) features_.matrix() += adapter_out(j).matrix();
+      copy_matrix(B{}, features_, h_last);
+      for (std::size_t j = 0; j < adapters_.size(); ++j) add_into(B{}, features_, adapter_out(j));
     } else {
       fused_.resize(adapters_.size());
       for (std::size_t j = 0; j < adapters_.size(); ++j) {
         fused_[j] = MatrixView<T>(acts_.take(nh), N, H);
         const MatrixView<const T> in[2] = {h_last, adapter_out(j)};
-        linear_concat_forward(Cpu{}, fused_[j], std::span<const MatrixView<const T>>(in),
+        linear_concat_forward(B{}, fused_[j], std::span<const MatrixView<const T>>(in),
                               task_dense_adapter_[j]);
       }
       fused_in_.resize(adapters_.size());
       for (std::size_t j = 0; j < adapters_.size(); ++j) fused_in_[j] = fused_[j];
-      linear_concat_forward(Cpu{}, features_, std::span<const MatrixView<const T>>(fused_in_),
+      linear_concat_forward(B{}, features_, std::span<const MatrixView<const T>>(fused_in_),
                             task_dense_);
     }
 
@@ -225,14 +300,16 @@ class TaskModel {
   }
 
   /// @brief Logits of the last forward pass: (B, R) for fac / relation / entity typing,
-  /// (B*T, max_seq_length) for lin, (B / choices, choices) for multiple choice.
+  /// (B*T, max_seq_length) for lin, (B / choices, choices) for multiple choice; in the
+  /// backend's memory.
   MatrixView<const T> logits() const noexcept { return logits_; }
 
   /// @brief Backward pass of the last training forward: accumulates the gradient of the
   /// mean loss into every trainable parameter.
   void backward() {
     if (!step_.training) throw Error("backward() needs a forward pass with training = true");
-    const TaskBatch<T>& b = batch_;
+    const TaskBatch<T, B>& b = batch_;
+    backend_updated();
     const index_t N = b.batch * b.seq, H = acfg_.hidden;
     scratch_.reset();
     MatrixView<T> d_features(scratch_.take(static_cast<std::size_t>(N * H)), N, H);
@@ -246,19 +323,19 @@ class TaskModel {
       if (prefuse()) {
         MatrixView<T> d(scratch_.take(static_cast<std::size_t>(N * H)), N, H);
         if (task_.fusion == Fusion::add) {
-          d.matrix() = static_cast<T>(task_.qa_b_rate) * d_a.matrix();
+          scale_copy(B{}, d, d_a, static_cast<T>(task_.qa_b_rate));
         } else {
           const MatrixView<const T> in[2] = {scaled_h_, scaled_r_[j]};
           const MatrixView<T> d_in[2] = {MatrixView<T>(), d};
-          linear_concat_backward(Cpu{}, std::span<const MatrixView<T>>(d_in), GradientMode::Overwrite,
+          linear_concat_backward(B{}, std::span<const MatrixView<T>>(d_in), GradientMode::Overwrite,
                                  &prefuse_dense_grad_[j], d_a,
                                  std::span<const MatrixView<const T>>(in), prefuse_dense_[j]);
-          d.matrix() *= static_cast<T>(task_.qa_b_rate);
+          scale_copy(B{}, d, MatrixView<const T>(d), static_cast<T>(task_.qa_b_rate));
         }
         d_r = d;
       }
       if (adapters_[j].trainable)
-        adapter_backward(Cpu{}, d_r, caches_[j], adapters_[j], acfg_, skip_rule(), inner,
+        adapter_backward(B{}, d_r, caches_[j], adapters_[j], acfg_, skip_rule(), inner,
                          adapter_dropouts(j), scratch_);
       scratch_.rewind(m);
     };
@@ -266,7 +343,7 @@ class TaskModel {
       MatrixView<T> d_a(scratch_.take(static_cast<std::size_t>(N * H)), N, H);
       const MatrixView<const T> in[2] = {h_last(b), MatrixView<const T>(caches_[0].result)};
       const MatrixView<T> d_in[2] = {MatrixView<T>(), d_a};
-      linear_concat_backward(Cpu{}, std::span<const MatrixView<T>>(d_in), GradientMode::Overwrite,
+      linear_concat_backward(B{}, std::span<const MatrixView<T>>(d_in), GradientMode::Overwrite,
                              &com_dense_grad_, MatrixView<const T>(d_features),
                              std::span<const MatrixView<const T>>(in), com_dense_);
       adapter_back(0, d_a);
@@ -279,7 +356,7 @@ class TaskModel {
       T* dg = scratch_.take(K * static_cast<std::size_t>(N * H));
       d_fused_.resize(K);
       for (std::size_t j = 0; j < K; ++j) d_fused_[j] = MatrixView<T>(dg + j * N * H, N, H);
-      linear_concat_backward(Cpu{}, std::span<const MatrixView<T>>(d_fused_),
+      linear_concat_backward(B{}, std::span<const MatrixView<T>>(d_fused_),
                              GradientMode::Overwrite, &task_dense_grad_,
                              MatrixView<const T>(d_features),
                              std::span<const MatrixView<const T>>(fused_in_), task_dense_);
@@ -287,7 +364,7 @@ class TaskModel {
       for (std::size_t j = 0; j < K; ++j) {
         const MatrixView<const T> in[2] = {h_last(b), adapter_out(j)};
         const MatrixView<T> d_in[2] = {MatrixView<T>(), d_a};
-        linear_concat_backward(Cpu{}, std::span<const MatrixView<T>>(d_in),
+        linear_concat_backward(B{}, std::span<const MatrixView<T>>(d_in),
                                GradientMode::Overwrite, &task_dense_adapter_grad_[j],
                                MatrixView<const T>(d_fused_[j]),
                                std::span<const MatrixView<const T>>(in), task_dense_adapter_[j]);
@@ -382,10 +459,10 @@ class TaskModel {
     return 0;
   }
 
-  LayerDims inner_dims(const TaskBatch<T>& b) const {
+  LayerDims inner_dims(const TaskBatch<T, B>& b) const {
     return LayerDims{b.batch, b.seq, acfg_.size, acfg_.heads, acfg_.ffn, acfg_.layer_norm_eps};
   }
-  LayerDims head_dims(const TaskBatch<T>& b) const {
+  LayerDims head_dims(const TaskBatch<T, B>& b) const {
     return LayerDims{b.batch, b.seq, acfg_.hidden, 1, 0, task_.head_layer_norm_eps};
   }
 
@@ -413,17 +490,60 @@ class TaskModel {
   }
   Dropout head_dropout() const { return dropout_at((std::uint64_t{1} << 30) + 3); }
 
-  MatrixView<const T> h_last(const TaskBatch<T>& b) const {
+  MatrixView<const T> h_last(const TaskBatch<T, B>& b) const {
     auto v = (*b.hidden)[b.last];
     return MatrixView<const T>(v.data(), b.batch * b.seq, acfg_.hidden);
   }
 
-  static std::span<T> take_vec(Workspace<T>& ws, index_t n) {
+  static std::span<T> take_vec(Workspace<T, B>& ws, index_t n) {
     return std::span<T>(ws.take(static_cast<std::size_t>(n)), static_cast<std::size_t>(n));
   }
 
-  std::size_t activation_elements(const TaskBatch<T>& b, bool training) const {
-    using WS = Workspace<T>;
+  /// The additive key mask of @p mask (host) into @p dst (backend memory).
+  void key_mask_into(std::span<T> dst, std::span<const std::int64_t> mask, T fill) {
+    if constexpr (on_host) {
+      additive_key_mask<T>(dst, mask, fill);
+    } else {
+      host_scratch_.resize(dst.size());
+      additive_key_mask<T>(std::span<T>(host_scratch_), mask, fill);
+      copy_from_host(B{}, dst.data(), std::span<const T>(host_scratch_));
+    }
+  }
+  /// @p v (host) where the kernels can read it: itself on Cpu, a copy in the activation
+  /// arena on Cuda.
+  const T* on_backend(std::span<const T> v) {
+    if constexpr (on_host) {
+      return v.data();
+    } else {
+      if (v.empty()) return nullptr;
+      T* d = acts_.take(v.size());
+      copy_from_host(B{}, d, v);
+      return d;
+    }
+  }
+  /// On Cuda: copy the host store to the device if it was handed out for writing.
+  void ensure_on_device() {
+    if constexpr (!on_host) {
+      if (!host_newer_) return;
+      copy_from_host(B{}, device_values_.data(), std::span<const T>(store_.values()));
+      copy_from_host(B{}, device_grads_.data(), std::span<const T>(store_.gradients()));
+      host_newer_ = false;
+      device_newer_ = false;
+    }
+  }
+  /// On Cuda: copy the device arrays to the host store if they changed.
+  void sync_to_host() const {
+    if constexpr (!on_host) {
+      if (!device_newer_) return;
+      auto& store = const_cast<ParameterStore<T>&>(store_);
+      copy_to_host(B{}, store.values(), device_values_.data());
+      copy_to_host(B{}, store.gradients(), device_grads_.data());
+      device_newer_ = false;
+    }
+  }
+
+  std::size_t activation_elements(const TaskBatch<T, B>& b, bool training) const {
+    using WS = Workspace<T, B>;
     const std::size_t N = static_cast<std::size_t>(b.batch * b.seq), H = acfg_.hidden;
     const std::size_t R = static_cast<std::size_t>(task_.num_labels);
     std::size_t total = 2 * WS::padded(N) + WS::padded(N * H);  // masks, features
@@ -434,23 +554,26 @@ class TaskModel {
     // head: rows (2 x B x H), dense out (N x H at most), logits, d_logits, lin attention cache
     total += 4 * WS::padded(N * H) + 2 * WS::padded(N * std::max<std::size_t>(R, 1));
     if (task_.task == Task::lin) total += AttentionCache<T>::elements(head_dims(b));
+    if constexpr (!on_host)  // the batch's weights and targets, copied to the device
+      total += WS::padded(b.subj.size()) + WS::padded(b.obj.size()) + WS::padded(b.start.size()) +
+               WS::padded(b.targets.size());
     return total;
   }
 
-  std::size_t scratch_elements(const TaskBatch<T>& b, bool training) const {
-    using WS = Workspace<T>;
+  std::size_t scratch_elements(const TaskBatch<T, B>& b, bool training) const {
+    using WS = Workspace<T, B>;
     const std::size_t N = static_cast<std::size_t>(b.batch * b.seq), H = acfg_.hidden;
     const std::size_t K = adapters_.size();
-    std::size_t adapter = adapters_.empty() ? 0 : adapter_scratch<T>(acfg_, inner_dims(b), training);
+    std::size_t adapter = adapters_.empty() ? 0 : adapter_scratch<T, B>(acfg_, inner_dims(b), training);
     std::size_t head = task_.task == Task::lin
-                           ? std::max(attention_block_forward_scratch<T>(head_dims(b), training),
-                                      attention_block_backward_scratch<T>(head_dims(b)))
+                           ? std::max(attention_block_forward_scratch<T, B>(head_dims(b), training),
+                                      attention_block_backward_scratch<T, B>(head_dims(b)))
                            : 0;
     // backward: d_features, d_a, K fused gradients, then the largest of adapter / head scratch
     return (4 + K) * WS::padded(N * H) + 4 * WS::padded(N * H) + std::max(adapter, head);
   }
 
-  void check_batch(const TaskBatch<T>& b) const {
+  void check_batch(const TaskBatch<T, B>& b) const {
     const std::size_t n = static_cast<std::size_t>(b.batch * b.seq);
     auto fail = [&](const std::string& what) {
       throw Error("task " + task_name(task_.task) + ": " + what);
@@ -468,11 +591,11 @@ class TaskModel {
              " (an adapter plug-in point) was not kept");
     if (!b.hidden->has(b.last)) fail("the last hidden state was not kept");
     if (b.attention_mask.size() != n) fail("attention_mask must hold B*T values");
-    const std::size_t B = static_cast<std::size_t>(b.batch);
+    const std::size_t Bn = static_cast<std::size_t>(b.batch);
     switch (task_.task) {
       case Task::fac:
       case Task::relation:
-        if (b.labels.size() != B) fail("labels must hold B values");
+        if (b.labels.size() != Bn) fail("labels must hold B values");
         if (b.subj.size() != n || b.obj.size() != n)
           fail("subj_special_start_id and obj_special_start_id must be (B, T)");
         break;
@@ -487,7 +610,7 @@ class TaskModel {
                " (got T = " + std::to_string(b.seq) + ")");
         break;
       case Task::entity_typing:
-        if (b.targets.size() != B * static_cast<std::size_t>(task_.num_labels))
+        if (b.targets.size() != Bn * static_cast<std::size_t>(task_.num_labels))
           fail("labels must be (B, " + std::to_string(task_.num_labels) + ") in [0, 1]");
         if (b.start.size() != n) fail("start_id must be (B, T)");
         break;
@@ -495,15 +618,15 @@ class TaskModel {
         if (b.batch % task_.num_labels != 0)
           fail("the batch holds " + std::to_string(b.batch) + " sequences, not a multiple of " +
                std::to_string(task_.num_labels) + " choices");
-        if (b.labels.size() != B / static_cast<std::size_t>(task_.num_labels))
+        if (b.labels.size() != Bn / static_cast<std::size_t>(task_.num_labels))
           fail("labels must hold one choice index per question");
         break;
     }
   }
 
   // --- heads -------------------------------------------------------------------------------
-  T head_forward(const TaskBatch<T>& b, bool training) {
-    const index_t B = b.batch, S = b.seq, N = B * S, H = acfg_.hidden, R = task_.num_labels;
+  T head_forward(const TaskBatch<T, B>& b, bool training) {
+    const index_t Bn = b.batch, S = b.seq, N = Bn * S, H = acfg_.hidden, R = task_.num_labels;
     auto take = [&](index_t r, index_t c) {
       return MatrixView<T>(acts_.take(static_cast<std::size_t>(r * c)), r, c);
     };
@@ -511,44 +634,44 @@ class TaskModel {
     switch (task_.task) {
       case Task::fac:
       case Task::relation: {
-        rows_a_ = take(B, H);
-        rows_b_ = take(B, H);
-        weighted_rows_forward(Cpu{}, rows_a_, MatrixView<const T>(b.subj.data(), B, S), F);
-        weighted_rows_forward(Cpu{}, rows_b_, MatrixView<const T>(b.obj.data(), B, S), F);
-        dense_out_ = take(B, H);
+        rows_a_ = take(Bn, H);
+        rows_b_ = take(Bn, H);
+        weighted_rows_forward(B{}, rows_a_, MatrixView<const T>(subj_, Bn, S), F);
+        weighted_rows_forward(B{}, rows_b_, MatrixView<const T>(obj_, Bn, S), F);
+        dense_out_ = take(Bn, H);
         const MatrixView<const T> in[2] = {rows_a_, rows_b_};
-        linear_concat_forward(Cpu{}, dense_out_, std::span<const MatrixView<const T>>(in), dense_);
-        dropout_inplace(Cpu{}, dense_out_, head_dropout(), 1);
-        logits_ = take(B, R);
-        linear_forward(Cpu{}, logits_, MatrixView<const T>(dense_out_), out_proj_);
-        d_logits_ = take(B, R);
-        return cross_entropy(Cpu{}, d_logits_, MatrixView<const T>(logits_), b.labels);
+        linear_concat_forward(B{}, dense_out_, std::span<const MatrixView<const T>>(in), dense_);
+        dropout_inplace(B{}, dense_out_, head_dropout(), 1);
+        logits_ = take(Bn, R);
+        linear_forward(B{}, logits_, MatrixView<const T>(dense_out_), out_proj_);
+        d_logits_ = take(Bn, R);
+        return cross_entropy(B{}, d_logits_, MatrixView<const T>(logits_), b.labels);
       }
       case Task::entity_typing: {
-        rows_a_ = take(B, H);
-        weighted_rows_forward(Cpu{}, rows_a_, MatrixView<const T>(b.start.data(), B, S), F);
-        dense_out_ = take(B, H);
-        linear_forward(Cpu{}, dense_out_, MatrixView<const T>(rows_a_), dense_);
-        dropout_inplace(Cpu{}, dense_out_, head_dropout(), 1);
-        logits_ = take(B, R);
-        linear_forward(Cpu{}, logits_, MatrixView<const T>(dense_out_), out_proj_);
-        d_logits_ = take(B, R);
-        return bce_with_logits(Cpu{}, d_logits_, MatrixView<const T>(logits_),
-                               MatrixView<const T>(b.targets.data(), B, R));
+        rows_a_ = take(Bn, H);
+        weighted_rows_forward(B{}, rows_a_, MatrixView<const T>(start_, Bn, S), F);
+        dense_out_ = take(Bn, H);
+        linear_forward(B{}, dense_out_, MatrixView<const T>(rows_a_), dense_);
+        dropout_inplace(B{}, dense_out_, head_dropout(), 1);
+        logits_ = take(Bn, R);
+        linear_forward(B{}, logits_, MatrixView<const T>(dense_out_), out_proj_);
+        d_logits_ = take(Bn, R);
+        return bce_with_logits(B{}, d_logits_, MatrixView<const T>(logits_),
+                               MatrixView<const T>(targets_, Bn, R));
       }
       case Task::lin: {
         attn_out_ = take(N, H);
         attn_cache_.bind(acts_, head_dims(b));
         const LayerDropouts drop = head_dropouts();
-        attention_block_forward(Cpu{}, attn_out_, training ? &attn_cache_ : nullptr, F,
+        attention_block_forward(B{}, attn_out_, training ? &attn_cache_ : nullptr, F,
                                 std::span<const T>(head_mask_), self_attention_, head_dims(b),
                                 &drop, scratch_);
         scratch_.reset();
         dense_out_ = take(N, H);
-        linear_forward(Cpu{}, dense_out_, MatrixView<const T>(attn_out_), dense_);
-        dropout_inplace(Cpu{}, dense_out_, head_dropout(), S);
+        linear_forward(B{}, dense_out_, MatrixView<const T>(attn_out_), dense_);
+        dropout_inplace(B{}, dense_out_, head_dropout(), S);
         logits_ = take(N, R);
-        linear_forward(Cpu{}, logits_, MatrixView<const T>(dense_out_), out_proj_);
+        linear_forward(B{}, logits_, MatrixView<const T>(dense_out_), out_proj_);
         d_logits_ = take(N, R);
         // Loss over real tokens. Standard compat also keeps padded head positions out of the
         // softmax; the authors' code does not.
@@ -561,27 +684,26 @@ class TaskModel {
                   c < S ? b.attention_mask[static_cast<std::size_t>((r / S) * S + c)] : 0;
           columns = column_mask_;
         }
-        return cross_entropy(Cpu{}, d_logits_, MatrixView<const T>(logits_), b.labels,
+        return cross_entropy(B{}, d_logits_, MatrixView<const T>(logits_), b.labels,
                              b.attention_mask, columns);
       }
       case Task::multiple_choice: {
-        const index_t C = R, Q = B / C;
-        rows_a_ = take(B, H);  // the <s> row of every sequence, after dropout
-        for (index_t r = 0; r < B; ++r)
-          rows_a_.matrix().row(r) = F.matrix().row(r * S);
-        dropout_inplace(Cpu{}, rows_a_, head_dropout(), 1);
-        dense_out_ = take(B, 1);
-        linear_forward(Cpu{}, dense_out_, MatrixView<const T>(rows_a_), out_proj_);
+        const index_t C = R, Q = Bn / C;
+        rows_a_ = take(Bn, H);  // the <s> row of every sequence, after dropout
+        gather_rows(B{}, rows_a_, F, S);
+        dropout_inplace(B{}, rows_a_, head_dropout(), 1);
+        dense_out_ = take(Bn, 1);
+        linear_forward(B{}, dense_out_, MatrixView<const T>(rows_a_), out_proj_);
         logits_ = MatrixView<T>(dense_out_.data(), Q, C);
         d_logits_ = take(Q, C);
-        return cross_entropy(Cpu{}, d_logits_, MatrixView<const T>(logits_), b.labels);
+        return cross_entropy(B{}, d_logits_, MatrixView<const T>(logits_), b.labels);
       }
     }
     return T(0);
   }
 
-  void head_backward(const TaskBatch<T>& b, MatrixView<T> d_features) {
-    const index_t B = b.batch, S = b.seq, N = B * S, H = acfg_.hidden;
+  void head_backward(const TaskBatch<T, B>& b, MatrixView<T> d_features) {
+    const index_t Bn = b.batch, S = b.seq, N = Bn * S, H = acfg_.hidden;
     auto take = [&](index_t r, index_t c) {
       return MatrixView<T>(scratch_.take(static_cast<std::size_t>(r * c)), r, c);
     };
@@ -589,57 +711,57 @@ class TaskModel {
     switch (task_.task) {
       case Task::fac:
       case Task::relation: {
-        MatrixView<T> dz = take(B, H), da = take(B, H), db = take(B, H);
-        linear_backward(Cpu{}, dz, GradientMode::Overwrite, &out_proj_grad_, dlog,
+        MatrixView<T> dz = take(Bn, H), da = take(Bn, H), db = take(Bn, H);
+        linear_backward(B{}, dz, GradientMode::Overwrite, &out_proj_grad_, dlog,
                         MatrixView<const T>(dense_out_), out_proj_);
-        dropout_inplace(Cpu{}, dz, head_dropout(), 1);
+        dropout_inplace(B{}, dz, head_dropout(), 1);
         const MatrixView<const T> in[2] = {rows_a_, rows_b_};
         const MatrixView<T> d_in[2] = {da, db};
-        linear_concat_backward(Cpu{}, std::span<const MatrixView<T>>(d_in), GradientMode::Overwrite,
+        linear_concat_backward(B{}, std::span<const MatrixView<T>>(d_in), GradientMode::Overwrite,
                                &dense_grad_, MatrixView<const T>(dz),
                                std::span<const MatrixView<const T>>(in), dense_);
-        std::fill(d_features.data(), d_features.data() + d_features.size(), T(0));
-        weighted_rows_backward(Cpu{}, d_features, MatrixView<const T>(da),
-                               MatrixView<const T>(b.subj.data(), B, S));
-        weighted_rows_backward(Cpu{}, d_features, MatrixView<const T>(db),
-                               MatrixView<const T>(b.obj.data(), B, S));
+        fill_zero(B{}, d_features);
+        weighted_rows_backward(B{}, d_features, MatrixView<const T>(da),
+                               MatrixView<const T>(subj_, Bn, S));
+        weighted_rows_backward(B{}, d_features, MatrixView<const T>(db),
+                               MatrixView<const T>(obj_, Bn, S));
         break;
       }
       case Task::entity_typing: {
-        MatrixView<T> dz = take(B, H), de = take(B, H);
-        linear_backward(Cpu{}, dz, GradientMode::Overwrite, &out_proj_grad_, dlog,
+        MatrixView<T> dz = take(Bn, H), de = take(Bn, H);
+        linear_backward(B{}, dz, GradientMode::Overwrite, &out_proj_grad_, dlog,
                         MatrixView<const T>(dense_out_), out_proj_);
-        dropout_inplace(Cpu{}, dz, head_dropout(), 1);
-        linear_backward(Cpu{}, de, GradientMode::Overwrite, &dense_grad_, MatrixView<const T>(dz),
+        dropout_inplace(B{}, dz, head_dropout(), 1);
+        linear_backward(B{}, de, GradientMode::Overwrite, &dense_grad_, MatrixView<const T>(dz),
                         MatrixView<const T>(rows_a_), dense_);
-        std::fill(d_features.data(), d_features.data() + d_features.size(), T(0));
-        weighted_rows_backward(Cpu{}, d_features, MatrixView<const T>(de),
-                               MatrixView<const T>(b.start.data(), B, S));
+        fill_zero(B{}, d_features);
+        weighted_rows_backward(B{}, d_features, MatrixView<const T>(de),
+                               MatrixView<const T>(start_, Bn, S));
         break;
       }
       case Task::lin: {
         MatrixView<T> dz = take(N, H), du = take(N, H);
-        linear_backward(Cpu{}, dz, GradientMode::Overwrite, &out_proj_grad_, dlog,
+        linear_backward(B{}, dz, GradientMode::Overwrite, &out_proj_grad_, dlog,
                         MatrixView<const T>(dense_out_), out_proj_);
-        dropout_inplace(Cpu{}, dz, head_dropout(), S);
-        linear_backward(Cpu{}, du, GradientMode::Overwrite, &dense_grad_, MatrixView<const T>(dz),
+        dropout_inplace(B{}, dz, head_dropout(), S);
+        linear_backward(B{}, du, GradientMode::Overwrite, &dense_grad_, MatrixView<const T>(dz),
                         MatrixView<const T>(attn_out_), dense_);
         const LayerDropouts drop = head_dropouts();
         const std::size_t mark = scratch_.used();
-        attention_block_backward(Cpu{}, d_features, GradientMode::Overwrite, &self_attention_grad_,
+        attention_block_backward(B{}, d_features, GradientMode::Overwrite, &self_attention_grad_,
                                  MatrixView<const T>(du), attn_cache_, self_attention_,
                                  head_dims(b), &drop, scratch_);
         scratch_.rewind(mark);
         break;
       }
       case Task::multiple_choice: {
-        MatrixView<T> dc = take(B, H);
-        linear_backward(Cpu{}, dc, GradientMode::Overwrite, &out_proj_grad_,
-                        MatrixView<const T>(dlog.data(), B, 1), MatrixView<const T>(rows_a_),
+        MatrixView<T> dc = take(Bn, H);
+        linear_backward(B{}, dc, GradientMode::Overwrite, &out_proj_grad_,
+                        MatrixView<const T>(dlog.data(), Bn, 1), MatrixView<const T>(rows_a_),
                         out_proj_);
-        dropout_inplace(Cpu{}, dc, head_dropout(), 1);
-        std::fill(d_features.data(), d_features.data() + d_features.size(), T(0));
-        for (index_t r = 0; r < B; ++r) d_features.matrix().row(r * S) = dc.matrix().row(r);
+        dropout_inplace(B{}, dc, head_dropout(), 1);
+        fill_zero(B{}, d_features);
+        scatter_rows(B{}, d_features, MatrixView<const T>(dc), S);
         break;
       }
     }
@@ -659,7 +781,7 @@ class TaskModel {
   std::vector<LinearParams<T>> prefuse_dense_;   // NAME_adapter.task_dense (CosmosQA, concat)
   std::vector<LinearGrads<T>> prefuse_dense_grad_;
   // activations of the last forward pass
-  Workspace<T> acts_, scratch_;
+  Workspace<T, B> acts_, scratch_;
   std::vector<AdapterCache<T>> caches_;
   std::vector<MatrixView<T>> fused_, d_fused_;
   std::vector<MatrixView<const T>> fused_in_;
@@ -669,8 +791,17 @@ class TaskModel {
   MatrixView<T> features_, rows_a_, rows_b_, dense_out_, attn_out_, logits_, d_logits_;
   AttentionCache<T> attn_cache_;
   std::vector<std::int64_t> column_mask_;
-  TaskBatch<T> batch_;
+  TaskBatch<T, B> batch_;
   StepInfo step_;
+  const T* subj_ = nullptr;  // the batch's weights and targets in the backend's memory
+  const T* obj_ = nullptr;
+  const T* start_ = nullptr;
+  const T* targets_ = nullptr;
+  // Cuda only: the device arrays, which of the two copies is newer, a host staging buffer.
+  BackendVector<T, B> device_values_, device_grads_;
+  bool host_newer_ = false;
+  mutable bool device_newer_ = false;
+  std::vector<T> host_scratch_;
 };
 
 }  // namespace kadapter

@@ -47,18 +47,50 @@ StepReport apply_update(ParameterStore<T>& store, AdamW<T>& adam, const TrainCon
   return r;
 }
 
+/// @brief The optimizer of a Trainer on backend @p B: the gradient scaling of accumulation,
+/// clipping, the schedule and AdamW over the model's backend arrays. The Cpu version works on
+/// the ParameterStore directly; the CUDA backend specialises it (backend/cuda/optimizer.hpp)
+/// with the moments in device memory.
+template <class T, class B>
+class BackendOptimizer;
+
+template <class T>
+class BackendOptimizer<T, Cpu> {
+ public:
+  explicit BackendOptimizer(const AdamWConfig& cfg) : adam_(cfg) {}
+
+  /// @brief Multiply every gradient by @p factor (1 / micro-batches).
+  template <class Model>
+  void scale(Model& model, double factor) {
+    scale_gradients(model.parameters(), factor);
+  }
+  /// @brief Clip, schedule and one AdamW step (apply_update) of optimizer step @p step.
+  template <class Model>
+  StepReport update(Model& model, const TrainConfig& cfg, std::int64_t step) {
+    return apply_update(model.parameters(), adam_, cfg, step);
+  }
+  /// @brief The AdamW state (moments and step count), for checkpoints.
+  AdamW<T>& state() noexcept { return adam_; }
+
+ private:
+  AdamW<T> adam_;
+};
+
 /// @brief Trains the trainable parameters of a TaskModel.
-template <AdapterConfig A, ComputeScalar T>
+///
+/// @tparam B the model's backend. On Cuda the whole step stays on the device (clipping and
+///           AdamW included); optimizer() then copies the moments to the host.
+template <AdapterConfig A, ComputeScalar T, class B = Cpu>
+  requires Backend<B>
 class Trainer {
  public:
-  Trainer(TaskModel<A, T>& model, const TrainConfig& cfg) : model_(model), cfg_(cfg), adam_(cfg.adam) {}
+  Trainer(TaskModel<A, T, B>& model, const TrainConfig& cfg) : model_(model), cfg_(cfg), opt_(cfg.adam) {}
 
   /// @brief One optimizer step over @p micro_batches (gradient accumulation: the gradient of
   /// the mean of their losses).
-  StepReport step(std::span<const TaskBatch<T>> micro_batches) {
+  StepReport step(std::span<const TaskBatch<T, B>> micro_batches) {
     if (micro_batches.empty()) throw Error("a training step needs at least one micro-batch");
-    auto& store = model_.parameters();
-    store.zero_grad();
+    model_.zero_grad();
     double loss = 0;
     for (std::size_t i = 0; i < micro_batches.size(); ++i) {
       StepInfo info{true, cfg_.seed, static_cast<std::uint64_t>(step_), i};
@@ -66,8 +98,8 @@ class Trainer {
       model_.backward();
     }
     const double k = static_cast<double>(micro_batches.size());
-    if (micro_batches.size() > 1) scale_gradients(store, 1.0 / k);
-    StepReport r = apply_update(store, adam_, cfg_, step_);
+    if (micro_batches.size() > 1) opt_.scale(model_, 1.0 / k);
+    StepReport r = opt_.update(model_, cfg_, step_);
     r.loss = loss / k;
     ++step_;
     return r;
@@ -77,13 +109,15 @@ class Trainer {
   std::int64_t steps() const noexcept { return step_; }
   /// @brief Continue a run at step @p s (after loading the optimizer state).
   void set_steps(std::int64_t s) noexcept { step_ = s; }
-  AdamW<T>& optimizer() noexcept { return adam_; }
+  /// @brief The AdamW state, in host memory, for checkpoints (on Cuda: copied from the
+  /// device, and copied back at the next step, so it may be written).
+  AdamW<T>& optimizer() { return opt_.state(); }
   const TrainConfig& config() const noexcept { return cfg_; }
 
  private:
-  TaskModel<A, T>& model_;
+  TaskModel<A, T, B>& model_;
   TrainConfig cfg_;
-  AdamW<T> adam_;
+  BackendOptimizer<T, B> opt_;
   std::int64_t step_ = 0;
 };
 

@@ -146,6 +146,13 @@ __global__ void add_kernel(float* dst, const float* src, std::int64_t n) {
   if (i < n) dst[i] += src[i];
 }
 
+/// dst[i] = alpha * src[i] (dst may be src).
+template <int = 0>
+__global__ void scale_kernel(float* dst, const float* src, float alpha, std::int64_t n) {
+  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) dst[i] = alpha * src[i];
+}
+
 template <int = 0>
 __global__ void gelu_kernel(float* x, std::int64_t n) {
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -345,6 +352,61 @@ void add_into(Cuda, MatrixView<T> dst, MatrixView<const T> src) {
   cuda::detail::add_kernel<<<cuda::detail::blocks_for(src.size(), 256), 256, 0, cuda::context().stream()>>>(
       dst.data(), src.data(), src.size());
   cuda::check_launch("add_kernel");
+}
+
+/// @brief `dst = alpha · src` (same shape; @p dst may be @p src).
+template <class T>
+void scale_copy(Cuda, MatrixView<T> dst, MatrixView<const T> src, T alpha) {
+  static_assert(std::is_same_v<T, float>, "the CUDA backend computes in fp32");
+  KA_ASSERT(dst.size() == src.size());
+  if (src.size() == 0) return;
+  cuda::detail::scale_kernel<<<cuda::detail::blocks_for(src.size(), 256), 256, 0, cuda::context().stream()>>>(
+      dst.data(), src.data(), alpha, src.size());
+  cuda::check_launch("scale_kernel");
+}
+
+/// @brief Row r of @p dst (R, W) = row r·stride of @p src (R·stride, W), one 2-D copy.
+template <class T>
+void gather_rows(Cuda, MatrixView<T> dst, MatrixView<const T> src, index_t stride) {
+  KA_ASSERT(src.extent(0) == dst.extent(0) * stride && src.extent(1) == dst.extent(1));
+  if (dst.size() == 0) return;
+  const std::size_t row = static_cast<std::size_t>(dst.extent(1)) * sizeof(T);
+  cuda::check(cudaMemcpy2DAsync(dst.data(), row, src.data(), row * static_cast<std::size_t>(stride), row,
+                                static_cast<std::size_t>(dst.extent(0)), cudaMemcpyDeviceToDevice,
+                                cuda::context().stream()),
+              "cudaMemcpy2DAsync (gather_rows)");
+}
+
+/// @brief Row r·stride of @p dst (R·stride, W) = row r of @p src (R, W); other rows are left.
+template <class T>
+void scatter_rows(Cuda, MatrixView<T> dst, MatrixView<const T> src, index_t stride) {
+  KA_ASSERT(dst.extent(0) == src.extent(0) * stride && src.extent(1) == dst.extent(1));
+  if (src.size() == 0) return;
+  const std::size_t row = static_cast<std::size_t>(src.extent(1)) * sizeof(T);
+  cuda::check(cudaMemcpy2DAsync(dst.data(), row * static_cast<std::size_t>(stride), src.data(), row, row,
+                                static_cast<std::size_t>(src.extent(0)), cudaMemcpyDeviceToDevice,
+                                cuda::context().stream()),
+              "cudaMemcpy2DAsync (scatter_rows)");
+}
+
+/// @brief Copy @p src from host memory to @p dst in device memory, queued on the Context
+/// stream. @p src may be reused as soon as this returns (pageable memory is staged first).
+template <class T>
+void copy_from_host(Cuda, T* dst, std::span<const T> src) {
+  if (src.empty()) return;
+  cuda::check(cudaMemcpyAsync(dst, src.data(), src.size() * sizeof(T), cudaMemcpyHostToDevice, cuda::context().stream()),
+              "cudaMemcpyAsync to device");
+}
+
+/// @brief Copy dst.size() elements from @p src in device memory to @p dst on the host, after
+/// the work queued on the Context stream; returns when the copy is complete.
+template <class T>
+void copy_to_host(Cuda, std::span<T> dst, const T* src) {
+  if (dst.empty()) return;
+  auto& ctx = cuda::context();
+  cuda::check(cudaMemcpyAsync(dst.data(), src, dst.size() * sizeof(T), cudaMemcpyDeviceToHost, ctx.stream()),
+              "cudaMemcpyAsync to host");
+  ctx.synchronize();
 }
 
 /// @brief `dst = 0`.

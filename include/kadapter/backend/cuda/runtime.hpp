@@ -220,6 +220,12 @@ std::vector<T> DeviceBuffer<T>::download() const {
 }  // namespace kadapter::cuda
 
 namespace kadapter {
+/// @brief BackendVector<T, Cuda> is a device buffer.
+template <class T>
+struct BackendStorage<T, Cuda> {
+  using type = cuda::DeviceBuffer<T>;
+};
+
 /// @brief Workspace<T, Cuda> slices are device memory (cudaMalloc aligns to 256 bytes).
 template <>
 struct WorkspaceMemory<Cuda> {

@@ -492,6 +492,41 @@ void fill_zero(Cpu, MatrixView<T> dst) {
   std::fill(dst.data(), dst.data() + dst.size(), T(0));
 }
 
+/// @brief `dst = alpha · src` (same shape; @p dst may be @p src).
+template <class T>
+void scale_copy(Cpu, MatrixView<T> dst, MatrixView<const T> src, T alpha) {
+  KA_ASSERT(dst.size() == src.size());
+  dst.matrix() = alpha * src.matrix();
+}
+
+/// @brief Row r of @p dst (R, W) = row r·stride of @p src (R·stride, W): one row per
+/// sequence, e.g. the `<s>` rows of a batch.
+template <class T>
+void gather_rows(Cpu, MatrixView<T> dst, MatrixView<const T> src, index_t stride) {
+  KA_ASSERT(src.extent(0) == dst.extent(0) * stride && src.extent(1) == dst.extent(1));
+  for (index_t r = 0; r < dst.extent(0); ++r) dst.matrix().row(r) = src.matrix().row(r * stride);
+}
+
+/// @brief Row r·stride of @p dst (R·stride, W) = row r of @p src (R, W); other rows of
+/// @p dst are left as they are. The reverse of gather_rows().
+template <class T>
+void scatter_rows(Cpu, MatrixView<T> dst, MatrixView<const T> src, index_t stride) {
+  KA_ASSERT(dst.extent(0) == src.extent(0) * stride && src.extent(1) == dst.extent(1));
+  for (index_t r = 0; r < src.extent(0); ++r) dst.matrix().row(r * stride) = src.matrix().row(r);
+}
+
+/// @brief Copy @p src from host memory into @p dst, in the backend's memory (plain copy).
+template <class T>
+void copy_from_host(Cpu, T* dst, std::span<const T> src) {
+  std::copy(src.begin(), src.end(), dst);
+}
+
+/// @brief Copy @p src, in the backend's memory, into @p dst in host memory (plain copy).
+template <class T>
+void copy_to_host(Cpu, std::span<T> dst, const T* src) {
+  std::copy(src, src + dst.size(), dst.begin());
+}
+
 /// @brief Multi-head scaled dot-product attention over projected Q, K, V.
 ///
 /// For each sequence b and head h (columns h·d..h·d+d-1):
