@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU check in one run (a few minutes): the GPU tests, then the training-step benchmark
-# of every config on the card, then the PyTorch reference of the same step on the card when
-# python3 has torch with CUDA. Writes a short table and the logs to OUT (default gpu-check/).
+# The GPU check in one run (a few minutes): the GPU tests (kernels, models, fixtures), then
+# the training-step benchmark of every config on the card, then the PyTorch reference of the
+# same step on the card when python3 has torch with CUDA. Writes a short table and the logs
+# to OUT (default gpu-check/).
 #
 #   bench/gpu_check.sh [--prebuilt DIR] [--out DIR]
 #
@@ -39,16 +40,19 @@ else
   start=$(date +%s)
   cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DKADAPTER_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
     -DKADAPTER_BUILD_EXAMPLES=OFF >"$out/build.log" 2>&1 &&
-    cmake --build build-gpu -j"$(nproc)" --target test_cuda_smoke test_cuda_kernels bench_gpu_step >>"$out/build.log" 2>&1 ||
+    cmake --build build-gpu -j"$(nproc)" --target test_cuda_smoke test_cuda_kernels test_cuda_models bench_gpu_step >>"$out/build.log" 2>&1 ||
     { log "build: FAILED (see build.log)"; exit 1; }
   log "build: $(( $(date +%s) - start )) s"
   mkdir -p build-gpu/bin
-  cp build-gpu/tests/cuda/test_cuda_smoke build-gpu/tests/cuda/test_cuda_kernels build-gpu/bench/bench_gpu_step build-gpu/bin/
+  cp build-gpu/tests/cuda/test_cuda_smoke build-gpu/tests/cuda/test_cuda_kernels build-gpu/tests/cuda/test_cuda_models \
+    build-gpu/bench/bench_gpu_step build-gpu/bin/
   bin="build-gpu/bin"
 fi
 
+# The fixtures of this tree (a prebuilt program knows only the path where it was built).
+export KA_FIXTURE_DIR="$PWD/tests/fixtures"
 status=0
-for t in test_cuda_smoke test_cuda_kernels; do
+for t in test_cuda_smoke test_cuda_kernels test_cuda_models; do
   "$bin/$t" --log_level=test_suite >"$out/$t.log" 2>&1
   rc=$?
   case $rc in
@@ -61,27 +65,30 @@ done
 log ""
 log "| config | precision | kadapter ms | tokens/s | GFLOP/s | of the card's GEMM ceiling | PyTorch ms | speedup |"
 log "|---|---|---|---|---|---|---|---|"
+have_torch=0
+python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null && have_torch=1
 for cfg in small base large; do
-  torch_ms="-"
-  if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
-    python3 bench/reference/train_step.py --config "$cfg" --device cuda --steps 20 --warmup 3 >"$out/pytorch_$cfg.log" 2>&1 &&
-      torch_ms=$(sed -n 's/.*median_ms=\([0-9.]*\).*/\1/p' "$out/pytorch_$cfg.log" | tail -1)
-    torch_ms=${torch_ms:--}
-    [ "$torch_ms" = - ] && log "pytorch $cfg: no result (see pytorch_$cfg.log)"
-  fi
-  for prec in fp32 tf32; do
-    flag=""; [ "$prec" = tf32 ] && flag="--tf32"
-    if "$bin/bench_gpu_step" --config "$cfg" $flag >"$out/kadapter_${cfg}_$prec.log" 2>&1; then
+  for prec in fp32 tf32 bf16; do
+    # PyTorch in the same precision (bf16: autocast), when python3 has torch with CUDA.
+    torch_ms="-"
+    if [ $have_torch = 1 ]; then
+      python3 bench/reference/train_step.py --config "$cfg" --device cuda --precision "$prec" --steps 20 --warmup 3 \
+        >"$out/pytorch_${cfg}_$prec.log" 2>&1 &&
+        torch_ms=$(sed -n 's/.*median_ms=\([0-9.]*\).*/\1/p' "$out/pytorch_${cfg}_$prec.log" | tail -1)
+      torch_ms=${torch_ms:--}
+      [ "$torch_ms" = - ] && log "pytorch $cfg $prec: no result (see pytorch_${cfg}_$prec.log)"
+    fi
+    if "$bin/bench_gpu_step" --config "$cfg" --precision "$prec" >"$out/kadapter_${cfg}_$prec.log" 2>&1; then
       line=$(grep '^kadapter_gpu' "$out/kadapter_${cfg}_$prec.log")
       ms=$(echo "$line" | sed -n 's/.*median_ms=\([0-9.]*\).*/\1/p')
       tps=$(echo "$line" | sed -n 's/.*tokens_per_s=\([0-9]*\).*/\1/p')
       gf=$(echo "$line" | sed -n 's/.*gflops=\([0-9]*\) .*/\1/p')
       frac=$(echo "$line" | sed -n 's/.*ceiling_fraction=\([0-9.]*\).*/\1/p')
       speed="-"
-      [ "$prec" = fp32 ] && [ "$torch_ms" != "-" ] && speed=$(python3 -c "print(f'{$torch_ms / $ms:.2f}x')")
-      log "| $cfg | $prec | $ms | $tps | $gf | $frac | $([ "$prec" = fp32 ] && echo "$torch_ms" || echo "-") | $speed |"
+      [ "$torch_ms" != "-" ] && speed=$(python3 -c "print(f'{$torch_ms / $ms:.2f}x')")
+      log "| $cfg | $prec | $ms | $tps | $gf | $frac | $torch_ms | $speed |"
     else
-      log "| $cfg | $prec | FAILED (see kadapter_${cfg}_$prec.log) | | | | | |"
+      log "| $cfg | $prec | FAILED (see kadapter_${cfg}_$prec.log) | | | | $torch_ms | |"
       status=1
     fi
   done

@@ -2,7 +2,7 @@
 // bench_train_step (adapters, com_dense and the head, forward and backward, clipping, AdamW)
 // on random backbone states: Trainer<dynamic_adapter, float, Cuda>::step.
 //
-//   bench_gpu_step --config small|base|large [--steps N] [--warmup N] [--tf32]
+//   bench_gpu_step --config small|base|large [--steps N] [--warmup N] [--precision fp32|tf32|bf16]
 //
 // The same TaskModel and Trainer as bench_train_step, with B = Cuda; the backbone states
 // are on the device before timing starts. First it measures the card's fp32 GEMM ceiling: cuBLASLt at the three shapes of the base model's linear layers (1024 rows) and
@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
   try {
     std::string name = "base";
     int steps = 20, warmup = 3;
-    bool tf32 = false;
+    cuda::Math math = cuda::Math::fp32;
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
       auto value = [&]() -> std::string {
@@ -80,8 +80,13 @@ int main(int argc, char** argv) {
       if (a == "--config") name = value();
       else if (a == "--steps") steps = std::max(1, std::atoi(value().c_str()));
       else if (a == "--warmup") warmup = std::max(0, std::atoi(value().c_str()));
-      else if (a == "--tf32") tf32 = true;
-      else throw Error("unknown option " + a + " (expected --config, --steps, --warmup, --tf32)");
+      else if (a == "--precision") {
+        const std::string p = value();
+        if (p == "fp32") math = cuda::Math::fp32;
+        else if (p == "tf32") math = cuda::Math::tf32;
+        else if (p == "bf16") math = cuda::Math::bf16;
+        else throw Error("--precision " + p + ": expected fp32, tf32 or bf16");
+      } else throw Error("unknown option " + a + " (expected --config, --steps, --warmup, --precision)");
     }
     if (!cuda::device_available()) {
       std::fprintf(stderr, "bench_gpu_step: no CUDA device\n");
@@ -89,13 +94,13 @@ int main(int argc, char** argv) {
     }
     cudaDeviceProp prop{};
     cuda::check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
-    cuda::context().allow_tf32 = tf32;
+    cuda::context().math = math;
 
     const double ceiling = std::max({gemm_gflops(1024, 768, 768, 20), gemm_gflops(1024, 3072, 768, 20),
                                      gemm_gflops(1024, 768, 3072, 20)});
     const double ceiling_big = gemm_gflops(8192, 8192, 8192, 5);
     std::printf("gpu device=\"%s\" precision=%s ceiling_gflops=%.0f ceiling_8192_gflops=%.0f\n", prop.name,
-                tf32 ? "tf32" : "fp32", ceiling, ceiling_big);
+                cuda::math_name(math), ceiling, ceiling_big);
 
     const bench::BenchConfig c = bench::config_named(name);
     const index_t B = c.batch, S = c.seq, N = B * S, R = bench::kRelations;

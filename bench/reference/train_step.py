@@ -11,13 +11,17 @@ clip_grad_norm_(1.0) and AdamW.
 
     /usr/bin/python3 bench/reference/train_step.py --config small|base|large \
         [--threads default|N] [--steps N] [--warmup N] [--device cpu|cuda]
+        [--precision fp32|tf32|bf16]
 
-Needs only Debian's python3-torch (--device cuda: a torch built with CUDA; fp32 products, no
-TF32, which is torch's default for matrix products). Prints one line per step and a summary line
+Needs only Debian's python3-torch (--device cuda: a torch built with CUDA). --precision (cuda
+only): fp32 products (the default; TF32 is off, as torch's default for matrix products), TF32
+products (torch.backends.cuda.matmul.allow_tf32), or bf16 autocast (torch.autocast with
+bfloat16: products in bf16, fp32 weights and optimizer, the way a PyTorch user asks for bf16). Prints one line per step and a summary line
 `pytorch threads=... median_ms=... gflop=... gflops=...`.
 """
 
 import argparse
+import contextlib
 import math
 import statistics
 import time
@@ -127,10 +131,15 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default="fp32")
     args = ap.parse_args()
+    if args.precision != "fp32" and args.device != "cuda":
+        ap.error("--precision tf32 and bf16 need --device cuda")
     device = torch.device(args.device)
     if args.device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = args.precision == "tf32"
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if args.precision == "bf16"
+                else contextlib.nullcontext())
 
     def sync():
         if args.device == "cuda":
@@ -161,7 +170,8 @@ def main():
         sync()
         t0 = time.perf_counter()
         opt.zero_grad()
-        loss = model(states, states[-1], subj, obj, labels)
+        with autocast:
+            loss = model(states, states[-1], subj, obj, labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -172,7 +182,7 @@ def main():
             times.append(dt)
     median = statistics.median(times)
     flop = step_flops(hidden, width, ffn, batch, seq, plug)
-    print(f"pytorch device={args.device} threads={torch.get_num_threads()} median_ms={median:.2f} "
+    print(f"pytorch device={args.device} precision={args.precision} threads={torch.get_num_threads()} median_ms={median:.2f} "
           f"gflop={flop * 1e-9:.1f} gflops={flop * 1e-9 / (median * 1e-3):.1f}")
 
 

@@ -275,14 +275,15 @@ GradsResult<T> compute_grads(const GradsRequest& req) {
 }
 
 #if defined(KA_CLI_WITH_CUDA)
-/// compute_grads<float, Cuda>, compiled by nvcc in cli/train_cuda.cu.
-GradsResult<float> compute_grads_cuda(const GradsRequest& req);
+/// compute_grads<float, Cuda> with the products in @p dtype ("fp32", "tf32" or "bf16"),
+/// compiled by nvcc in cli/train_cuda.cu.
+GradsResult<float> compute_grads_cuda(const GradsRequest& req, const std::string& dtype);
 #endif
 
 namespace detail {
 
 template <class T>
-int run_grads_typed(const Args& args, bool on_gpu) {
+int run_grads_typed(const Args& args, bool on_gpu, const std::string& gpu_dtype = "fp32") {
   GradsRequest req;
   req.model = args.get("model");
   req.adapter = args.get("adapter");
@@ -299,7 +300,9 @@ int run_grads_typed(const Args& args, bool on_gpu) {
   GradsResult<T> r;
   if (on_gpu) {
 #if defined(KA_CLI_WITH_CUDA)
-    if constexpr (std::is_same_v<T, float>) r = compute_grads_cuda(req);
+    if constexpr (std::is_same_v<T, float>) r = compute_grads_cuda(req, gpu_dtype);
+#else
+    static_cast<void>(gpu_dtype);  // run_grads refused --device cuda already
 #endif
   } else {
     r = compute_grads<T>(req);
@@ -333,7 +336,7 @@ inline int run_grads(const std::vector<std::string>& argv) {
              {"qa-a-rate", "X", "multiple choice, official: weight of the backbone in each adapter's pre-fusion", false, "1"},
              {"qa-b-rate", "X", "multiple choice, official: weight of the adapter in its pre-fusion", false, "1"},
              {"compat", "standard|official", "official: the authors' quirks (see docs/compat.md)", false, "standard"},
-             {"dtype", "f32|f64", "compute precision", false, "f32"},
+             {"dtype", "f32|f64|tf32|bf16", "compute precision (tf32, bf16: the GPU's tensor cores for the products, with --device cuda)", false, "f32"},
              {"device", "cpu|cuda", "where the pass runs (cuda: f32 only)", false, "cpu"},
              {"out", "OUT.safetensors", "receives loss, logits and NAME.grad", true, ""}},
             argv);
@@ -344,18 +347,21 @@ inline int run_grads(const std::vector<std::string>& argv) {
   args.choice("task", {"fac", "lin", "entity-typing", "relation", "multiple-choice"});
   args.choice("compat", {"standard", "official"});
   if (args.has("fusion")) args.choice("fusion", {"concat", "add"});
-  const bool f64 = args.choice("dtype", {"f32", "f64"}) == "f64";
+  const std::string dtype = args.choice("dtype", {"f32", "f64", "tf32", "bf16"});
+  const bool f64 = dtype == "f64";
   const bool on_gpu = args.choice("device", {"cpu", "cuda"}) == "cuda";
+  if (!on_gpu && (dtype == "tf32" || dtype == "bf16"))
+    throw Error("--dtype " + dtype + " needs --device cuda (the CPU computes in f32 or f64)");
   if (on_gpu) {
 #if defined(KA_CLI_WITH_CUDA)
-    if (f64) throw Error("--device cuda computes in f32 only (--dtype f64 runs on the CPU)");
+    if (f64) throw Error("--device cuda computes in f32, tf32 or bf16 (--dtype f64 runs on the CPU)");
 #else
     throw Error("--device cuda: this kadapter was built without the CUDA backend (configure with the CUDA toolkit "
                 "installed, or pass -DKADAPTER_CUDA=ON)");
 #endif
   }
   if (f64) return detail::run_grads_typed<double>(args, false);
-  return detail::run_grads_typed<float>(args, on_gpu);
+  return detail::run_grads_typed<float>(args, on_gpu, dtype == "f32" ? "fp32" : dtype);
 }
 
 }  // namespace kadapter::cli

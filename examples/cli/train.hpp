@@ -68,7 +68,8 @@ inline std::vector<OptionSpec> training_options(bool finetune) {
       {"stop-after", "N", "stop after N steps without the final save (to test --resume)", false, "0"},
       {"eval-split", "dev|test", "split evaluated at the end", false, "dev"},
       {"threads", "N", "threads for the matrix products (0: default)", false, "0"},
-      {"device", "cpu|cuda", "where the backbone and the model run (cuda: fp32 on the first GPU)", false, "cpu"},
+      {"device", "cpu|cuda", "where the backbone and the model run (cuda: the first GPU)", false, "cpu"},
+      {"dtype", "fp32|tf32|bf16", "arithmetic of the matrix products; tf32 and bf16 (tensor cores, fp32 accumulation, fp32 weights and optimizer) need --device cuda", false, "fp32"},
       {"bucketing", "auto|none|trim|sort", "none: pad every batch to T; trim: pad a batch to its longest sequence (same numbers); sort: also group sequences of similar length; auto: trim, or none under --compat official", false, "auto"},
       {"feature-cache", "auto|off|memory|DIR", "compute the frozen backbone's states once and reuse them every epoch, in memory or in a file under DIR; auto: memory when training runs more than one epoch", false, "auto"},
       {"cache-dtype", "fp16|bf16|fp32", "storage of the cached states", false, "fp16"}};
@@ -769,6 +770,7 @@ TrainResult run_training_cuda(const Args& args, bool finetune, bool evaluate_onl
 inline TrainResult run_training(const Args& args, bool finetune, bool evaluate_only = false) {
   const int threads = static_cast<int>(args.integer("threads", 0, 1024));
   if (threads > 0) Eigen::setNbThreads(threads);
+  const std::string dtype = args.choice("dtype", {"fp32", "tf32", "bf16"});
   if (args.choice("device", {"cpu", "cuda"}) == "cuda") {
 #if defined(KA_CLI_WITH_CUDA)
     return run_training_cuda(args, finetune, evaluate_only);
@@ -777,6 +779,7 @@ inline TrainResult run_training(const Args& args, bool finetune, bool evaluate_o
                 "installed, or pass -DKADAPTER_CUDA=ON)");
 #endif
   }
+  if (dtype != "fp32") throw Error("--dtype " + dtype + " needs --device cuda (the CPU computes in fp32)");
   return run_training_on<Cpu>(args, finetune, evaluate_only);
 }
 

@@ -9,19 +9,21 @@
 namespace kadapter::cli {
 
 namespace {
-void require_device() {
+/// Check for a device and set the arithmetic of this thread's products.
+void prepare_device(const std::string& dtype) {
   if (!cuda::device_available())
     throw Error("--device cuda: no usable CUDA device (the CUDA runtime found none; run on the CPU with --device cpu)");
+  cuda::context().math = dtype == "bf16" ? cuda::Math::bf16 : dtype == "tf32" ? cuda::Math::tf32 : cuda::Math::fp32;
 }
 }  // namespace
 
 TrainResult run_training_cuda(const Args& args, bool finetune, bool evaluate_only) {
-  require_device();
+  prepare_device(args.get("dtype"));
   return run_training_on<Cuda>(args, finetune, evaluate_only);
 }
 
-GradsResult<float> compute_grads_cuda(const GradsRequest& req) {
-  require_device();
+GradsResult<float> compute_grads_cuda(const GradsRequest& req, const std::string& dtype) {
+  prepare_device(dtype);
   return compute_grads<float, Cuda>(req);
 }
 

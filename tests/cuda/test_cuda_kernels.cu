@@ -154,6 +154,15 @@ BOOST_AUTO_TEST_CASE(concatenated_linear_and_weighted_rows) {
   ref::linear_concat_forward(y.h(rows, out), in_h, ph);
   linear_concat_forward(Cuda{}, y.d(rows, out), std::span<const MatrixView<const float>>(in_d), pd);
   CHECK_CLOSE(y, "concat forward");
+  {
+    // A bias 4 bytes past an aligned address: added by a kernel, not cuBLASLt's epilogue.
+    Pair bias_off(out + 1, 155), y_off(rows * out, 156);
+    const LinearParams<float> ph_off{w.h(out, wa + wb), VectorView<const float>(bias_off.host.data() + 1, out)};
+    const LinearParams<float> pd_off{w.d(out, wa + wb), VectorView<const float>(bias_off.dev.data() + 1, out)};
+    ref::linear_concat_forward(y_off.h(rows, out), in_h, ph_off);
+    linear_concat_forward(Cuda{}, y_off.d(rows, out), std::span<const MatrixView<const float>>(in_d), pd_off);
+    CHECK_CLOSE(y_off, "concat forward, unaligned bias");
+  }
   for (GradientMode mode : {GradientMode::Overwrite, GradientMode::Accumulate}) {
     Pair dy(rows * out, 144), da(rows * wa, 145), db(rows * wb, 146), gw(out * (wa + wb), 147), gb(out, 148);
     LinearGrads<float> gh{gw.h(out, wa + wb), gb.hv()}, gd{gw.d(out, wa + wb), gb.dv()};
@@ -463,6 +472,46 @@ BOOST_AUTO_TEST_CASE(adapter_forward_and_backward) {
   ParamLayout<float> names(nullptr, nullptr, &table);
   declare_adapter(names, "adapter.", c.cfg, true);
   check_per_tensor(grads.download(), expect.grads, table);
+}
+
+BOOST_AUTO_TEST_CASE(gradient_writes_and_small_helpers) {
+  // Expected values by plain loops (these are copies, adds and one product per element).
+  const index_t rows = 17, width = 45;
+  const std::size_t n = static_cast<std::size_t>(rows * width);
+  for (GradientMode mode : {GradientMode::Overwrite, GradientMode::Accumulate, GradientMode::Ignore}) {
+    Pair src(n, 170), dst(n, 171);
+    for (std::size_t i = 0; i < n; ++i)
+      if (mode == GradientMode::Overwrite) dst.host[i] = src.host[i];
+      else if (mode == GradientMode::Accumulate) dst.host[i] += src.host[i];
+    write_gradient(Cuda{}, dst.d(rows, width), MatrixView<const float>(src.d(rows, width)), mode);
+    CHECK_CLOSE(dst, "write_gradient mode " << static_cast<int>(mode));
+  }
+  Pair x(n, 172), y(n, 173);
+  for (std::size_t i = 0; i < n; ++i) y.host[i] = 0.75f * x.host[i];
+  scale_copy(Cuda{}, y.d(rows, width), MatrixView<const float>(x.d(rows, width)), 0.75f);
+  CHECK_CLOSE(y, "scale_copy");
+  for (float& v : x.host) v = -1.25f * v;
+  scale_copy(Cuda{}, x.d(rows, width), MatrixView<const float>(x.d(rows, width)), -1.25f);
+  CHECK_CLOSE(x, "scale_copy in place");
+  const index_t seqs = 6, stride = 7;
+  Pair all(static_cast<std::size_t>(seqs * stride * width), 174), picked(static_cast<std::size_t>(seqs * width), 175);
+  for (index_t r = 0; r < seqs; ++r)
+    for (index_t c = 0; c < width; ++c)
+      picked.host[static_cast<std::size_t>(r * width + c)] = all.host[static_cast<std::size_t>(r * stride * width + c)];
+  gather_rows(Cuda{}, picked.d(seqs, width), MatrixView<const float>(all.d(seqs * stride, width)), stride);
+  CHECK_CLOSE(picked, "gather_rows");
+  Pair back(static_cast<std::size_t>(seqs * stride * width), 176), rows_in(static_cast<std::size_t>(seqs * width), 177);
+  for (index_t r = 0; r < seqs; ++r)
+    for (index_t c = 0; c < width; ++c)
+      back.host[static_cast<std::size_t>(r * stride * width + c)] = rows_in.host[static_cast<std::size_t>(r * width + c)];
+  scatter_rows(Cuda{}, back.d(seqs * stride, width), MatrixView<const float>(rows_in.d(seqs, width)), stride);
+  CHECK_CLOSE(back, "scatter_rows (other rows untouched)");
+  const std::vector<float> host = random_values(100, 178);
+  std::vector<float> round(100, 0.0f);
+  DeviceBuffer<float> dev(100);
+  copy_from_host(Cuda{}, dev.data(), std::span<const float>(host));
+  copy_to_host(Cuda{}, std::span<float>(round), dev.data());
+  BOOST_TEST(round == host);
 }
 
 // second_unit.cu includes kadapter_cuda.hpp too: the kernels, defined in headers, must link

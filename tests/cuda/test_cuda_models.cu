@@ -4,8 +4,9 @@
 //     gradient norms, parameters, AdamW moments; frozen tensors unchanged);
 //   - the authors' models of tests/fixtures/adapter through `kadapter grads`' code path, against
 //     the CPU and against the fixtures with the CPU test's tolerances;
-//   - the frozen encoder against HuggingFace's hidden states (tests/fixtures/encoder).
-// Tolerance: 1e-5 relative per tensor (gpu_compare.hpp). Skipped without a GPU.
+//   - the frozen encoder against HuggingFace's hidden states (tests/fixtures/encoder);
+//   - the task models with bf16 products (cuda::Math::bf16) against the CPU's fp32.
+// Tolerance: 1e-5 relative per tensor (gpu_compare.hpp), 2e-2 for bf16. Skipped without a GPU.
 #define BOOST_TEST_MODULE cuda_models
 #include "support/skippable_main.hpp"
 
@@ -71,6 +72,34 @@ BOOST_AUTO_TEST_CASE(task_models_match_the_cpu) {
           same = same && gpu.values[static_cast<std::size_t>(i)] == gpu.initial[static_cast<std::size_t>(i)];
         BOOST_TEST(same, slot.name << " is frozen but changed");
       }
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(task_models_with_bf16_products_within_2e_2) {
+  // bf16 tensor cores for every product (fp32 accumulation, weights, activations and
+  // optimizer) against the CPU's fp32: within 2e-2 of each tensor's scale. bf16 keeps 8
+  // significant bits, so a gradient that is 0 in exact arithmetic (the key biases) holds noise
+  // of about 2^-8 of the products it sums: the floor of the scale is 1e-2 of the largest
+  // gradient of the model.
+  struct MathGuard {
+    ~MathGuard() { cuda::context().math = cuda::Math::fp32; }
+  } guard;
+  constexpr double kBf16 = 2e-2;
+  const auto near = [](double gpu, double cpu) { return std::isfinite(gpu) && std::abs(gpu - cpu) <= kBf16 * std::abs(cpu); };
+  for (const cases::ModelCase& c : cases::model_cases()) {
+    BOOST_TEST_CONTEXT("case " << c.name) {
+      const cases::CaseResult cpu = ref::run_case_cpu(c);
+      cuda::context().math = cuda::Math::bf16;
+      const cases::CaseResult gpu = cases::run_case<Cuda>(c);
+      cuda::context().math = cuda::Math::fp32;
+      BOOST_TEST(near(gpu.loss, cpu.loss), "loss " << gpu.loss << " vs " << cpu.loss);
+      BOOST_TEST(rel_error(gpu.logits, cpu.logits) <= kBf16);
+      check_per_tensor(gpu.grads, cpu.grads, cpu.table, "bf16 gradient ", kBf16, 1e-2);
+      for (std::size_t s = 0; s < cpu.step_losses.size(); ++s)
+        BOOST_TEST(near(gpu.step_losses[s], cpu.step_losses[s]),
+                   "step " << s << " loss " << gpu.step_losses[s] << " vs " << cpu.step_losses[s]);
+      check_per_tensor(gpu.values, cpu.values, cpu.table, "bf16 parameter ", kBf16, 1e-2);
     }
   }
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -15,8 +16,12 @@
 
 namespace kadapter::test {
 
-/// The fixture directory (tests/fixtures).
-inline std::filesystem::path fixture_dir() { return std::filesystem::path(KA_FIXTURE_DIR); }
+/// The fixture directory (tests/fixtures): the environment's KA_FIXTURE_DIR when set (a test
+/// program built on one machine and run on another), else the source tree's.
+inline std::filesystem::path fixture_dir() {
+  if (const char* dir = std::getenv("KA_FIXTURE_DIR"); dir && *dir) return std::filesystem::path(dir);
+  return std::filesystem::path(KA_FIXTURE_DIR);
+}
 
 /// The request of the case in @p dir, read from its args.json; the backbone is the tiny
 /// RoBERTa of the encoder fixtures.

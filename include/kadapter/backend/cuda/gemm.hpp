@@ -10,7 +10,8 @@
 ///
 /// Plans (the operation descriptor, three matrix layouts and the algorithm the heuristic
 /// chose for the context's workspace) are built on a shape's first call and kept in the
-/// Context. The key includes each pointer's alignment (up to 256 bytes), since an algorithm
+/// Context. The compute type follows Context::math (fp32, TF32 or bf16 tensor cores, fp32
+/// accumulation); a shape the tensor-core mode has no algorithm for is planned in fp32. The key includes each pointer's alignment (up to 256 bytes), since an algorithm
 /// chosen for aligned data may not run on an attention head's offset view.
 #pragma once
 
@@ -72,10 +73,65 @@ inline void make_layout(cublasLtMatrixLayout_t& out, std::int64_t rows, std::int
 }
 }  // namespace detail
 
+namespace detail {
+/// @brief Fill @p plan for @p key (cuBLASLt's view of @p g) with compute type @p compute.
+inline void build_plan(Context& ctx, GemmPlan& plan, const GemmKey& key, const Gemm& g, int compute) {
+  check(cublasLtMatmulDescCreate(&plan.op, static_cast<cublasComputeType_t>(compute), CUDA_R_32F),
+        "cublasLtMatmulDescCreate");
+  const cublasOperation_t ta = key.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t tb = key.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  detail::set_attr(plan.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+  detail::set_attr(plan.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+  const auto epilogue = static_cast<cublasLtEpilogue_t>(key.epilogue);
+  detail::set_attr(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue);
+  // Stored shapes, column-major: op N means (rows = m or k, ...) as cuBLASLt documents.
+  detail::make_layout(plan.a, key.trans_a ? key.k : key.m, key.trans_a ? key.m : key.k, key.lda, key.batch, key.stride_a);
+  detail::make_layout(plan.b, key.trans_b ? key.n : key.k, key.trans_b ? key.k : key.n, key.ldb, key.batch, key.stride_b);
+  detail::make_layout(plan.c, key.m, key.n, key.ldc, key.batch, key.stride_c);
+  cublasLtMatmulPreference_t pref = nullptr;
+  check(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
+  const std::uint64_t ws = ctx.workspace_bytes();
+  const std::uint32_t aa = key.align_a, ab = key.align_b, ac = key.align_c;
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa, sizeof aa);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab, sizeof ab);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac, sizeof ac);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, sizeof ac);
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  const cublasStatus_t st =
+      cublasLtMatmulAlgoGetHeuristic(ctx.lt(), plan.op, plan.a, plan.b, plan.c, plan.c, pref, 1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  check(st, "cublasLtMatmulAlgoGetHeuristic");
+  if (found == 0)
+    throw CudaError("cuBLASLt has no algorithm for a " + std::to_string(g.m) + "x" + std::to_string(g.n) + "x" +
+                    std::to_string(g.k) + " product (batch " + std::to_string(g.batch) + ")");
+  plan.algo = result.algo;
+}
+}  // namespace detail
+
 /// @brief Run @p g on @p ctx's stream (see the file comment for the mapping to cuBLASLt).
 /// @throws CudaError when cuBLASLt has no algorithm for the shape or the call fails
 inline void gemm(Context& ctx, const Gemm& g) {
   if (g.m == 0 || g.n == 0) return;
+  if (g.k == 0) {
+    // An empty sum: C = beta · C (+ bias). Only the zero result is needed (no model has an
+    // empty inner dimension); it is written here rather than handed to cuBLASLt.
+    if (g.beta != 0.0f || g.bias)
+      throw CudaError("cuda::gemm: a product with k = 0 and beta != 0 or a bias is not supported");
+    for (std::int64_t i = 0; i < g.batch; ++i)
+      check(cudaMemset2DAsync(g.c + i * g.stride_c, static_cast<std::size_t>(g.ldc) * sizeof(float), 0,
+                              static_cast<std::size_t>(g.n) * sizeof(float), static_cast<std::size_t>(g.m), ctx.stream()),
+            "cudaMemset2DAsync (empty product)");
+    return;
+  }
+  if (ctx.plans().size() >= Context::kMaxPlans) {
+    // Many distinct shapes (every padded length has its own attention plans): start over
+    // rather than grow without bound. The stream is drained first, so no queued product
+    // still refers to a plan's descriptors.
+    ctx.synchronize();
+    ctx.plans().clear();
+  }
   GemmKey key;
   // cuBLASLt's view: D (N x M) = op(B^T stored) · op(A^T stored).
   key.trans_a = g.trans_b;
@@ -91,7 +147,9 @@ inline void gemm(Context& ctx, const Gemm& g) {
   key.stride_b = g.stride_a;
   key.stride_c = g.stride_c;
   key.epilogue = g.bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
-  key.compute = ctx.allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  key.compute = ctx.math == Math::tf32   ? CUBLAS_COMPUTE_32F_FAST_TF32
+                : ctx.math == Math::bf16 ? CUBLAS_COMPUTE_32F_FAST_16BF
+                                         : CUBLAS_COMPUTE_32F;
   key.align_a = detail::alignment_of(g.b);
   key.align_b = detail::alignment_of(g.a);
   key.align_c = detail::alignment_of(g.c);
@@ -103,37 +161,21 @@ inline void gemm(Context& ctx, const Gemm& g) {
   GemmPlan& plan = it->second;
   if (fresh) {
     try {
-      check(cublasLtMatmulDescCreate(&plan.op, static_cast<cublasComputeType_t>(key.compute), CUDA_R_32F),
-            "cublasLtMatmulDescCreate");
-      const cublasOperation_t ta = key.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-      const cublasOperation_t tb = key.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-      detail::set_attr(plan.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
-      detail::set_attr(plan.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
-      const auto epilogue = static_cast<cublasLtEpilogue_t>(key.epilogue);
-      detail::set_attr(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue);
-      // Stored shapes, column-major: op N means (rows = m or k, ...) as cuBLASLt documents.
-      detail::make_layout(plan.a, key.trans_a ? key.k : key.m, key.trans_a ? key.m : key.k, key.lda, key.batch, key.stride_a);
-      detail::make_layout(plan.b, key.trans_b ? key.n : key.k, key.trans_b ? key.k : key.n, key.ldb, key.batch, key.stride_b);
-      detail::make_layout(plan.c, key.m, key.n, key.ldc, key.batch, key.stride_c);
-      cublasLtMatmulPreference_t pref = nullptr;
-      check(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
-      const std::uint64_t ws = ctx.workspace_bytes();
-      const std::uint32_t aa = key.align_a, ab = key.align_b, ac = key.align_c;
-      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
-      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa, sizeof aa);
-      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab, sizeof ab);
-      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac, sizeof ac);
-      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, sizeof ac);
-      cublasLtMatmulHeuristicResult_t result{};
-      int found = 0;
-      const cublasStatus_t st =
-          cublasLtMatmulAlgoGetHeuristic(ctx.lt(), plan.op, plan.a, plan.b, plan.c, plan.c, pref, 1, &result, &found);
-      cublasLtMatmulPreferenceDestroy(pref);
-      check(st, "cublasLtMatmulAlgoGetHeuristic");
-      if (found == 0)
-        throw CudaError("cuBLASLt has no algorithm for a " + std::to_string(g.m) + "x" + std::to_string(g.n) + "x" +
-                        std::to_string(g.k) + " product (batch " + std::to_string(g.batch) + ")");
-      plan.algo = result.algo;
+      detail::build_plan(ctx, plan, key, g, key.compute);
+    } catch (const CudaError&) {
+      // A tensor-core mode may have no algorithm for an odd shape or alignment (an attention
+      // head's offset view): that product runs in strict fp32 instead.
+      if (key.compute == CUBLAS_COMPUTE_32F) {
+        ctx.plans().erase(it);
+        throw;
+      }
+      try {
+        plan.reset();
+        detail::build_plan(ctx, plan, key, g, CUBLAS_COMPUTE_32F);
+      } catch (...) {
+        ctx.plans().erase(it);
+        throw;
+      }
     } catch (...) {
       ctx.plans().erase(it);
       throw;
@@ -144,5 +186,6 @@ inline void gemm(Context& ctx, const Gemm& g) {
                        &plan.algo, ctx.workspace(), ctx.workspace_bytes(), ctx.stream()),
         "cublasLtMatmul");
 }
+
 
 }  // namespace kadapter::cuda

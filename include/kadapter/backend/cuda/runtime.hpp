@@ -104,6 +104,21 @@ class DeviceBuffer {
   std::size_t size_ = 0;
 };
 
+/// @brief The arithmetic of the backend's matrix products. Inputs, outputs and accumulation
+/// are fp32 in every mode; tf32 and bf16 let cuBLASLt round the inputs to TF32 (10-bit
+/// mantissa) or bf16 (7-bit mantissa) for the tensor cores. Parameters, activations,
+/// gradients and the optimizer stay fp32 (bf16 "compute" with fp32 master weights).
+enum class Math {
+  fp32,  ///< strict fp32 (CUBLAS_COMPUTE_32F)
+  tf32,  ///< TF32 tensor cores (CUBLAS_COMPUTE_32F_FAST_TF32), about 1e-3 relative error
+  bf16,  ///< bf16 tensor cores (CUBLAS_COMPUTE_32F_FAST_16BF), about 1e-2 relative error
+};
+
+/// @brief The name of @p m as the command line spells it.
+inline const char* math_name(Math m) noexcept {
+  return m == Math::fp32 ? "fp32" : m == Math::tf32 ? "tf32" : "bf16";
+}
+
 /// @brief A cuBLASLt matmul plan: operation descriptor, the three layouts and the algorithm
 /// the heuristic chose, built once per shape (see gemm.hpp).
 struct GemmPlan {
@@ -113,11 +128,15 @@ struct GemmPlan {
   GemmPlan() = default;
   GemmPlan(const GemmPlan&) = delete;
   GemmPlan& operator=(const GemmPlan&) = delete;
-  ~GemmPlan() {
+  ~GemmPlan() { reset(); }
+  /// @brief Destroy the descriptors and leave the plan empty.
+  void reset() noexcept {
     if (a) cublasLtMatrixLayoutDestroy(a);
     if (b) cublasLtMatrixLayoutDestroy(b);
     if (c) cublasLtMatrixLayoutDestroy(c);
     if (op) cublasLtMatmulDescDestroy(op);
+    a = b = c = nullptr;
+    op = nullptr;
   }
 };
 
@@ -140,6 +159,8 @@ class Context {
  public:
   /// @brief cuBLASLt workspace: 32 MiB, what NVIDIA recommends for Hopper.
   static constexpr std::size_t kWorkspaceBytes = std::size_t{32} << 20;
+  /// @brief Plans kept before the cache starts over (see cuda::gemm).
+  static constexpr std::size_t kMaxPlans = 4096;
 
   Context() {
     workspace_.resize(kWorkspaceBytes);
@@ -163,9 +184,9 @@ class Context {
   cublasLtHandle_t lt() const noexcept { return lt_; }
   void* workspace() const noexcept { return workspace_.data(); }
   std::size_t workspace_bytes() const noexcept { return workspace_.size(); }
-  /// @brief Let fp32 products use TF32 tensor cores (faster, about 1e-3 relative error).
-  /// Off by default: fp32 results then match the CPU backend within 1e-5.
-  bool allow_tf32 = false;
+  /// @brief How the matrix products compute (every other kernel is fp32 whatever this says).
+  /// Default fp32: results match the CPU backend within 1e-5.
+  Math math = Math::fp32;
 
   std::map<GemmKey, GemmPlan>& plans() noexcept { return plans_; }
 
