@@ -15,6 +15,7 @@
 #include <chrono>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <unistd.h>
@@ -493,9 +494,9 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     trainer.set_steps(step);
     std::fprintf(stderr, "resumed from %s at step %lld\n", (out / "checkpoint").string().c_str(), static_cast<long long>(step));
   }
-  auto save_checkpoint = [&] {
-    io::save_parameters(model.parameters(), out / "checkpoint" / "model.safetensors");
-    io::save_optimizer(model.parameters(), trainer.optimizer(), out / "checkpoint" / "optimizer.safetensors",
+  auto save_checkpoint = [&] {  // read-only access: nothing goes back to a device afterwards
+    io::save_parameters(std::as_const(model).parameters(), out / "checkpoint" / "model.safetensors");
+    io::save_optimizer(std::as_const(model).parameters(), trainer.optimizer(), out / "checkpoint" / "optimizer.safetensors",
                        {{"step", std::to_string(trainer.steps())}});
   };
 
@@ -668,7 +669,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   }
   if (!evaluate_only) {
   save_checkpoint();
-  io::save_parameters(model.parameters(), out / "model.safetensors",
+  io::save_parameters(std::as_const(model).parameters(), out / "model.safetensors",
                       {{"task", args.get("task")}, {"compat", official ? "official" : "standard"}});
   {
     nlohmann::json cfgj = {{"task", args.get("task")}, {"hidden", ac.hidden}, {"adapter_size", ac.size},

@@ -1,7 +1,7 @@
 /// @file kadapter_cuda.hpp
 /// @brief The GPU backend: `Cuda`-tag overloads of the kernels (cuBLASLt products, CUDA
-/// kernels), the per-thread Context, device buffers, AdamW and the gradient norm, and the
-/// Trainer's optimizer on the device. With it, FrozenEncoder<C, float, Cuda>,
+/// kernels), the per-thread Context, device buffers, AdamW and the gradient norm (the hooks of
+/// the Trainer's device optimizer). With it, FrozenEncoder<C, float, Cuda>,
 /// TaskModel<A, float, Cuda> and Trainer<A, float, Cuda> run on the GPU.
 ///
 /// Include from a .cu file compiled by nvcc and link `kadapter::cuda`. CPU-only code includes
@@ -13,4 +13,3 @@
 #include "kadapter/backend/cuda/kernels.hpp"
 #include "kadapter/backend/cuda/optimizer.hpp"
 #include "kadapter/backend/cuda/runtime.hpp"
-#include "kadapter/backend/cuda/trainer.hpp"

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "cli/grads.hpp"
-#include "cuda/model_cases.hpp"
+#include "support/model_cases.hpp"
 
 namespace ref {
 

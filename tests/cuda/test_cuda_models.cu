@@ -17,7 +17,7 @@
 
 #include "cuda/device_check.hpp"
 #include "cuda/gpu_compare.hpp"
-#include "cuda/model_cases.hpp"
+#include "support/model_cases.hpp"
 #include "cuda/model_reference.hpp"
 #include "kadapter/kadapter_cuda.hpp"
 #include "kadapter/io/model_dir.hpp"
@@ -53,7 +53,7 @@ BOOST_AUTO_TEST_CASE(task_models_match_the_cpu) {
       const cases::CaseResult gpu = cases::run_case<Cuda>(c);
       BOOST_TEST(close(gpu.loss, cpu.loss), "loss " << gpu.loss << " vs " << cpu.loss);
       BOOST_TEST(rel_error(gpu.logits, cpu.logits) <= kTol);
-      check_per_tensor(gpu.grads, cpu.grads, cpu.table, "gradient ");
+      check_per_tensor(gpu.grads, cpu.grads, cpu.table, "gradient ", kTol, 1e-3, c.zero_gradient);
       BOOST_REQUIRE_EQUAL(gpu.step_losses.size(), cpu.step_losses.size());
       for (std::size_t s = 0; s < cpu.step_losses.size(); ++s) {
         BOOST_TEST(close(gpu.step_losses[s], cpu.step_losses[s]),
@@ -62,8 +62,16 @@ BOOST_AUTO_TEST_CASE(task_models_match_the_cpu) {
                    "step " << s << " gradient norm " << gpu.grad_norms[s] << " vs " << cpu.grad_norms[s]);
       }
       check_per_tensor(gpu.values, cpu.values, cpu.table, "parameter ");
-      check_per_tensor(gpu.first_moment, cpu.first_moment, cpu.table, "first moment ");
-      check_per_tensor(roots(gpu.second_moment), roots(cpu.second_moment), cpu.table, "sqrt second moment ");
+      check_per_tensor(gpu.first_moment, cpu.first_moment, cpu.table, "first moment ", kTol, 1e-3, c.zero_gradient);
+      check_per_tensor(roots(gpu.second_moment), roots(cpu.second_moment), cpu.table, "sqrt second moment ", kTol, 1e-3,
+                       c.zero_gradient);
+      // Resumed from a checkpoint into a fresh model and Trainer, then an evaluation forward
+      // on a batch twice as large.
+      for (std::size_t s = 0; s < cpu.resumed_losses.size(); ++s)
+        BOOST_TEST(close(gpu.resumed_losses[s], cpu.resumed_losses[s]),
+                   "resumed step " << s << " loss " << gpu.resumed_losses[s] << " vs " << cpu.resumed_losses[s]);
+      check_per_tensor(gpu.resumed_values, cpu.resumed_values, cpu.table, "resumed parameter ");
+      BOOST_TEST(rel_error(gpu.eval_logits, cpu.eval_logits) <= kTol);
       // Frozen tensors (no gradient) are not touched on the device.
       for (const auto& slot : cpu.table) {
         if (slot.grad) continue;
@@ -95,7 +103,7 @@ BOOST_AUTO_TEST_CASE(task_models_with_bf16_products_within_2e_2) {
       cuda::context().math = cuda::Math::fp32;
       BOOST_TEST(near(gpu.loss, cpu.loss), "loss " << gpu.loss << " vs " << cpu.loss);
       BOOST_TEST(rel_error(gpu.logits, cpu.logits) <= kBf16);
-      check_per_tensor(gpu.grads, cpu.grads, cpu.table, "bf16 gradient ", kBf16, 1e-2);
+      check_per_tensor(gpu.grads, cpu.grads, cpu.table, "bf16 gradient ", kBf16, 1e-2, c.zero_gradient);
       for (std::size_t s = 0; s < cpu.step_losses.size(); ++s)
         BOOST_TEST(near(gpu.step_losses[s], cpu.step_losses[s]),
                    "step " << s << " loss " << gpu.step_losses[s] << " vs " << cpu.step_losses[s]);
@@ -121,13 +129,24 @@ BOOST_AUTO_TEST_CASE(official_fixtures_match_on_the_gpu) {
       BOOST_TEST(std::abs(static_cast<double>(gpu.loss) - loss_ref) <= 1e-5 * std::abs(loss_ref));
       const auto logits_ref = expected.read<double>("logits");
       BOOST_TEST(test::max_error_over_max(std::span<const float>(gpu.logits), std::span<const double>(logits_ref)) <= 1e-5);
-      double global = 0;
+      // Each gradient at the scale of its own largest magnitude, or of the largest gradient
+      // of the model when its own is below 1e-6 of that (the key biases, whose gradient is 0
+      // in exact arithmetic: both sides hold rounding noise), as the CPU parity test does.
+      double global = 0, cpu_global = 0;
       for (const auto& g : gpu.grads)
         for (double v : expected.read<double>(g.name + ".grad")) global = std::max(global, std::abs(v));
+      for (const auto& g : cpu.grads)
+        for (float v : g.values) cpu_global = std::max(cpu_global, std::abs(static_cast<double>(v)));
       for (std::size_t i = 0; i < gpu.grads.size(); ++i) {
         const auto& g = gpu.grads[i];
         BOOST_TEST(g.name == cpu.grads[i].name);
-        BOOST_TEST(rel_error(g.values, cpu.grads[i].values) <= 1e-4, g.name << " against the CPU");
+        double cpu_max = 0, cpu_diff = 0;
+        for (std::size_t k = 0; k < g.values.size(); ++k) {
+          cpu_max = std::max(cpu_max, std::abs(static_cast<double>(cpu.grads[i].values[k])));
+          cpu_diff = std::max(cpu_diff, std::abs(static_cast<double>(g.values[k]) - cpu.grads[i].values[k]));
+        }
+        const double cpu_scale = cpu_max > 1e-6 * cpu_global ? cpu_max : cpu_global;
+        BOOST_TEST(cpu_diff <= kTol * cpu_scale, g.name << " against the CPU: error " << cpu_diff << ", scale " << cpu_scale);
         const auto want = expected.read<double>(g.name + ".grad");
         BOOST_REQUIRE_EQUAL(want.size(), g.values.size());
         double mx = 0, diff = 0;

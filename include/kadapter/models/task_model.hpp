@@ -309,6 +309,7 @@ class TaskModel {
   void backward() {
     if (!step_.training) throw Error("backward() needs a forward pass with training = true");
     const TaskBatch<T, B>& b = batch_;
+    if constexpr (!on_host) ensure_on_device();  // host writes since forward() go first
     backend_updated();
     const index_t N = b.batch * b.seq, H = acfg_.hidden;
     scratch_.reset();

@@ -148,6 +148,26 @@ void scale_gradients(ParameterStore<T>& store, double factor) {
       for (index_t i = 0; i < s.size(); ++i) s.grad[i] = static_cast<T>(s.grad[i] * factor);
 }
 
+/// @brief What AdamW does with one element of a flat parameter array (see adamw_element_mask).
+enum AdamWElement : std::uint8_t {
+  kAdamWFrozen = 0,   ///< not updated (frozen, or no gradient)
+  kAdamWNoDecay = 1,  ///< updated without weight decay
+  kAdamWDecay = 2,    ///< updated with weight decay
+};
+
+/// @brief One byte per element of @p store's flat arrays: what AdamW<T>::step does with each
+/// tensor (skipped when frozen or without gradient, decayed when its slot says so). Device
+/// optimizers update the flat arrays in one pass with it.
+template <class T>
+std::vector<std::uint8_t> adamw_element_mask(const ParameterStore<T>& store) {
+  std::vector<std::uint8_t> mask(store.values().size(), kAdamWFrozen);
+  for (const auto& s : store.table()) {
+    if (!s.trainable || !s.grad) continue;
+    std::fill(mask.begin() + s.offset, mask.begin() + s.offset + s.size(), s.decay ? kAdamWDecay : kAdamWNoDecay);
+  }
+  return mask;
+}
+
 /// @brief The bias-corrected AdamW step size of step @p t (counted from 1) at learning rate
 /// @p lr: `lr · sqrt(1 - b2^t) / (1 - b1^t)`, or @p lr without bias correction.
 inline double adamw_step_size(const AdamWConfig& cfg, double lr, std::int64_t t) {

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 #include <span>
+#include <utility>
+#include <vector>
 
 #include "kadapter/models/task_model.hpp"
 #include "kadapter/train/optimizer.hpp"
@@ -48,11 +50,93 @@ StepReport apply_update(ParameterStore<T>& store, AdamW<T>& adam, const TrainCon
 }
 
 /// @brief The optimizer of a Trainer on backend @p B: the gradient scaling of accumulation,
-/// clipping, the schedule and AdamW over the model's backend arrays. The Cpu version works on
-/// the ParameterStore directly; the CUDA backend specialises it (backend/cuda/optimizer.hpp)
-/// with the moments in device memory.
+/// clipping, the schedule and AdamW over the model's backend arrays.
+///
+/// This is the version for a device backend (Cuda): the moments live in the backend's
+/// memory next to the model's flat parameter and gradient arrays, and one pass updates them
+/// all, with the per-element mask of adamw_element_mask(). It needs the backend's
+/// `grad_norm(B, grads)` and `adamw_update(B, ...)` (backend/cuda/optimizer.hpp). state()
+/// hands out a host AdamW holding a copy of the moments (for checkpoints); what is written
+/// there is copied back before the next update. The Cpu version below works on the
+/// ParameterStore directly.
 template <class T, class B>
-class BackendOptimizer;
+class BackendOptimizer {
+ public:
+  explicit BackendOptimizer(const AdamWConfig& cfg) : host_(cfg) {}
+
+  /// @brief Multiply every gradient by @p factor (1 / micro-batches).
+  template <class Model>
+  void scale(Model& model, double factor) {
+    const std::span<T> g = model.backend_gradients();
+    const MatrixView<T> view(g.data(), 1, static_cast<index_t>(g.size()));
+    scale_copy(B{}, view, MatrixView<const T>(view), static_cast<T>(factor));
+  }
+
+  /// @brief Clip, schedule and one AdamW step of optimizer step @p step, as apply_update.
+  template <class Model>
+  StepReport update(Model& model, const TrainConfig& cfg, std::int64_t step) {
+    const std::span<T> values = model.backend_values();
+    const std::span<T> grads = model.backend_gradients();
+    const std::size_t n = values.size();
+    if (mask_.size() != n) {
+      const std::vector<std::uint8_t> mask = adamw_element_mask(std::as_const(model).parameters());
+      mask_.resize(n);
+      copy_from_host(B{}, mask_.data(), std::span<const std::uint8_t>(mask));
+    }
+    if (!on_device_) upload_moments(n);
+    StepReport r;
+    double scale = 1.0;
+    if (cfg.max_grad_norm > 0) {
+      r.grad_norm = grad_norm(B{}, std::span<const T>(grads));
+      scale = clip_coefficient(r.grad_norm, cfg.max_grad_norm);
+    }
+    const std::int64_t sched = cfg.scheduler_before_optimizer ? step + 1 : step;
+    r.lr = cfg.adam.lr * cfg.schedule.factor(sched);
+    host_.set_steps(host_.steps() + 1);
+    adamw_update(B{}, values, std::span<const T>(grads), std::span<T>(m_.data(), n), std::span<T>(v_.data(), n),
+                 mask_.data(), host_.config(), r.lr, host_.steps(), scale);
+    model.backend_updated();
+    host_stale_ = true;
+    return r;
+  }
+
+  /// @brief The AdamW state in host memory (moments copied from the backend).
+  AdamW<T>& state() {
+    if (host_stale_) {
+      host_.first_moment().resize(m_.size());
+      host_.second_moment().resize(v_.size());
+      copy_to_host(B{}, std::span<T>(host_.first_moment()), m_.data());
+      copy_to_host(B{}, std::span<T>(host_.second_moment()), v_.data());
+      host_stale_ = false;
+    }
+    on_device_ = false;  // the caller may write it: copy it back before the next update
+    return host_;
+  }
+
+ private:
+  void upload_moments(std::size_t n) {
+    m_.resize(n);
+    v_.resize(n);
+    auto& hm = host_.first_moment();
+    auto& hv = host_.second_moment();
+    if (hm.size() == n && hv.size() == n) {
+      copy_from_host(B{}, m_.data(), std::span<const T>(hm));
+      copy_from_host(B{}, v_.data(), std::span<const T>(hv));
+    } else {
+      if (host_.steps() != 0 || !hm.empty() || !hv.empty())
+        throw Error("AdamW state does not match the model's parameter count");
+      fill_zero(B{}, MatrixView<T>(m_.data(), 1, static_cast<index_t>(n)));
+      fill_zero(B{}, MatrixView<T>(v_.data(), 1, static_cast<index_t>(n)));
+    }
+    on_device_ = true;
+  }
+
+  AdamW<T> host_;  // configuration, step count and (when asked for) a copy of the moments
+  BackendVector<T, B> m_, v_;
+  BackendVector<std::uint8_t, B> mask_;
+  bool on_device_ = false;   // m_ and v_ hold the current moments
+  bool host_stale_ = false;  // host_'s moments are older than m_ and v_
+};
 
 template <class T>
 class BackendOptimizer<T, Cpu> {

@@ -20,8 +20,8 @@
 
 namespace kadapter::cuda {
 
-/// @brief Per-element AdamW mask values (see adamw_mask()).
-enum : std::uint8_t { kFrozen = 0, kNoDecay = 1, kDecay = 2 };
+/// @brief Per-element AdamW mask values (see adamw_element_mask()).
+inline constexpr std::uint8_t kFrozen = kAdamWFrozen, kNoDecay = kAdamWNoDecay, kDecay = kAdamWDecay;
 
 namespace detail {
 
@@ -85,17 +85,8 @@ inline double grad_norm(std::span<const float> grads) {
   return std::sqrt(sum_squares(grads.data(), static_cast<std::int64_t>(grads.size())));
 }
 
-/// @brief The AdamW mask of a ParameterStore, one byte per element of its flat arrays: what
-/// AdamW<float>::step does with each tensor (skipped when frozen or without gradient, decayed
-/// when its slot says so). Upload it once to the device.
-inline std::vector<std::uint8_t> adamw_mask(const ParameterStore<float>& store) {
-  std::vector<std::uint8_t> mask(store.values().size(), kFrozen);
-  for (const auto& s : store.table()) {
-    if (!s.trainable || !s.grad) continue;
-    std::fill(mask.begin() + s.offset, mask.begin() + s.offset + s.size(), s.decay ? kDecay : kNoDecay);
-  }
-  return mask;
-}
+/// @brief The AdamW mask of a ParameterStore (adamw_element_mask); upload it once.
+inline std::vector<std::uint8_t> adamw_mask(const ParameterStore<float>& store) { return adamw_element_mask(store); }
 
 /// @brief One AdamW step over flat device arrays, as AdamW<float>::step does per tensor.
 /// @param params, grads, m, v the same length, in device memory
@@ -118,3 +109,17 @@ inline void adamw_update(std::span<float> params, std::span<const float> grads, 
 }
 
 }  // namespace kadapter::cuda
+
+namespace kadapter {
+
+/// @brief The device optimizer's hooks on Cuda (see BackendOptimizer in train/trainer.hpp).
+inline double grad_norm(Cuda, std::span<const float> grads) { return cuda::grad_norm(grads); }
+
+/// @brief cuda::adamw_update under the backend-generic name the Trainer's device optimizer calls.
+inline void adamw_update(Cuda, std::span<float> params, std::span<const float> grads, std::span<float> m,
+                         std::span<float> v, const std::uint8_t* mask, const AdamWConfig& cfg, double lr,
+                         std::int64_t t, double grad_scale) {
+  cuda::adamw_update(params, grads, m, v, mask, cfg, lr, t, grad_scale);
+}
+
+}  // namespace kadapter

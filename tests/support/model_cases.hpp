@@ -1,6 +1,7 @@
-// Task-model cases run the same way on both backends: tests/cuda/model_reference.cpp runs them
-// with B = Cpu (compiled by the C++ compiler), test_cuda_models.cu with B = Cuda, and the
-// test compares the two. Each case is a TaskModel on random backbone states with dropout on:
+// Task-model cases run the same way on every backend: tests/cuda/model_reference.cpp runs them
+// with B = Cpu (compiled by the C++ compiler), test_cuda_models.cu with B = Cuda, and
+// tests/models/test_device_emulation.cpp with the emulated device; the tests compare the
+// results with the Cpu run. Each case is a TaskModel on random backbone states with dropout on:
 // one forward/backward pass (loss, logits, every gradient), then three Trainer steps of two
 // micro-batches each with clipping and weight decay (losses, parameters, AdamW moments).
 #pragma once
@@ -29,6 +30,10 @@ struct ModelCase {
   std::vector<std::vector<float>> hidden;  // one (batch·seq, H) array per kept state
   std::vector<std::int64_t> mask, labels;
   std::vector<float> subj, obj, start, targets;
+  /// Tensors whose gradient is 0 in exact arithmetic, so that the computed one is rounding
+  /// noise (multiple choice: one classifier bias shared by every choice cancels in the
+  /// softmax over the choices). Compared against the largest gradient of the model.
+  std::vector<std::string> zero_gradient;
 };
 
 /// What a case computes.
@@ -38,6 +43,9 @@ struct CaseResult {
   std::vector<double> step_losses, grad_norms;
   std::vector<float> initial;                              // the parameters before training
   std::vector<float> values, first_moment, second_moment;  // after the Trainer steps
+  std::vector<double> resumed_losses;                      // two more steps, from a checkpoint
+  std::vector<float> resumed_values;                       // (a fresh model and Trainer)
+  std::vector<float> eval_logits;                          // eval forward on a batch twice as large
   std::vector<kadapter::ParamSlot<float>> table;            // names and offsets
 };
 
@@ -101,6 +109,7 @@ inline std::vector<ModelCase> model_cases() {
         break;
       case Task::multiple_choice:
         for (index_t q = 0; q < batch / labels; ++q) c.labels.push_back(q % labels);
+        c.zero_gradient = {"classifier.bias"};
         break;
     }
     out.push_back(std::move(c));
@@ -173,6 +182,46 @@ CaseResult run_case(const ModelCase& c) {
   auto& adam = trainer.optimizer();
   r.first_moment.assign(adam.first_moment().begin(), adam.first_moment().end());
   r.second_moment.assign(adam.second_moment().begin(), adam.second_moment().end());
+
+  // Resume: the parameters and AdamW state into a fresh model and Trainer (the way a
+  // checkpoint is loaded), two more steps.
+  TaskModel<dynamic_adapter, float, B> resumed(c.task, c.adapter);
+  std::copy(r.values.begin(), r.values.end(), resumed.parameters().values().begin());
+  Trainer<dynamic_adapter, float, B> again(resumed, tc);
+  AdamW<float>& state = again.optimizer();
+  state.first_moment().assign(adam.first_moment().begin(), adam.first_moment().end());
+  state.second_moment().assign(adam.second_moment().begin(), adam.second_moment().end());
+  state.set_steps(adam.steps());
+  again.set_steps(trainer.steps());
+  for (int s = 0; s < 2; ++s) r.resumed_losses.push_back(again.step(std::span<const TaskBatch<float, B>>(micro, 2)).loss);
+  const auto rv = resumed.parameters().values();
+  r.resumed_values.assign(rv.begin(), rv.end());
+
+  // Evaluation (no dropout, nothing kept) on a batch of twice the sequences: every arena and
+  // the hidden states grow.
+  const index_t n = c.batch * c.seq, h = c.adapter.hidden;
+  HiddenStates<float> host2(c.layers, c.keep);
+  host2.prepare(2 * c.batch, c.seq, h);
+  for (std::size_t k = 0; k < c.keep.size(); ++k) {
+    std::copy(c.hidden[k].begin(), c.hidden[k].end(), host2.slot(c.keep[k]));
+    std::copy(c.hidden[k].begin(), c.hidden[k].end(), host2.slot(c.keep[k]) + n * h);
+  }
+  HiddenStates<float, B> states2(c.layers, c.keep);
+  states2.assign(host2);
+  const auto twice = [](const auto& v) {
+    auto out = v;
+    out.insert(out.end(), v.begin(), v.end());
+    return out;
+  };
+  const std::vector<std::int64_t> mask2 = twice(c.mask), labels2 = twice(c.labels);
+  const std::vector<float> subj2 = twice(c.subj), obj2 = twice(c.obj), start2 = twice(c.start), targets2 = twice(c.targets);
+  const TaskBatch<float, B> big{.batch = 2 * c.batch, .seq = c.seq, .hidden = &states2, .last = c.layers,
+                                .attention_mask = mask2, .labels = labels2, .targets = targets2,
+                                .subj = subj2, .obj = obj2, .start = start2};
+  resumed.forward(big, StepInfo{});
+  const auto lg = resumed.logits();
+  r.eval_logits.resize(static_cast<std::size_t>(lg.size()));
+  copy_to_host(B{}, std::span<float>(r.eval_logits), lg.data());
   return r;
 }
 
