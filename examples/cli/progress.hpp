@@ -45,6 +45,13 @@ class Progress {
   }
   double running_loss() const noexcept { return running_; }
 
+  /// A line of its own (an evaluation result) between steps: on a terminal it replaces the
+  /// bar, which the next step draws again below it.
+  void note(const std::string& line) const {
+    std::fprintf(stderr, tty_ ? "\r\033[K%s\n" : "%s\n", line.c_str());
+    std::fflush(stderr);
+  }
+
  private:
   static std::string clock(double s) {
     char buf[32];

@@ -4,11 +4,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <optional>
@@ -67,7 +69,8 @@ inline std::vector<OptionSpec> training_options(bool finetune) {
       {"save-steps", "N", "checkpoint every N steps (0: only at the end)", false, "0"},
       {"resume", "", "continue from OUT/checkpoint exactly", false, ""},
       {"stop-after", "N", "stop after N steps without the final save (to test --resume)", false, "0"},
-      {"eval-split", "dev|test", "split evaluated at the end", false, "dev"},
+      {"eval-split", "dev|test|dev,test", "split(s) evaluated at the end (and during training with --eval-steps); the first one chooses the best model", false, "dev"},
+      {"eval-steps", "N|epoch", "also evaluate every N steps, or after every epoch (as the authors' fine-tuning scripts), and keep the best model in OUT/best (0: only at the end)", false, "0"},
       {"threads", "N", "threads for the matrix products (0: default)", false, "0"},
       {"device", "cpu|cuda", "where the backbone and the model run (cuda: the first GPU)", false, "cpu"},
       {"dtype", "fp32|tf32|bf16", "arithmetic of the matrix products; tf32 and bf16 (tensor cores, fp32 accumulation, fp32 weights and optimizer) need --device cuda", false, "fp32"},
@@ -222,17 +225,17 @@ inline std::vector<std::string> read_labels_file(const fs::path& path) {
   }
 }
 
-/// The `step` of a checkpoint's metadata: an integer in [0, @p total].
+/// The integer @p field (default `step`) of a checkpoint's metadata, in [0, @p total].
 inline std::int64_t checkpoint_step(const std::map<std::string, std::string>& meta, const fs::path& file,
-                                    std::int64_t total) {
-  const auto it = meta.find("step");
-  if (it == meta.end()) throw Error(file.string() + ": metadata has no \"step\" (not a kadapter checkpoint?)");
+                                    std::int64_t total, const std::string& field = "step") {
+  const auto it = meta.find(field);
+  if (it == meta.end()) throw Error(file.string() + ": metadata has no \"" + field + "\" (not a kadapter checkpoint?)");
   const std::string& v = it->second;
   long long x = -1;
   const auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
   if (ec != std::errc() || p != v.data() + v.size() || x < 0 || x > total)
-    throw Error(file.string() + ": metadata \"step\" = \"" + v + "\" is not an integer in [0, " + std::to_string(total) +
-                "] (the run's total steps)");
+    throw Error(file.string() + ": metadata \"" + field + "\" = \"" + v + "\" is not an integer in [0, " + std::to_string(total) +
+                "]" + (field == "step" ? " (the run's total steps)" : " (the checkpoint's step)"));
   return x;
 }
 
@@ -360,7 +363,29 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   const std::uint64_t seed = static_cast<std::uint64_t>(args.integer("seed", 0, 1LL << 62));
   const std::int64_t save_steps = args.integer("save-steps", 0, 1LL << 40);
   const std::int64_t stop_after = args.integer("stop-after", 0, 1LL << 40);
-  const std::string eval_name = args.choice("eval-split", {"dev", "test"});
+  // The split(s) evaluated; the first one chooses the best model.
+  const std::string eval_list = args.get("eval-split");
+  const std::vector<std::string> eval_names = detail::split_list(eval_list);
+  if (eval_names.empty()) throw Error("--eval-split '" + eval_list + "': expected dev, test or dev,test");
+  for (std::size_t i = 0; i < eval_names.size(); ++i) {
+    if (eval_names[i] != "dev" && eval_names[i] != "test")
+      throw Error("--eval-split '" + eval_list + "': \"" + eval_names[i] + "\" is not dev or test (one split, or both as dev,test)");
+    for (std::size_t j = 0; j < i; ++j)
+      if (eval_names[j] == eval_names[i]) throw Error("--eval-split '" + eval_list + "' names " + eval_names[i] + " twice");
+  }
+  // Evaluation during training: every N steps, or at the end of every epoch.
+  const std::string eval_steps_arg = args.get("eval-steps");
+  const bool eval_each_epoch = eval_steps_arg == "epoch";
+  std::int64_t eval_every = 0;
+  if (!eval_each_epoch) {
+    long long x = -1;
+    const auto [p, ec] = std::from_chars(eval_steps_arg.data(), eval_steps_arg.data() + eval_steps_arg.size(), x);
+    if (ec != std::errc() || p != eval_steps_arg.data() + eval_steps_arg.size() || x < 0 || x > (1LL << 40))
+      throw Error("--eval-steps '" + eval_steps_arg + "' is not \"epoch\" or an integer in [0, " + std::to_string(1LL << 40) + "]");
+    eval_every = x;
+  }
+  if (evaluate_only && (eval_each_epoch || eval_every > 0))
+    throw Error("--eval-steps " + eval_steps_arg + ": evaluate scores a finished run once (the flag is for pretrain and finetune)");
   const std::string cache_dtype = args.choice("cache-dtype", {"fp16", "bf16", "fp32"});
   // Padding: the authors pad every batch to max_seq_length; with correct masks a batch padded
   // to its own longest sequence gives the same numbers (tests/models/test_length_trim.cpp).
@@ -384,37 +409,61 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   PackedSplit train = evaluate_only ? PackedSplit{}
                                     : detail::pack(task, split_file("train"), tok, labels, S, conv);
   const std::size_t train_labels = labels.size();
-  PackedSplit eval = detail::pack(task, split_file(eval_name), tok, labels, S, conv);
-  if (labels.size() > train_labels) {
+  // The evaluation splits, with their lengths and (filled below) feature caches.
+  struct EvalSplit {
+    std::string name;
+    fs::path file;
+    PackedSplit data;
+    std::vector<std::int32_t> len;
+    std::optional<io::FeatureCache> cache;
+  };
+  std::vector<EvalSplit> evals(eval_names.size());
+  for (std::size_t j = 0; j < evals.size(); ++j) {
+    evals[j].name = eval_names[j];
+    evals[j].file = split_file(eval_names[j]);
+    const std::size_t before = labels.size();
+    evals[j].data = detail::pack(task, evals[j].file, tok, labels, S, conv);
+    if (labels.size() == before) continue;
     std::string extra;
-    for (std::size_t i = train_labels; i < labels.size() && i < train_labels + 5; ++i)
+    for (std::size_t i = before; i < labels.size() && i < before + 5; ++i)
       extra += (extra.empty() ? "\"" : ", \"") + labels.names()[i] + "\"";
-    if (labels.size() > train_labels + 5) extra += ", ...";
+    if (labels.size() > before + 5) extra += ", ...";
     // A finished run has one output per label it was trained with: new names cannot be scored.
     if (evaluate_only)
-      throw Error(split_file(eval_name).string() + ": label(s) " + extra + " are not among the " +
+      throw Error(evals[j].file.string() + ": label(s) " + extra + " are not among the " +
                   std::to_string(train_labels) + " labels of the run (" + labels_path.string() + ")");
-    // Entity typing keeps one target column per label: pack the training split again so that
-    // its rows have the columns of the types that only the evaluation split names.
-    if (task == Task::entity_typing) train = detail::pack(task, split_file("train"), tok, labels, S, conv);
     std::fprintf(stderr, "note: %s names %zu label(s) that %s does not (%s); they get outputs but no training examples\n",
-                 split_file(eval_name).string().c_str(), labels.size() - train_labels,
-                 split_file("train").string().c_str(), extra.c_str());
+                 evals[j].file.string().c_str(), labels.size() - before, split_file("train").string().c_str(), extra.c_str());
+  }
+  // Entity typing keeps one target column per label: splits packed before the last new type
+  // was seen are packed again, so that every row has a column for every type.
+  if (task == Task::entity_typing && labels.size() > train_labels) {
+    train = detail::pack(task, split_file("train"), tok, labels, S, conv);
+    for (auto& e : evals)
+      if (e.data.labels_per_row != static_cast<index_t>(labels.size()))
+        e.data = detail::pack(task, e.file, tok, labels, S, conv);
   }
   if (!evaluate_only && train.count == 0)
     throw Error(split_file("train").string() + ": no usable example (" + std::to_string(train.read) + " read, " +
                 std::to_string(train.dropped) + " dropped, e.g. entity or marker positions beyond --max-seq-length " +
                 std::to_string(S) + ")");
-  std::fprintf(stderr, "%s: %zu training examples (%zu dropped), %zu %s examples, %zu labels\n",
-               args.get("task").c_str(), static_cast<std::size_t>(train.count), train.dropped,
-               static_cast<std::size_t>(eval.count), eval_name.c_str(), labels.size());
+  {
+    std::string counts;
+    for (const auto& e : evals) counts += ", " + std::to_string(e.data.count) + " " + e.name + " examples";
+    std::fprintf(stderr, "%s: %zu training examples (%zu dropped)%s, %zu labels\n", args.get("task").c_str(),
+                 static_cast<std::size_t>(train.count), train.dropped, counts.c_str(), labels.size());
+  }
 
   const std::int64_t per_epoch = std::max<std::int64_t>(1, (train.count + B - 1) / B);
   std::int64_t total = per_epoch * epochs;
   if (max_steps > 0) total = max_steps;
   const bool trim = bucketing != "none";
   const auto train_len = io::cache_lengths(train.mask, S, trim);
-  const auto eval_len = io::cache_lengths(eval.mask, S, trim);
+  for (auto& e : evals) e.len = io::cache_lengths(e.data.mask, S, trim);
+  if (eval_each_epoch) eval_every = per_epoch;
+  // Evaluations during training (at eval_every, 2 eval_every, ... before the last step); the
+  // last one follows training.
+  const std::int64_t evals_during = eval_every > 0 ? (total - 1) / eval_every : 0;
   if (!train_len.empty()) {
     const auto real = io::cache_lengths(train.mask, S, true);
     double sum = 0;
@@ -429,14 +478,20 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   keep.push_back(ec.layers);
   std::sort(keep.begin(), keep.end());
   keep.erase(std::unique(keep.begin(), keep.end()), keep.end());
-  // Where the feature cache lives: decided, and a cache that cannot fit refused, before --out
-  // is created.
-  std::string cache_mode = args.get("feature-cache");
+  // Where the feature caches live: decided, and caches that cannot fit refused, before --out
+  // is created. The training split is cached when the flag asks for it (auto: when training
+  // reads it more than once), each evaluation split when it is evaluated during training.
+  std::string cache_mode = args.get("feature-cache");       // of the training split
+  std::string eval_cache_mode = evals_during > 0 ? cache_mode : "off";  // of the evaluation splits
   {
-    double tokens = 0;
-    for (auto l : train_len) tokens += l;
-    const double need = tokens * static_cast<double>(ec.hidden) * static_cast<double>(keep.size()) *
-                        (cache_dtype == "fp32" ? 4.0 : 2.0);
+    const double per_token = static_cast<double>(ec.hidden) * static_cast<double>(keep.size()) * (cache_dtype == "fp32" ? 4.0 : 2.0);
+    auto tokens_of = [](const std::vector<std::int32_t>& lens) {
+      double t = 0;
+      for (auto l : lens) t += l;
+      return t;
+    };
+    double eval_tokens = 0;
+    for (const auto& e : evals) eval_tokens += tokens_of(e.len);
     // Measured before the model and its optimizer state exist: what they will take is
     // subtracted (values, gradients, AdamW's two moments).
     std::optional<double> avail = memory::available_bytes();
@@ -444,17 +499,21 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
                                                   static_cast<double>(ac.parameter_count()) * sizeof(T));
     if (cache_mode == "auto") {
       cache_mode = (!evaluate_only && total > per_epoch) ? "memory" : "off";
-      if (cache_mode == "memory" && avail && need > 0.5 * *avail) {
+      eval_cache_mode = evals_during > 0 ? "memory" : "off";
+      const double need = ((cache_mode == "memory" ? tokens_of(train_len) : 0.0) + (eval_cache_mode == "memory" ? eval_tokens : 0.0)) * per_token;
+      if (need > 0 && avail && need > 0.5 * *avail) {
         std::fprintf(stderr, "feature cache: would need %.1f GB, more than half of the %.1f GB available; "
                      "the backbone runs every step (--feature-cache DIR keeps the states in a file)\n", need / 1e9, *avail / 1e9);
-        cache_mode = "off";
+        cache_mode = eval_cache_mode = "off";
       }
     }
-    if (cache_mode == "memory" && avail && need > *avail)
+    const double need = ((cache_mode == "memory" ? tokens_of(train_len) : 0.0) + (eval_cache_mode == "memory" ? eval_tokens : 0.0)) * per_token;
+    if (need > 0 && avail && need > *avail)
       throw Error("--feature-cache memory needs " + std::to_string(need / 1e9) + " GB but " + std::to_string(*avail / 1e9) +
                   " GB are available; use --feature-cache DIR (a memory-mapped file) or --feature-cache off");
   }
   // The data has been read: only now is --out created.
+  const fs::path best_dir = out / "best";
   if (!evaluate_only) {
     std::error_code mk;
     fs::create_directories(out / "checkpoint", mk);
@@ -462,11 +521,18 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       throw Error("--out " + out.string() + ": cannot create the directory " + (out / "checkpoint").string() + " (" +
                   (mk ? mk.message() : std::string("a file is in the way")) + ")");
     detail::write_text_file(labels_path, nlohmann::json(labels.names()).dump(1) + "\n");
+    // The best model of an earlier run in the same --out would otherwise look like this one's.
+    if (!args.has("resume") && fs::exists(best_dir / "eval.json")) {
+      std::error_code rm;
+      fs::remove_all(best_dir, rm);
+      if (rm) throw Error(best_dir.string() + ": cannot remove the best model of an earlier run (" + rm.message() + ")");
+      std::fprintf(stderr, "note: removed %s, the best model of an earlier run in --out\n", best_dir.string().c_str());
+    }
   }
 
-  tc.num_labels = task == Task::lin ? S
-                  : task == Task::multiple_choice ? std::max(train.rows_per_example, eval.rows_per_example)
-                                                  : static_cast<index_t>(labels.size());
+  index_t choices = train.rows_per_example;
+  for (const auto& e : evals) choices = std::max(choices, e.data.rows_per_example);
+  tc.num_labels = task == Task::lin ? S : task == Task::multiple_choice ? choices : static_cast<index_t>(labels.size());
   TaskModel<dynamic_adapter, T, Dev> model(tc, ac);
   init_parameters(model.parameters(), seed);
   if (evaluate_only) {
@@ -484,6 +550,12 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   cfg.scheduler_before_optimizer = !finetune;  // as the authors' pre-training scripts
   Trainer<dynamic_adapter, T, Dev> trainer(model, cfg);
 
+  // The best model so far (evaluations during training): the first split's headline metric.
+  const char* headline = task == Task::lin ? "head_accuracy" : task == Task::multiple_choice ? "accuracy" : "micro_f1";
+  const bool track_best = evals_during > 0;
+  double best_metric = -std::numeric_limits<double>::infinity();
+  std::int64_t best_step = -1;
+
   std::int64_t step = 0;
   if (evaluate_only) step = total = 0;
   if (args.has("resume") && !evaluate_only) {
@@ -492,12 +564,37 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     const auto meta = io::load_optimizer(model.parameters(), trainer.optimizer(), opt);
     step = detail::checkpoint_step(meta, opt, total);
     trainer.set_steps(step);
+    if (const auto it = meta.find("best_metric"); it != meta.end()) {
+      const char* b = it->second.data();
+      const auto [p, ec] = std::from_chars(b, b + it->second.size(), best_metric);
+      if (ec != std::errc() || p != b + it->second.size() || !std::isfinite(best_metric))
+        throw Error(opt.string() + ": metadata \"best_metric\" = \"" + it->second + "\" is not a finite number");
+      best_step = detail::checkpoint_step(meta, opt, step, "best_step");
+    }
     std::fprintf(stderr, "resumed from %s at step %lld\n", (out / "checkpoint").string().c_str(), static_cast<long long>(step));
   }
   auto save_checkpoint = [&] {  // read-only access: nothing goes back to a device afterwards
+    std::map<std::string, std::string> meta = {{"step", std::to_string(trainer.steps())}};
+    if (best_step >= 0) {
+      char b[40];
+      std::snprintf(b, sizeof b, "%.17g", best_metric);
+      meta["best_metric"] = b;
+      meta["best_step"] = std::to_string(best_step);
+    }
     io::save_parameters(std::as_const(model).parameters(), out / "checkpoint" / "model.safetensors");
-    io::save_optimizer(std::as_const(model).parameters(), trainer.optimizer(), out / "checkpoint" / "optimizer.safetensors",
-                       {{"step", std::to_string(trainer.steps())}});
+    io::save_optimizer(std::as_const(model).parameters(), trainer.optimizer(), out / "checkpoint" / "optimizer.safetensors", meta);
+  };
+  // A finished model in @p dir: weights, label names and sizes (what evaluate reads).
+  auto save_model = [&](const fs::path& dir) {
+    io::save_parameters(std::as_const(model).parameters(), dir / "model.safetensors",
+                        {{"task", args.get("task")}, {"compat", official ? "official" : "standard"},
+                         {"step", std::to_string(step)}});
+    if (dir != out) detail::write_text_file(dir / "labels.json", nlohmann::json(labels.names()).dump(1) + "\n");
+    nlohmann::json cfgj = {{"task", args.get("task")}, {"hidden", ac.hidden}, {"adapter_size", ac.size},
+                           {"adapter_transformer_layers", ac.layers}, {"adapter_heads", ac.heads},
+                           {"adapter_list", plug}, {"adapter_skip_layers", ac.skip_layers},
+                           {"max_seq_length", S}, {"adapters", tc.adapters}};
+    detail::write_text_file(dir / "adapter_config.json", cfgj.dump(1) + "\n");
   };
 
   // Batches: a fixed permutation per epoch (seeded), so a resumed run sees the same order.
@@ -520,42 +617,44 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     tokenizer_id += std::string(f) + ":" + io::hex64(io::fingerprint(std::as_bytes(std::span<const char>(bytes)))) + ";";
   }
 
-  // The backbone feature cache of the training split.
-  std::optional<io::FeatureCache> cache;
-  {
-    const std::string& mode = cache_mode;
-    const std::string& dt = cache_dtype;
-    if (mode != "off" && !evaluate_only && step < total) {
-      io::FeatureCacheSpec cs;
-      cs.states = keep;
-      cs.hidden = ec.hidden;
-      cs.dtype = dt == "fp16" ? DType::F16 : dt == "bf16" ? DType::BF16 : DType::F32;
-      cs.lengths = train_len;
-      cs.key = io::feature_cache_key(enc, train.ids, train.mask, S, eo);
-      cs.key["tokenizer"] = tokenizer_id;
-      const auto t0 = std::chrono::steady_clock::now();
-      cache.emplace(mode == "memory" ? io::FeatureCache::in_memory(std::move(cs))
-                                     : io::FeatureCache::open_or_create(mode, std::move(cs)));
-      const bool reused = cache->complete();
-      if (!reused) {
-        const index_t rows_total = cache->rows();
-        const bool tty = ::isatty(STDERR_FILENO) != 0;  // a live counter only on a terminal
-        io::fill_feature_cache(*cache, enc, train.ids, train.mask, S, eo, std::max<index_t>(B, 32),
-                               [&](index_t done) {
-                                 if (tty) std::fprintf(stderr, "\rfeature cache: %lld / %lld sequences", static_cast<long long>(done), static_cast<long long>(rows_total));
-                               });
-        if (tty) std::fputc('\n', stderr);
-      }
-      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      std::fprintf(stderr, "feature cache: %lld sequences, %.1f MB %s%s, %s in %.1f s\n",
-                   static_cast<long long>(cache->rows()), static_cast<double>(cache->bytes()) / 1e6, dt.c_str(),
-                   mode == "memory" ? " in memory" : (" in " + cache->path().string()).c_str(),
-                   reused ? "reused" : "built", secs);
+  // The backbone feature cache of a split: built (or reopened from --feature-cache DIR) here.
+  auto build_cache = [&](const PackedSplit& p, const std::vector<std::int32_t>& lens, const std::string& mode,
+                         const std::string& what) {
+    io::FeatureCacheSpec cs;
+    cs.states = keep;
+    cs.hidden = ec.hidden;
+    cs.dtype = cache_dtype == "fp16" ? DType::F16 : cache_dtype == "bf16" ? DType::BF16 : DType::F32;
+    cs.lengths = lens;
+    cs.key = io::feature_cache_key(enc, p.ids, p.mask, S, eo);
+    cs.key["tokenizer"] = tokenizer_id;
+    const auto t0 = std::chrono::steady_clock::now();
+    io::FeatureCache cache = mode == "memory" ? io::FeatureCache::in_memory(std::move(cs))
+                                              : io::FeatureCache::open_or_create(mode, std::move(cs));
+    const bool reused = cache.complete();
+    if (!reused) {
+      const index_t rows_total = cache.rows();
+      const bool tty = ::isatty(STDERR_FILENO) != 0;  // a live counter only on a terminal
+      io::fill_feature_cache(cache, enc, p.ids, p.mask, S, eo, std::max<index_t>(B, 32), [&](index_t done) {
+        if (tty) std::fprintf(stderr, "\rfeature cache (%s): %lld / %lld sequences", what.c_str(), static_cast<long long>(done), static_cast<long long>(rows_total));
+      });
+      if (tty) std::fputc('\n', stderr);
     }
-  }
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::fprintf(stderr, "feature cache (%s): %lld sequences, %.1f MB %s%s, %s in %.1f s\n", what.c_str(),
+                 static_cast<long long>(cache.rows()), static_cast<double>(cache.bytes()) / 1e6, cache_dtype.c_str(),
+                 mode == "memory" ? " in memory" : (" in " + cache.path().string()).c_str(), reused ? "reused" : "built", secs);
+    return cache;
+  };
+  std::optional<io::FeatureCache> cache;  // of the training split
+  if (cache_mode != "off" && !evaluate_only && step < total) cache.emplace(build_cache(train, train_len, cache_mode, "train"));
+  if (eval_cache_mode != "off" && step < total)
+    for (auto& e : evals)
+      if (e.data.count > 0) e.cache.emplace(build_cache(e.data, e.len, eval_cache_mode, e.name));
 
+  // Rows @p rows of split @p p, padded to their longest sequence; the backbone's states come
+  // from @p cached when there is one.
   auto make_batch = [&](const PackedSplit& p, const std::vector<index_t>& rows, const std::vector<std::int32_t>& lens,
-                        bool cached) {
+                        const io::FeatureCache* cached) {
     const index_t per = p.rows_per_example;  // sequences per example
     const index_t m = static_cast<index_t>(rows.size());
     const index_t n = m * per;
@@ -598,7 +697,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       for (index_t k : keep)
         for (index_t r = 0; r < m; ++r)
           for (index_t c = 0; c < per; ++c)
-            cache->load(rows[r] * per + c, k, host->slot(k) + (r * per + c) * Tb * ec.hidden, Tb);
+            cached->load(rows[r] * per + c, k, host->slot(k) + (r * per + c) * Tb * ec.hidden, Tb);
       if constexpr (!std::is_same_v<Dev, Cpu>) states.assign(staged);
     } else {
       enc.forward(states, TokenBatch{n, Tb, ids, mask, {}}, eo);
@@ -641,13 +740,103 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   MetricsLog log((out / "metrics.jsonl").string());
   Progress progress(args.get("task"), total, step);
   TrainResult result;
+
+  // Scores split @p e with the model as it is now (no dropout).
+  std::vector<index_t> eval_rows;
+  std::vector<T> logits_host;
+  auto evaluate_split = [&](const EvalSplit& e) {
+    const PackedSplit& ev = e.data;
+    std::vector<std::int64_t> predicted, gold, gold_mask;
+    std::vector<std::vector<std::int64_t>> pred_sets, gold_sets;
+    for (index_t first = 0; first < ev.count; first += B) {
+      eval_rows.resize(static_cast<std::size_t>(std::min<index_t>(B, ev.count - first)));
+      std::iota(eval_rows.begin(), eval_rows.end(), first);
+      const TaskBatch<T, Dev> tb = make_batch(ev, eval_rows, e.len, e.cache ? &*e.cache : nullptr);
+      model.forward(tb, StepInfo{});
+      const auto lg = model.logits();
+      const index_t C = lg.extent(1);
+      logits_host.resize(static_cast<std::size_t>(lg.size()));
+      copy_to_host(Dev{}, std::span<T>(logits_host), lg.data());
+      for (index_t r = 0; r < lg.extent(0); ++r) {
+        const T* row = logits_host.data() + r * C;
+        if (task == Task::entity_typing) {
+          std::vector<std::int64_t> ps, gs;
+          for (index_t c = 0; c < C; ++c) {
+            if (row[c] > 0) ps.push_back(c);
+            if (tb.targets[static_cast<std::size_t>(r * C + c)] > 0.5f) gs.push_back(c);
+          }
+          pred_sets.push_back(ps);
+          gold_sets.push_back(gs);
+        } else {
+          index_t best = 0;
+          for (index_t c = 1; c < C; ++c)
+            if (row[c] > row[best]) best = c;
+          predicted.push_back(best);
+          gold.push_back(tb.labels[static_cast<std::size_t>(r)]);
+          if (task == Task::lin) gold_mask.push_back(tb.labels[static_cast<std::size_t>(r)] == -100 ? 0 : 1);
+        }
+      }
+    }
+    nlohmann::json m = {{"split", e.name}, {"examples", ev.count}};
+    if (task == Task::entity_typing) {
+      const auto s = entity_typing_scores_from_sets(pred_sets, gold_sets);
+      m["strict_accuracy"] = s.strict_accuracy;
+      m["micro_f1"] = s.loose_micro.f1;
+      m["micro_precision"] = s.loose_micro.precision;
+      m["micro_recall"] = s.loose_micro.recall;
+      m["macro_f1"] = s.loose_macro.f1;
+    } else if (task == Task::lin) {
+      m["head_accuracy"] = head_accuracy(predicted, gold, gold_mask);
+    } else if (task == Task::multiple_choice) {
+      std::size_t ok = 0;
+      for (std::size_t i = 0; i < gold.size(); ++i) ok += predicted[i] == gold[i];
+      m["accuracy"] = gold.empty() ? 0.0 : double(ok) / double(gold.size());
+    } else {
+      const std::int64_t none = labels.contains("no_relation") ? labels.id("no_relation") : -1;
+      const auto prf = tacred_micro_prf(predicted, gold, none);
+      m["micro_f1"] = prf.f1;
+      m["precision"] = prf.precision;
+      m["recall"] = prf.recall;
+      std::size_t ok = 0;
+      for (std::size_t i = 0; i < gold.size(); ++i) ok += predicted[i] == gold[i];
+      m["accuracy"] = gold.empty() ? 0.0 : double(ok) / double(gold.size());
+    }
+    return m;
+  };
+  // Every evaluation split, logged; with evaluations during training, a better first split
+  // replaces OUT/best. Returns the first split's metrics.
+  auto evaluate_all = [&] {
+    nlohmann::json first;
+    for (std::size_t j = 0; j < evals.size(); ++j) {
+      nlohmann::json m = evaluate_split(evals[j]);
+      nlohmann::json line = {{"eval", m}, {"step", step}};
+      const double score = m.value(headline, 0.0);
+      if (j == 0 && track_best && score > best_metric) {
+        best_metric = score;
+        best_step = step;
+        std::error_code mk;
+        fs::create_directories(best_dir, mk);
+        if (mk || !fs::is_directory(best_dir))
+          throw Error(best_dir.string() + ": cannot create the directory for the best model (" +
+                      (mk ? mk.message() : std::string("a file is in the way")) + ")");
+        save_model(best_dir);
+        detail::write_text_file(best_dir / "eval.json", nlohmann::json{{"step", step}, {"metric", headline}, {"eval", m}}.dump(1) + "\n");
+        line["best"] = true;
+      }
+      log.write(line);
+      progress.note("step " + std::to_string(step) + ": " + m.dump() + (line.contains("best") ? " (best so far)" : ""));
+      if (j == 0) first = std::move(m);
+    }
+    return first;
+  };
+
   std::vector<index_t> rows;
   while (step < total) {
     const std::int64_t epoch = step / per_epoch, in_epoch = step % per_epoch;
     const auto order = order_of_epoch(epoch);
     const index_t first = static_cast<index_t>(in_epoch * B);
     rows.assign(order.begin() + first, order.begin() + std::min<index_t>(first + B, train.count));
-    const TaskBatch<T, Dev> tb = make_batch(train, rows, train_len, cache.has_value());
+    const TaskBatch<T, Dev> tb = make_batch(train, rows, train_len, cache ? &*cache : nullptr);
     const StepReport r = trainer.step(std::span<const TaskBatch<T, Dev>>(&tb, 1));
     ++step;
     result.final_loss = r.loss;
@@ -660,6 +849,8 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
                   std::to_string(r.grad_norm) + ") is not finite; stopped without saving" +
                   (save_steps > 0 ? " (the last checkpoint in " + (out / "checkpoint").string() + " is kept)" : std::string()) +
                   ". Check the learning rate and the input data (a damaged --feature-cache file gives this too)");
+    // Evaluated before a checkpoint at the same step, so that the checkpoint knows the best.
+    if (eval_every > 0 && step % eval_every == 0 && step < total) evaluate_all();
     if (save_steps > 0 && step % save_steps == 0) save_checkpoint();
     if (stop_after > 0 && step >= stop_after) {
       std::fprintf(stderr, "stopping after step %lld as asked (--stop-after)\n", static_cast<long long>(step));
@@ -668,78 +859,15 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     }
   }
   if (!evaluate_only) {
-  save_checkpoint();
-  io::save_parameters(std::as_const(model).parameters(), out / "model.safetensors",
-                      {{"task", args.get("task")}, {"compat", official ? "official" : "standard"}});
-  {
-    nlohmann::json cfgj = {{"task", args.get("task")}, {"hidden", ac.hidden}, {"adapter_size", ac.size},
-                           {"adapter_transformer_layers", ac.layers}, {"adapter_heads", ac.heads},
-                           {"adapter_list", plug}, {"adapter_skip_layers", ac.skip_layers},
-                           {"max_seq_length", S}, {"adapters", tc.adapters}};
-    detail::write_text_file(out / "adapter_config.json", cfgj.dump(1) + "\n");
-  }
+    save_checkpoint();
+    save_model(out);
   }
 
-  // Evaluation.
-  std::vector<std::int64_t> predicted, gold, gold_mask;
-  std::vector<std::vector<std::int64_t>> pred_sets, gold_sets;
-  std::vector<T> logits_host;
-  for (index_t first = 0; first < eval.count; first += B) {
-    rows.resize(static_cast<std::size_t>(std::min<index_t>(B, eval.count - first)));
-    std::iota(rows.begin(), rows.end(), first);
-    const TaskBatch<T, Dev> tb = make_batch(eval, rows, eval_len, false);
-    model.forward(tb, StepInfo{});
-    const auto lg = model.logits();
-    const index_t C = lg.extent(1);
-    logits_host.resize(static_cast<std::size_t>(lg.size()));
-    copy_to_host(Dev{}, std::span<T>(logits_host), lg.data());
-    for (index_t r = 0; r < lg.extent(0); ++r) {
-      const T* row = logits_host.data() + r * C;
-      if (task == Task::entity_typing) {
-        std::vector<std::int64_t> ps, gs;
-        for (index_t c = 0; c < C; ++c) {
-          if (row[c] > 0) ps.push_back(c);
-          if (tb.targets[static_cast<std::size_t>(r * C + c)] > 0.5f) gs.push_back(c);
-        }
-        pred_sets.push_back(ps);
-        gold_sets.push_back(gs);
-      } else {
-        index_t best = 0;
-        for (index_t c = 1; c < C; ++c)
-          if (row[c] > row[best]) best = c;
-        predicted.push_back(best);
-        gold.push_back(tb.labels[static_cast<std::size_t>(r)]);
-        if (task == Task::lin) gold_mask.push_back(tb.labels[static_cast<std::size_t>(r)] == -100 ? 0 : 1);
-      }
-    }
-  }
-  nlohmann::json m = {{"split", eval_name}, {"examples", eval.count}};
-  if (task == Task::entity_typing) {
-    const auto s = entity_typing_scores_from_sets(pred_sets, gold_sets);
-    m["strict_accuracy"] = s.strict_accuracy;
-    m["micro_f1"] = s.loose_micro.f1;
-    m["micro_precision"] = s.loose_micro.precision;
-    m["micro_recall"] = s.loose_micro.recall;
-    m["macro_f1"] = s.loose_macro.f1;
-  } else if (task == Task::lin) {
-    m["head_accuracy"] = head_accuracy(predicted, gold, gold_mask);
-  } else if (task == Task::multiple_choice) {
-    std::size_t ok = 0;
-    for (std::size_t i = 0; i < gold.size(); ++i) ok += predicted[i] == gold[i];
-    m["accuracy"] = gold.empty() ? 0.0 : double(ok) / double(gold.size());
-  } else {
-    const std::int64_t none = labels.contains("no_relation") ? labels.id("no_relation") : -1;
-    const auto prf = tacred_micro_prf(predicted, gold, none);
-    m["micro_f1"] = prf.f1;
-    m["precision"] = prf.precision;
-    m["recall"] = prf.recall;
-    std::size_t ok = 0;
-    for (std::size_t i = 0; i < gold.size(); ++i) ok += predicted[i] == gold[i];
-    m["accuracy"] = gold.empty() ? 0.0 : double(ok) / double(gold.size());
-  }
-  log.write({{"eval", m}, {"step", step}});
-  std::fprintf(stderr, "%s\n", m.dump().c_str());
-  result.metrics = m;
+  // The final evaluation (with evaluations during training, it may replace OUT/best too).
+  result.metrics = evaluate_all();
+  if (track_best)
+    std::fprintf(stderr, "best %s %s: %.4f at step %lld (%s)\n", evals.front().name.c_str(), headline, best_metric,
+                 static_cast<long long>(best_step), best_dir.string().c_str());
   result.steps = step;
   return result;
 }

@@ -9,6 +9,8 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <utility>
+#include <vector>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -142,6 +144,176 @@ BOOST_AUTO_TEST_CASE(bucketing_and_feature_cache_keep_the_numbers) {
   BOOST_TEST(last_loss(tmp / "sort" / "metrics.jsonl") > 0.0);
   // The authors' mode keeps full padding.
   BOOST_TEST(run(common + out("official") + " --compat official --bucketing trim") != 0);
+  fs::remove_all(tmp);
+}
+
+namespace {
+// The evaluation lines of a metrics.jsonl, in order.
+std::vector<nlohmann::json> eval_lines(const fs::path& metrics) {
+  std::ifstream f(metrics);
+  std::vector<nlohmann::json> out;
+  std::string line;
+  while (std::getline(f, line)) {
+    nlohmann::json j = nlohmann::json::parse(line);
+    if (j.contains("eval")) out.push_back(std::move(j));
+  }
+  return out;
+}
+nlohmann::json read_json(const fs::path& p) {
+  std::ifstream f(p);
+  return nlohmann::json::parse(f);
+}
+// @p n examples spread over each split of a data set in the authors' JSON list format
+// (every (size / n)-th, so that they cover many relations).
+void write_subset(const fs::path& from, const fs::path& to, std::size_t n) {
+  fs::create_directories(to);
+  for (const char* split : {"train.json", "dev.json", "test.json"}) {
+    const nlohmann::json j = read_json(from / split);
+    nlohmann::json sub = nlohmann::json::array();
+    const std::size_t stride = std::max<std::size_t>(1, j.size() / n);
+    for (std::size_t i = 0; i < j.size() && sub.size() < n; i += stride) sub.push_back(j[i]);
+    std::ofstream(to / split) << sub.dump();
+  }
+}
+}  // namespace
+
+// --eval-steps: evaluations during training leave the training alone, are logged for every
+// split, keep the best model (by the first split) in OUT/best, which `evaluate` scores the
+// same, and survive a resume.
+BOOST_AUTO_TEST_CASE(evaluation_during_training_keeps_the_best) {
+  const fs::path tmp = fs::temp_directory_path() / ("kadapter_evalsteps_cli_" + std::to_string(::getpid()));
+  fs::remove_all(tmp);
+  write_subset(kData / "fac", tmp / "data", 16);
+  const std::string sizes = " --batch-size 4 --max-seq-length 32 --adapter-size 32 --adapter-heads 2";
+  const std::string base = "pretrain --task fac --model '" + kModel.string() + "' --data '" + (tmp / "data").string() +
+                           "'" + sizes + " --epochs 3 --dropout 0.1 --learning-rate 3e-3";
+  const std::string common = base + " --feature-cache off";
+  auto out = [&](const char* name) { return " --out '" + (tmp / name).string() + "'"; };
+  const std::string evals = " --eval-steps 2 --eval-split dev,test --save-steps 4";
+  BOOST_REQUIRE_EQUAL(run(common + out("plain")), 0);
+  BOOST_REQUIRE_EQUAL(run(common + out("evals") + evals), 0);
+  // 16 examples in batches of 4: 12 steps; evaluations at 2, 4, ..., 10 and after step 12.
+  BOOST_TEST(bytes(tmp / "plain" / "model.safetensors") == bytes(tmp / "evals" / "model.safetensors"));
+  const auto lines = eval_lines(tmp / "evals" / "metrics.jsonl");
+  BOOST_REQUIRE_EQUAL(lines.size(), 12u);
+  double best = -1;  // the best dev score so far, and its step
+  std::int64_t best_step = -1;
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    BOOST_TEST(lines[i]["step"].get<std::int64_t>() == static_cast<std::int64_t>(2 * (i / 2 + 1)));
+    BOOST_TEST(lines[i]["eval"]["split"].get<std::string>() == (i % 2 == 0 ? "dev" : "test"));
+    const double f1 = lines[i]["eval"]["micro_f1"].get<double>();
+    const bool better = i % 2 == 0 && f1 > best;  // only the first split chooses
+    BOOST_TEST(lines[i].contains("best") == better, "line " << i);
+    if (better) {
+      best = f1;
+      best_step = lines[i]["step"].get<std::int64_t>();
+    }
+  }
+  // The final evaluation is the same as that of the run without evaluations during training.
+  const auto plain = eval_lines(tmp / "plain" / "metrics.jsonl");
+  BOOST_REQUIRE_EQUAL(plain.size(), 1u);
+  BOOST_TEST(plain[0]["eval"] == lines[10]["eval"]);
+  const nlohmann::json chosen = read_json(tmp / "evals" / "best" / "eval.json");
+  BOOST_TEST(chosen["step"].get<std::int64_t>() == best_step);
+  BOOST_TEST(chosen["metric"].get<std::string>() == "micro_f1");
+  BOOST_TEST(chosen["eval"]["micro_f1"].get<double>() == best);
+  // `evaluate` on OUT/best scores the saved model exactly as it was scored during training.
+  const std::string eval_args = "evaluate --task fac --model '" + kModel.string() + "' --data '" + (tmp / "data").string() + "'" + sizes;
+  BOOST_REQUIRE_EQUAL(run(eval_args + " --out '" + (tmp / "evals" / "best").string() + "' --eval-split dev"), 0);
+  const auto rescored = eval_lines(tmp / "evals" / "best" / "metrics.jsonl");
+  BOOST_REQUIRE_EQUAL(rescored.size(), 1u);
+  BOOST_TEST(rescored[0]["eval"] == chosen["eval"]);
+
+  // Stopped after step 5 (last checkpoint at step 4) and resumed: the same model, best model
+  // and evaluations as the straight run.
+  BOOST_REQUIRE_EQUAL(run(common + out("part") + evals + " --stop-after 5"), 0);
+  BOOST_REQUIRE_EQUAL(run(common + out("part") + evals + " --resume"), 0);
+  BOOST_TEST(bytes(tmp / "part" / "model.safetensors") == bytes(tmp / "evals" / "model.safetensors"));
+  BOOST_TEST(bytes(tmp / "part" / "best" / "model.safetensors") == bytes(tmp / "evals" / "best" / "model.safetensors"));
+  BOOST_TEST(read_json(tmp / "part" / "best" / "eval.json") == chosen);
+  // The best so far travels in the checkpoint: a resumed run compares with it, not with
+  // nothing. A checkpoint claiming an unbeatable best keeps OUT/best as it was.
+  const fs::path opt = tmp / "part" / "checkpoint" / "optimizer.safetensors";
+  auto set_meta = [&](const std::string& key, const std::string& value) {
+    kadapter::io::SafetensorsFile in(opt);
+    kadapter::io::SafetensorsWriter w;
+    for (const auto& name : in.names()) {
+      const std::vector<float> v = in.read<float>(name);
+      w.add<float>(name, in.info(name).shape, std::span<const float>(v));
+    }
+    for (const auto& [k, v] : in.metadata()) w.set_metadata(k, v);
+    w.set_metadata(key, value);
+    w.set_metadata("step", "4");
+    w.write(tmp / "opt.safetensors");
+    fs::rename(tmp / "opt.safetensors", opt);
+  };
+  BOOST_REQUIRE(kadapter::io::SafetensorsFile(opt).metadata().count("best_metric") == 1u);
+  set_meta("best_metric", "2");
+  set_meta("best_step", "1");
+  const std::size_t logged = eval_lines(tmp / "part" / "metrics.jsonl").size();
+  BOOST_REQUIRE_EQUAL(run(common + out("part") + evals + " --resume"), 0);
+  const auto resumed = eval_lines(tmp / "part" / "metrics.jsonl");
+  BOOST_REQUIRE_EQUAL(resumed.size(), logged + 8u);  // steps 6, 8, 10 and 12, two splits each
+  for (std::size_t i = logged; i < resumed.size(); ++i) BOOST_TEST(!resumed[i].contains("best"));
+  BOOST_TEST(read_json(tmp / "part" / "best" / "eval.json") == chosen);
+  set_meta("best_metric", "abc");
+  {
+    const auto [code, text] = run_output(common + out("part") + evals + " --resume", tmp / "log.txt");
+    BOOST_TEST(code == 2);
+    BOOST_TEST(text.find("optimizer.safetensors: metadata \"best_metric\" = \"abc\" is not a finite number") != std::string::npos, text);
+  }
+  set_meta("best_metric", "0.5");
+  set_meta("best_step", "7");
+  {
+    const auto [code, text] = run_output(common + out("part") + evals + " --resume", tmp / "log.txt");
+    BOOST_TEST(code == 2);
+    BOOST_TEST(text.find("metadata \"best_step\" = \"7\" is not an integer in [0, 4]") != std::string::npos, text);
+  }
+
+  // A fresh run into the same --out removes the earlier run's best model.
+  BOOST_REQUIRE_EQUAL(run(common + out("part") + " --max-steps 1"), 0);
+  BOOST_TEST(!fs::exists(tmp / "part" / "best"));
+
+  // --eval-steps epoch: after each of the 3 epochs of 4 steps (the last is the final one).
+  BOOST_REQUIRE_EQUAL(run(common + out("epochs") + " --eval-steps epoch"), 0);
+  const auto per_epoch = eval_lines(tmp / "epochs" / "metrics.jsonl");
+  BOOST_REQUIRE_EQUAL(per_epoch.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) BOOST_TEST(per_epoch[i]["step"].get<std::int64_t>() == static_cast<std::int64_t>(4 * (i + 1)));
+  BOOST_TEST(per_epoch[2]["eval"] == plain[0]["eval"]);
+
+  // The evaluation splits get feature caches of their own; with fp32 states the scores are
+  // those of the backbone run on the spot, and a second run reuses all three files.
+  const std::string cached = " --feature-cache '" + (tmp / "cache").string() + "' --cache-dtype fp32 --eval-steps epoch --eval-split dev,test";
+  BOOST_REQUIRE_EQUAL(run(base + out("cached") + cached), 0);
+  std::size_t files = 0;
+  for (const auto& e : fs::directory_iterator(tmp / "cache")) files += e.path().extension() == ".safetensors";
+  BOOST_TEST(files == 3u);
+  BOOST_REQUIRE_EQUAL(run(base + out("cached2") + cached), 0);
+  BOOST_TEST(bytes(tmp / "cached" / "best" / "model.safetensors") == bytes(tmp / "cached2" / "best" / "model.safetensors"));
+  const auto with_cache = eval_lines(tmp / "cached" / "metrics.jsonl");
+  BOOST_REQUIRE_EQUAL(with_cache.size(), 6u);
+  BOOST_REQUIRE_EQUAL(run(eval_args + out("cached") + " --eval-split dev,test"), 0);
+  const auto direct = eval_lines(tmp / "cached" / "metrics.jsonl");
+  BOOST_REQUIRE_EQUAL(direct.size(), 8u);
+  BOOST_TEST(direct[6]["eval"] == with_cache[4]["eval"]);
+  BOOST_TEST(direct[7]["eval"] == with_cache[5]["eval"]);
+
+  // Bad values are named.
+  for (const auto& [flags, words] : std::vector<std::pair<std::string, std::string>>{
+           {" --eval-steps abc", "--eval-steps 'abc' is not \"epoch\" or an integer"},
+           {" --eval-steps -2", "--eval-steps '-2' is not"},
+           {" --eval-split dev,dev", "--eval-split 'dev,dev' names dev twice"},
+           {" --eval-split dev,train", "\"train\" is not dev or test"}}) {
+    const auto [code, text] = run_output(common + out("bad") + flags, tmp / "log.txt");
+    BOOST_TEST(code == 2);
+    BOOST_TEST(text.find(words) != std::string::npos, text);
+  }
+  {
+    const auto [code, text] = run_output(eval_args + out("evals") + " --eval-steps 2", tmp / "log.txt");
+    BOOST_TEST(code == 2);
+    BOOST_TEST(text.find("--eval-steps 2: evaluate scores a finished run once") != std::string::npos, text);
+  }
+  BOOST_TEST(!fs::exists(tmp / "bad"));
   fs::remove_all(tmp);
 }
 
