@@ -582,7 +582,8 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       meta["best_step"] = std::to_string(best_step);
     }
     io::save_parameters(std::as_const(model).parameters(), out / "checkpoint" / "model.safetensors");
-    io::save_optimizer(std::as_const(model).parameters(), trainer.optimizer(), out / "checkpoint" / "optimizer.safetensors", meta);
+    io::save_optimizer(std::as_const(model).parameters(), std::as_const(trainer).optimizer(),
+                       out / "checkpoint" / "optimizer.safetensors", meta);
   };
   // A finished model in @p dir: weights, label names and sizes (what evaluate reads).
   auto save_model = [&](const fs::path& dir) {

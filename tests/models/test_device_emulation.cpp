@@ -14,6 +14,7 @@
 #include <cmath>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cli/train.hpp"
@@ -40,6 +41,22 @@ void check_close(const std::vector<float>& a, const std::vector<float>& b, const
     BOOST_TEST(err <= tol * scale, what << " " << slot.name << ": error " << err << ", scale " << scale);
   }
 }
+
+/// The batch of a model case, on the CPU and on the emulated device.
+struct CaseBatches {
+  explicit CaseBatches(const cases::ModelCase& c) : host(c.layers, c.keep), states(c.layers, c.keep) {
+    host.prepare(c.batch, c.seq, c.adapter.hidden);
+    for (std::size_t k = 0; k < c.keep.size(); ++k) std::copy(c.hidden[k].begin(), c.hidden[k].end(), host.slot(c.keep[k]));
+    states.assign(host);
+    device = {c.batch, c.seq, &states, c.layers, c.mask, c.labels, c.targets, c.subj, c.obj, c.start};
+    cpu = {c.batch, c.seq, &host, c.layers, c.mask, c.labels, c.targets, c.subj, c.obj, c.start};
+  }
+  CaseBatches(const CaseBatches&) = delete;  // the batches point at the states
+  HiddenStates<float> host;
+  HiddenStates<float, Emulated> states;
+  TaskBatch<float, Emulated> device;
+  TaskBatch<float> cpu;
+};
 
 }  // namespace
 
@@ -84,13 +101,9 @@ BOOST_AUTO_TEST_CASE(host_writes_reach_the_device_and_back) {
   // the optimizer state handed out for a checkpoint, written into a fresh trainer, continues
   // the run exactly as an uninterrupted one.
   const cases::ModelCase c = cases::model_cases().at(0);  // fac
-  HiddenStates<float> host(c.layers, c.keep);
-  host.prepare(c.batch, c.seq, c.adapter.hidden);
-  for (std::size_t k = 0; k < c.keep.size(); ++k) std::copy(c.hidden[k].begin(), c.hidden[k].end(), host.slot(c.keep[k]));
-  HiddenStates<float, Emulated> states(c.layers, c.keep);
-  states.assign(host);
-  const TaskBatch<float, Emulated> batch{c.batch, c.seq, &states, c.layers, c.mask, c.labels, c.targets, c.subj, c.obj, c.start};
-  const TaskBatch<float> cpu_batch{c.batch, c.seq, &host, c.layers, c.mask, c.labels, c.targets, c.subj, c.obj, c.start};
+  const CaseBatches b(c);
+  const TaskBatch<float, Emulated>& batch = b.device;
+  const TaskBatch<float>& cpu_batch = b.cpu;
   TrainConfig tc;
   tc.adam.lr = 1e-3;
   tc.adam.weight_decay = 0.01;
@@ -156,18 +169,62 @@ BOOST_AUTO_TEST_CASE(host_writes_reach_the_device_and_back) {
   BOOST_TEST(logits == std::vector<float>(rlog.data(), rlog.data() + rlog.size()));
 }
 
+BOOST_AUTO_TEST_CASE(read_only_access_copies_nothing_back) {
+  // Saving a checkpoint reads the parameters and the AdamW state through const access: the
+  // host copies are brought up to date, and the next step uploads nothing more than a step
+  // does without them (the writable access uploads the moments again: two arrays).
+  const cases::ModelCase c = cases::model_cases().at(0);
+  const CaseBatches b(c);
+  TrainConfig tc;
+  tc.adam.lr = 1e-3;
+  tc.max_grad_norm = 0;  // the device optimizer then gives the CPU's bits
+  tc.schedule = WarmupLinearSchedule{0, 8};
+  TaskModel<dynamic_adapter, float, Emulated> dev(c.task, c.adapter);
+  TaskModel<dynamic_adapter, float> cpu(c.task, c.adapter);
+  init_parameters(dev.parameters(), 7, 0.05);
+  init_parameters(cpu.parameters(), 7, 0.05);
+  Trainer<dynamic_adapter, float, Emulated> t_dev(dev, tc);
+  Trainer<dynamic_adapter, float> t_cpu(cpu, tc);
+  const auto one = [](const auto& x) { return std::span(&x, 1); };
+  auto uploaded_by_a_step = [&] {
+    const std::size_t before = test::emulated_upload_bytes;
+    t_dev.step(one(b.device));
+    t_cpu.step(one(b.cpu));
+    return test::emulated_upload_bytes - before;
+  };
+  uploaded_by_a_step();
+  uploaded_by_a_step();
+  const std::size_t plain = uploaded_by_a_step();
+  const std::size_t n = dev.backend_values().size();
+
+  const AdamW<float>& read = std::as_const(t_dev).optimizer();
+  const auto& values = std::as_const(dev).parameters().values();
+  BOOST_TEST(std::vector<float>(values.begin(), values.end()) ==
+             std::vector<float>(cpu.parameters().values().begin(), cpu.parameters().values().end()));
+  BOOST_TEST(read.steps() == t_cpu.optimizer().steps());
+  BOOST_TEST(std::vector<float>(read.first_moment().begin(), read.first_moment().end()) ==
+             std::vector<float>(t_cpu.optimizer().first_moment().begin(), t_cpu.optimizer().first_moment().end()));
+  BOOST_TEST(std::vector<float>(read.second_moment().begin(), read.second_moment().end()) ==
+             std::vector<float>(t_cpu.optimizer().second_moment().begin(), t_cpu.optimizer().second_moment().end()));
+  BOOST_TEST(uploaded_by_a_step() == plain);
+
+  (void)t_dev.optimizer();  // writable: copied back before the next update
+  BOOST_TEST(uploaded_by_a_step() == plain + 2 * n * sizeof(float));
+  BOOST_TEST(uploaded_by_a_step() == plain);
+  // And the run is still the CPU's.
+  const auto& after = std::as_const(dev).parameters().values();
+  BOOST_TEST(std::vector<float>(after.begin(), after.end()) ==
+             std::vector<float>(cpu.parameters().values().begin(), cpu.parameters().values().end()));
+}
+
 BOOST_AUTO_TEST_CASE(parameters_between_forward_and_backward) {
   // A hand-written loop that looks at (or edits) the parameters between forward() and
   // backward(): the gradients of the backward pass must survive, and an edit made there must
   // reach the device.
   const cases::ModelCase c = cases::model_cases().at(0);
-  HiddenStates<float> host(c.layers, c.keep);
-  host.prepare(c.batch, c.seq, c.adapter.hidden);
-  for (std::size_t k = 0; k < c.keep.size(); ++k) std::copy(c.hidden[k].begin(), c.hidden[k].end(), host.slot(c.keep[k]));
-  HiddenStates<float, Emulated> states(c.layers, c.keep);
-  states.assign(host);
-  const TaskBatch<float, Emulated> batch{c.batch, c.seq, &states, c.layers, c.mask, c.labels, c.targets, c.subj, c.obj, c.start};
-  const TaskBatch<float> cpu_batch{c.batch, c.seq, &host, c.layers, c.mask, c.labels, c.targets, c.subj, c.obj, c.start};
+  const CaseBatches b(c);
+  const TaskBatch<float, Emulated>& batch = b.device;
+  const TaskBatch<float>& cpu_batch = b.cpu;
   TaskModel<dynamic_adapter, float, Emulated> dev(c.task, c.adapter);
   TaskModel<dynamic_adapter, float> cpu(c.task, c.adapter);
   init_parameters(dev.parameters(), 3, 0.05);

@@ -93,10 +93,15 @@ KA_EMULATE(weighted_rows_forward)
 KA_EMULATE(write_gradient)
 #undef KA_EMULATE
 
+/// @brief Bytes copied from the host to the emulated device so far (for tests of what a
+/// step uploads).
+inline std::size_t emulated_upload_bytes = 0;
+
 /// @brief Host to "device": a plain copy.
 template <class T>
 void copy_from_host(Emulated, T* dst, std::span<const T> src) {
   std::memcpy(dst, src.data(), src.size() * sizeof(T));
+  emulated_upload_bytes += src.size() * sizeof(T);
 }
 /// @brief "Device" to host: a plain copy.
 template <class T>

@@ -138,11 +138,11 @@ void load_pretrained_adapter(ParameterStore<T>& store, const SafetensorsFile& fi
 /// @brief Save AdamW's moments and step count (`adamw.m.NAME`, `adamw.v.NAME`, metadata
 /// `adamw.steps`) plus caller metadata (scheduler step, data position, seed).
 template <class T>
-void save_optimizer(const ParameterStore<T>& store, AdamW<T>& opt, const std::filesystem::path& path,
+void save_optimizer(const ParameterStore<T>& store, const AdamW<T>& opt, const std::filesystem::path& path,
                     std::map<std::string, std::string> metadata = {}) {
   SafetensorsWriter w;
-  auto& m = opt.first_moment();
-  auto& v = opt.second_moment();
+  const auto& m = opt.first_moment();
+  const auto& v = opt.second_moment();
   for (const auto& s : store.table()) {
     if (!s.trainable) continue;
     std::vector<std::int64_t> shape(s.shape.begin(), s.shape.end());

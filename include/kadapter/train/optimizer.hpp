@@ -250,6 +250,8 @@ class AdamW {
   /// for checkpoints.
   AlignedVector<T>& first_moment() noexcept { return m_; }
   AlignedVector<T>& second_moment() noexcept { return v_; }
+  const AlignedVector<T>& first_moment() const noexcept { return m_; }
+  const AlignedVector<T>& second_moment() const noexcept { return v_; }
   void set_steps(std::int64_t t) noexcept { t_ = t; }
 
  private:

@@ -57,8 +57,8 @@ StepReport apply_update(ParameterStore<T>& store, AdamW<T>& adam, const TrainCon
 /// all, with the per-element mask of adamw_element_mask(). It needs the backend's
 /// `grad_norm(B, grads)` and `adamw_update(B, ...)` (backend/cuda/optimizer.hpp). state()
 /// hands out a host AdamW holding a copy of the moments (for checkpoints); what is written
-/// there is copied back before the next update. The Cpu version below works on the
-/// ParameterStore directly.
+/// there is copied back before the next update. The const state() only reads: nothing is
+/// copied back. The Cpu version below works on the ParameterStore directly.
 template <class T, class B>
 class BackendOptimizer {
  public:
@@ -112,6 +112,18 @@ class BackendOptimizer {
     on_device_ = false;  // the caller may write it: copy it back before the next update
     return host_;
   }
+  /// @brief The AdamW state in host memory, read-only (moments copied from the backend when
+  /// they changed; the backend's copy stays current).
+  const AdamW<T>& state() const {
+    if (host_stale_) {
+      host_.first_moment().resize(m_.size());
+      host_.second_moment().resize(v_.size());
+      copy_to_host(B{}, std::span<T>(host_.first_moment()), m_.data());
+      copy_to_host(B{}, std::span<T>(host_.second_moment()), v_.data());
+      host_stale_ = false;
+    }
+    return host_;
+  }
 
  private:
   void upload_moments(std::size_t n) {
@@ -131,11 +143,11 @@ class BackendOptimizer {
     on_device_ = true;
   }
 
-  AdamW<T> host_;  // configuration, step count and (when asked for) a copy of the moments
+  mutable AdamW<T> host_;  // configuration, step count and (when asked for) a copy of the moments
   BackendVector<T, B> m_, v_;
   BackendVector<std::uint8_t, B> mask_;
-  bool on_device_ = false;   // m_ and v_ hold the current moments
-  bool host_stale_ = false;  // host_'s moments are older than m_ and v_
+  bool on_device_ = false;           // m_ and v_ hold the current moments
+  mutable bool host_stale_ = false;  // host_'s moments are older than m_ and v_
 };
 
 template <class T>
@@ -155,6 +167,7 @@ class BackendOptimizer<T, Cpu> {
   }
   /// @brief The AdamW state (moments and step count), for checkpoints.
   AdamW<T>& state() noexcept { return adam_; }
+  const AdamW<T>& state() const noexcept { return adam_; }
 
  private:
   AdamW<T> adam_;
@@ -196,6 +209,8 @@ class Trainer {
   /// @brief The AdamW state, in host memory, for checkpoints (on Cuda: copied from the
   /// device, and copied back at the next step, so it may be written).
   AdamW<T>& optimizer() { return opt_.state(); }
+  /// @brief The AdamW state, read-only (for saving: on Cuda nothing is copied back).
+  const AdamW<T>& optimizer() const { return opt_.state(); }
   const TrainConfig& config() const noexcept { return cfg_; }
 
  private:
