@@ -5,8 +5,9 @@
 
 Each RUN_DIR holds the metrics.jsonl written by `kadapter pretrain` / `finetune` (one JSON
 object per line: step, epoch, loss, lr, grad_norm; evaluation lines carry "eval"). Plots the
-training loss (moving average over --smooth steps) and the learning rate of every run, and
-prints the evaluation results. Needs matplotlib (pip install matplotlib).
+training loss (moving average over --smooth steps) and the learning rate of every run, the
+headline score of each evaluated split against the step when a run evaluated during training
+(--eval-steps), and prints the evaluation results. Needs matplotlib (pip install matplotlib).
 """
 
 import argparse
@@ -35,6 +36,21 @@ def read_log(path):
     return steps, losses, lrs, evals
 
 
+HEADLINE = ("micro_f1", "head_accuracy", "accuracy")  # the score kadapter keeps the best model by
+
+
+def eval_series(evals):
+    """{(split, metric): {step: score}} from the evaluation records (the last one per step)."""
+    series = {}
+    for rec in evals:
+        ev = rec["eval"]
+        metric = next((k for k in HEADLINE if k in ev), None)
+        if metric is None or "step" not in rec:
+            continue
+        series.setdefault((ev.get("split", "?"), metric), {})[rec["step"]] = ev[metric]
+    return series
+
+
 def smooth(values, window):
     out, total = [], 0.0
     for i, v in enumerate(values):
@@ -57,13 +73,16 @@ def main():
         import matplotlib.pyplot as plt
     except ImportError:
         sys.exit("plot_metrics.py needs matplotlib: pip install matplotlib")
-    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(11, 4))
+    logs = []
     for run in args.runs:
         path = os.path.join(run, "metrics.jsonl")
         if not os.path.exists(path):
             sys.exit(f"{path}: not found")
-        steps, losses, lrs, evals = read_log(path)
-        name = os.path.basename(os.path.normpath(run))
+        logs.append((os.path.basename(os.path.normpath(run)), read_log(path)))
+    curves = any(len(points) > 1 for _, log in logs for points in eval_series(log[3]).values())
+    fig, axes = plt.subplots(1, 3 if curves else 2, figsize=(16.5 if curves else 11, 4))
+    ax_loss, ax_lr = axes[0], axes[1]
+    for name, (steps, losses, lrs, evals) in logs:
         # A resumed run appends to the same log: keep the last record of each step.
         last = {}
         for s, l, r in zip(steps, losses, lrs):
@@ -71,11 +90,17 @@ def main():
         xs = sorted(last)
         ax_loss.plot(xs, smooth([last[x][0] for x in xs], args.smooth), label=name)
         ax_lr.plot(xs, [last[x][1] for x in xs], label=name)
+        if curves:
+            for (split, metric), points in sorted(eval_series(evals).items()):
+                ks = sorted(points)
+                axes[2].plot(ks, [points[k] for k in ks], marker="o", markersize=3, label=f"{name} {split} {metric}")
         for e in evals:
             print(f"{name}: {json.dumps(e['eval'])}")
     ax_loss.set(xlabel="step", ylabel=f"training loss (mean of {args.smooth})", title="loss")
     ax_lr.set(xlabel="step", ylabel="learning rate", title="schedule")
-    for ax in (ax_loss, ax_lr):
+    if curves:
+        axes[2].set(xlabel="step", ylabel="score", title="evaluation")
+    for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
