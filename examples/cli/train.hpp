@@ -12,6 +12,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <memory>
 #include <numeric>
 #include <optional>
 #include <chrono>
@@ -52,7 +53,8 @@ inline std::vector<OptionSpec> training_options(bool finetune) {
       {"data", "DIR", "train, dev, test as .json (or .jsonl) in the authors' formats (lin: find_head JSON, multiple choice: CosmosQA JSON lines)", true, ""},
       {"out", "DIR", "output: model.safetensors, metrics.jsonl, checkpoint/", true, ""},
       {"max-seq-length", "T", "tokens per sequence", false, "64"},
-      {"batch-size", "B", "sequences per step", false, "32"},
+      {"batch-size", "B", "sequences per step (per micro-batch with --gradient-accumulation-steps)", false, "32"},
+      {"gradient-accumulation-steps", "N", "micro-batches of --batch-size per optimizer step (the gradient of their mean loss)", false, "1"},
       {"epochs", "N", "passes over the training data", false, "1"},
       {"max-steps", "N", "stop after N steps (0: run the epochs)", false, "0"},
       {"learning-rate", "LR", "peak learning rate", false, "5e-5"},
@@ -363,6 +365,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   const std::uint64_t seed = static_cast<std::uint64_t>(args.integer("seed", 0, 1LL << 62));
   const std::int64_t save_steps = args.integer("save-steps", 0, 1LL << 40);
   const std::int64_t stop_after = args.integer("stop-after", 0, 1LL << 40);
+  const index_t accumulation = static_cast<index_t>(args.integer("gradient-accumulation-steps", 1, 4096));
   // The split(s) evaluated; the first one chooses the best model.
   const std::string eval_list = args.get("eval-split");
   const std::vector<std::string> eval_names = detail::split_list(eval_list);
@@ -454,7 +457,10 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
                  static_cast<std::size_t>(train.count), train.dropped, counts.c_str(), labels.size());
   }
 
-  const std::int64_t per_epoch = std::max<std::int64_t>(1, (train.count + B - 1) / B);
+  // Optimizer steps per epoch: each takes `accumulation` micro-batches of B examples (the
+  // last one of an epoch what is left).
+  const std::int64_t batches_per_epoch = std::max<std::int64_t>(1, (train.count + B - 1) / B);
+  const std::int64_t per_epoch = (batches_per_epoch + accumulation - 1) / accumulation;
   std::int64_t total = per_epoch * epochs;
   if (max_steps > 0) total = max_steps;
   const bool trim = bucketing != "none";
@@ -599,10 +605,16 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   };
 
   // Batches: a fixed permutation per epoch (seeded), so a resumed run sees the same order.
-  HiddenStates<T, Dev> states(ec.layers, keep);
+  // What one micro-batch's TaskBatch points at: one per micro-batch of a step.
+  struct BatchSlot {
+    BatchSlot(index_t layers, const std::vector<index_t>& kept) : states(layers, kept) {}
+    HiddenStates<T, Dev> states;
+    std::vector<std::int64_t> ids, mask, lab;
+    std::vector<T> tg, su, ob, st;
+  };
+  std::vector<std::unique_ptr<BatchSlot>> slots;
+  for (index_t i = 0; i < (evaluate_only ? 1 : accumulation); ++i) slots.push_back(std::make_unique<BatchSlot>(ec.layers, keep));
   HiddenStates<T> staged(ec.layers, keep);  // cached states on their way to the device
-  std::vector<std::int64_t> ids, mask, lab;
-  std::vector<T> tg, su, ob, st;
   EncodeOptions eo;
   if (official) {
     eo.positions = PositionScheme::official;
@@ -654,8 +666,11 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
 
   // Rows @p rows of split @p p, padded to their longest sequence; the backbone's states come
   // from @p cached when there is one.
-  auto make_batch = [&](const PackedSplit& p, const std::vector<index_t>& rows, const std::vector<std::int32_t>& lens,
-                        const io::FeatureCache* cached) {
+  auto make_batch = [&](BatchSlot& slot, const PackedSplit& p, const std::vector<index_t>& rows,
+                        const std::vector<std::int32_t>& lens, const io::FeatureCache* cached) {
+    HiddenStates<T, Dev>& states = slot.states;
+    std::vector<std::int64_t>& ids = slot.ids, &mask = slot.mask, &lab = slot.lab;
+    std::vector<T>& tg = slot.tg, &su = slot.su, &ob = slot.ob, &st = slot.st;
     const index_t per = p.rows_per_example;  // sequences per example
     const index_t m = static_cast<index_t>(rows.size());
     const index_t n = m * per;
@@ -752,7 +767,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     for (index_t first = 0; first < ev.count; first += B) {
       eval_rows.resize(static_cast<std::size_t>(std::min<index_t>(B, ev.count - first)));
       std::iota(eval_rows.begin(), eval_rows.end(), first);
-      const TaskBatch<T, Dev> tb = make_batch(ev, eval_rows, e.len, e.cache ? &*e.cache : nullptr);
+      const TaskBatch<T, Dev> tb = make_batch(*slots.front(), ev, eval_rows, e.len, e.cache ? &*e.cache : nullptr);
       model.forward(tb, StepInfo{});
       const auto lg = model.logits();
       const index_t C = lg.extent(1);
@@ -832,13 +847,18 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   };
 
   std::vector<index_t> rows;
+  std::vector<TaskBatch<T, Dev>> micro;
   while (step < total) {
     const std::int64_t epoch = step / per_epoch, in_epoch = step % per_epoch;
     const auto order = order_of_epoch(epoch);
-    const index_t first = static_cast<index_t>(in_epoch * B);
-    rows.assign(order.begin() + first, order.begin() + std::min<index_t>(first + B, train.count));
-    const TaskBatch<T, Dev> tb = make_batch(train, rows, train_len, cache ? &*cache : nullptr);
-    const StepReport r = trainer.step(std::span<const TaskBatch<T, Dev>>(&tb, 1));
+    micro.clear();
+    for (index_t i = 0; i < accumulation; ++i) {
+      const index_t first = static_cast<index_t>((in_epoch * accumulation + i) * B);
+      if (first >= train.count) break;
+      rows.assign(order.begin() + first, order.begin() + std::min<index_t>(first + B, train.count));
+      micro.push_back(make_batch(*slots[static_cast<std::size_t>(i)], train, rows, train_len, cache ? &*cache : nullptr));
+    }
+    const StepReport r = trainer.step(std::span<const TaskBatch<T, Dev>>(micro));
     ++step;
     result.final_loss = r.loss;
     progress.step(r.loss);

@@ -317,6 +317,52 @@ BOOST_AUTO_TEST_CASE(evaluation_during_training_keeps_the_best) {
   fs::remove_all(tmp);
 }
 
+namespace {
+// The loss of every training step in a metrics.jsonl.
+std::vector<double> step_losses(const fs::path& metrics) {
+  std::vector<double> out;
+  std::ifstream f(metrics);
+  std::string line;
+  while (std::getline(f, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    if (j.contains("loss")) out.push_back(j["loss"].get<double>());
+  }
+  return out;
+}
+}  // namespace
+
+// --gradient-accumulation-steps: two micro-batches of 2 make the step of one batch of 4 (the
+// mean of the two means is the mean of the four), up to float rounding; an epoch whose
+// batches do not fill the last step ends with a shorter one.
+BOOST_AUTO_TEST_CASE(gradient_accumulation_equals_the_larger_batch) {
+  const fs::path tmp = fs::temp_directory_path() / ("kadapter_accum_cli_" + std::to_string(::getpid()));
+  fs::remove_all(tmp);
+  write_subset(kData / "fac", tmp / "data", 16);
+  const std::string common = "pretrain --task fac --model '" + kModel.string() + "' --data '" + (tmp / "data").string() +
+                             "' --max-seq-length 32 --adapter-size 32 --adapter-heads 2 --epochs 2 --dropout 0"
+                             " --learning-rate 3e-3 --feature-cache off";
+  auto out = [&](const char* name) { return " --out '" + (tmp / name).string() + "'"; };
+  BOOST_REQUIRE_EQUAL(run(common + out("b4") + " --batch-size 4"), 0);
+  BOOST_REQUIRE_EQUAL(run(common + out("b2x2") + " --batch-size 2 --gradient-accumulation-steps 2"), 0);
+  BOOST_REQUIRE_EQUAL(run(common + out("b2") + " --batch-size 2"), 0);
+  const auto whole = step_losses(tmp / "b4" / "metrics.jsonl"), accumulated = step_losses(tmp / "b2x2" / "metrics.jsonl");
+  BOOST_REQUIRE_EQUAL(whole.size(), 8u);  // 16 examples in steps of 4, two epochs
+  BOOST_REQUIRE_EQUAL(accumulated.size(), whole.size());
+  for (std::size_t i = 0; i < whole.size(); ++i)
+    BOOST_TEST(std::abs(accumulated[i] - whole[i]) <= 1e-5 * std::abs(whole[i]), "step " << i + 1);
+  // Without accumulation, batches of 2 take other steps: the comparison above can fail.
+  const auto halves = step_losses(tmp / "b2" / "metrics.jsonl");
+  BOOST_REQUIRE_EQUAL(halves.size(), 16u);
+  BOOST_TEST(std::abs(halves[15] - whole[7]) > 1e-5 * std::abs(whole[7]));
+  // 16 examples in micro-batches of 3, two per step: batches 3,3 | 3,3 | 3,1 per epoch.
+  BOOST_REQUIRE_EQUAL(run(common + out("b3x2") + " --batch-size 3 --gradient-accumulation-steps 2"), 0);
+  BOOST_TEST(step_losses(tmp / "b3x2" / "metrics.jsonl").size() == 6u);
+  const auto [code, text] = run_output(common + out("bad") + " --gradient-accumulation-steps 0", tmp / "log.txt");
+  BOOST_TEST(code == 2);
+  BOOST_TEST(text.find("--gradient-accumulation-steps '0' is not an integer in [1, 4096]") != std::string::npos, text);
+  fs::remove_all(tmp);
+}
+
 // Bad run inputs: a clear error (exit 2) naming the file or flag, before any work is lost,
 // and nothing of a finished run overwritten.
 BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
