@@ -77,7 +77,7 @@ inline std::vector<OptionSpec> training_options(bool finetune) {
       {"device", "cpu|cuda", "where the backbone and the model run (cuda: the first GPU)", false, "cpu"},
       {"dtype", "fp32|tf32|bf16", "arithmetic of the matrix products; tf32 and bf16 (tensor cores, fp32 accumulation, fp32 weights and optimizer) need --device cuda", false, "fp32"},
       {"bucketing", "auto|none|trim|sort", "none: pad every batch to T; trim: pad a batch to its longest sequence (same numbers); sort: also group sequences of similar length; auto: trim, or none under --compat official", false, "auto"},
-      {"feature-cache", "auto|off|memory|DIR", "compute the frozen backbone's states once and reuse them every epoch, in memory or in a file under DIR; auto: memory when training runs more than one epoch", false, "auto"},
+      {"feature-cache", "auto|off|memory|DIR", "compute the frozen backbone's states once and reuse them every epoch (and every evaluation with --eval-steps), in memory or in a file under DIR; auto: memory when training runs more than one epoch (evaluation splits: when evaluated during training), within half of the available memory", false, "auto"},
       {"cache-dtype", "fp16|bf16|fp32", "storage of the cached states", false, "fp16"}};
   if (finetune) {
     o.push_back({"adapters", "LIST", "downstream adapters, e.g. fac,lin (empty: head only)", false, ""});
@@ -401,6 +401,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   io::LabelMap labels;
   const fs::path labels_path = out / "labels.json";
   const bool named_labels = task == Task::fac || task == Task::relation || task == Task::entity_typing;
+  const bool resume = args.has("resume") && !evaluate_only;
   if (fs::exists(labels_path)) {
     labels = io::LabelMap(detail::read_labels_file(labels_path));
   } else if (evaluate_only && named_labels) {
@@ -409,9 +410,16 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   auto split_file = [&](const std::string& name) {
     return fs::exists(data / (name + ".jsonl")) ? data / (name + ".jsonl") : data / (name + ".json");
   };
+  const std::size_t run_labels = labels.size();  // those of labels.json, when there is one
   PackedSplit train = evaluate_only ? PackedSplit{}
                                     : detail::pack(task, split_file("train"), tok, labels, S, conv);
   const std::size_t train_labels = labels.size();
+  // A resumed run has one output per label of its checkpoint: no split may add a label (and
+  // labels.json must stay as it was when the checkpoint was written).
+  if (resume && fs::exists(labels_path) && train_labels > run_labels)
+    throw Error("--resume: " + split_file("train").string() + " names " + std::to_string(train_labels - run_labels) +
+                " label(s) that are not among the labels of the checkpoint (" + labels_path.string() +
+                "); the training data changed since the run started");
   // The evaluation splits, with their lengths and (filled below) feature caches.
   struct EvalSplit {
     std::string name;
@@ -435,6 +443,9 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     if (evaluate_only)
       throw Error(evals[j].file.string() + ": label(s) " + extra + " are not among the " +
                   std::to_string(train_labels) + " labels of the run (" + labels_path.string() + ")");
+    if (resume)
+      throw Error("--resume: " + evals[j].file.string() + " names label(s) " + extra + " that are not among the labels of the checkpoint (" +
+                  labels_path.string() + "); resume with the --eval-split of the run that wrote it");
     std::fprintf(stderr, "note: %s names %zu label(s) that %s does not (%s); they get outputs but no training examples\n",
                  evals[j].file.string().c_str(), labels.size() - before, split_file("train").string().c_str(), extra.c_str());
   }
@@ -503,20 +514,29 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     std::optional<double> avail = memory::available_bytes();
     if (avail) avail = std::max(0.0, *avail - (evaluate_only ? 2.0 : 4.0) * static_cast<double>(tc.adapters.size()) *
                                                   static_cast<double>(ac.parameter_count()) * sizeof(T));
+    // The training split's cache is decided on its own, so that evaluating (or not) never
+    // changes what training reads; the evaluation splits' caches only where memory is left.
+    const double train_need = tokens_of(train_len) * per_token, eval_need = eval_tokens * per_token;
+    const bool in_memory = cache_mode == "memory" || cache_mode == "auto";
+    const double share = cache_mode == "auto" ? 0.5 : 1.0;  // auto keeps half of the memory free
     if (cache_mode == "auto") {
       cache_mode = (!evaluate_only && total > per_epoch) ? "memory" : "off";
       eval_cache_mode = evals_during > 0 ? "memory" : "off";
-      const double need = ((cache_mode == "memory" ? tokens_of(train_len) : 0.0) + (eval_cache_mode == "memory" ? eval_tokens : 0.0)) * per_token;
-      if (need > 0 && avail && need > 0.5 * *avail) {
+      if (cache_mode == "memory" && avail && train_need > share * *avail) {
         std::fprintf(stderr, "feature cache: would need %.1f GB, more than half of the %.1f GB available; "
-                     "the backbone runs every step (--feature-cache DIR keeps the states in a file)\n", need / 1e9, *avail / 1e9);
-        cache_mode = eval_cache_mode = "off";
+                     "the backbone runs every step (--feature-cache DIR keeps the states in a file)\n", train_need / 1e9, *avail / 1e9);
+        cache_mode = "off";
       }
     }
-    const double need = ((cache_mode == "memory" ? tokens_of(train_len) : 0.0) + (eval_cache_mode == "memory" ? eval_tokens : 0.0)) * per_token;
-    if (need > 0 && avail && need > *avail)
-      throw Error("--feature-cache memory needs " + std::to_string(need / 1e9) + " GB but " + std::to_string(*avail / 1e9) +
+    if (cache_mode == "memory" && avail && train_need > *avail)
+      throw Error("--feature-cache memory needs " + std::to_string(train_need / 1e9) + " GB but " + std::to_string(*avail / 1e9) +
                   " GB are available; use --feature-cache DIR (a memory-mapped file) or --feature-cache off");
+    const double train_held = cache_mode == "memory" ? train_need : 0.0;
+    if (in_memory && eval_cache_mode != "off" && avail && train_held + eval_need > share * *avail) {
+      std::fprintf(stderr, "feature cache: the evaluation split(s) would need %.1f GB more; they are encoded at each evaluation\n",
+                   eval_need / 1e9);
+      eval_cache_mode = "off";
+    }
   }
   // The data has been read: only now is --out created.
   const fs::path best_dir = out / "best";
@@ -527,13 +547,6 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       throw Error("--out " + out.string() + ": cannot create the directory " + (out / "checkpoint").string() + " (" +
                   (mk ? mk.message() : std::string("a file is in the way")) + ")");
     detail::write_text_file(labels_path, nlohmann::json(labels.names()).dump(1) + "\n");
-    // The best model of an earlier run in the same --out would otherwise look like this one's.
-    if (!args.has("resume") && fs::exists(best_dir / "eval.json")) {
-      std::error_code rm;
-      fs::remove_all(best_dir, rm);
-      if (rm) throw Error(best_dir.string() + ": cannot remove the best model of an earlier run (" + rm.message() + ")");
-      std::fprintf(stderr, "note: removed %s, the best model of an earlier run in --out\n", best_dir.string().c_str());
-    }
   }
 
   index_t choices = train.rows_per_example;
@@ -558,7 +571,11 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
 
   // The best model so far (evaluations during training): the first split's headline metric.
   const char* headline = task == Task::lin ? "head_accuracy" : task == Task::multiple_choice ? "accuracy" : "micro_f1";
-  const bool track_best = evals_during > 0;
+  const bool track_best = eval_every > 0;
+  const std::string best_of = evals.front().name + " " + headline;  // what "best" compares
+  if (track_best && evals.front().data.count == 0)
+    std::fprintf(stderr, "note: %s has no usable example: every evaluation scores 0, and %s keeps the first model evaluated\n",
+                 evals.front().file.string().c_str(), best_dir.string().c_str());
   double best_metric = -std::numeric_limits<double>::infinity();
   std::int64_t best_step = -1;
 
@@ -570,7 +587,11 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     const auto meta = io::load_optimizer(model.parameters(), trainer.optimizer(), opt);
     step = detail::checkpoint_step(meta, opt, total);
     trainer.set_steps(step);
-    if (const auto it = meta.find("best_metric"); it != meta.end()) {
+    const auto of = meta.find("best_of");
+    if (const auto it = meta.find("best_metric"); it != meta.end() && of != meta.end() && of->second != best_of) {
+      std::fprintf(stderr, "note: the checkpoint's best model was chosen by %s, this run chooses by %s: the choice starts over\n",
+                   of->second.c_str(), best_of.c_str());
+    } else if (it != meta.end()) {
       const char* b = it->second.data();
       const auto [p, ec] = std::from_chars(b, b + it->second.size(), best_metric);
       if (ec != std::errc() || p != b + it->second.size() || !std::isfinite(best_metric))
@@ -586,6 +607,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       std::snprintf(b, sizeof b, "%.17g", best_metric);
       meta["best_metric"] = b;
       meta["best_step"] = std::to_string(best_step);
+      meta["best_of"] = best_of;
     }
     io::save_parameters(std::as_const(model).parameters(), out / "checkpoint" / "model.safetensors");
     io::save_optimizer(std::as_const(model).parameters(), std::as_const(trainer).optimizer(),
@@ -835,6 +857,10 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
         if (mk || !fs::is_directory(best_dir))
           throw Error(best_dir.string() + ": cannot create the directory for the best model (" +
                       (mk ? mk.message() : std::string("a file is in the way")) + ")");
+        // eval.json goes first and comes back last: a best/ without it is incomplete.
+        std::error_code rm;
+        fs::remove(best_dir / "eval.json", rm);
+        if (rm) throw Error((best_dir / "eval.json").string() + ": cannot replace it (" + rm.message() + ")");
         save_model(best_dir);
         detail::write_text_file(best_dir / "eval.json", nlohmann::json{{"step", step}, {"metric", headline}, {"eval", m}}.dump(1) + "\n");
         line["best"] = true;
@@ -845,6 +871,14 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     }
     return first;
   };
+
+  // The best model of an earlier run in the same --out would otherwise pass for this one's.
+  if (!evaluate_only && !resume && fs::symlink_status(best_dir).type() != fs::file_type::not_found) {
+    std::error_code rm;
+    fs::remove_all(best_dir, rm);
+    if (rm) throw Error(best_dir.string() + ": cannot remove the best model of an earlier run (" + rm.message() + ")");
+    std::fprintf(stderr, "note: removed %s, the best model of an earlier run in --out\n", best_dir.string().c_str());
+  }
 
   std::vector<index_t> rows;
   std::vector<TaskBatch<T, Dev>> micro;
@@ -884,8 +918,10 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     save_model(out);
   }
 
-  // The final evaluation (with evaluations during training, it may replace OUT/best too).
+  // The final evaluation (with evaluations during training, it may replace OUT/best too; the
+  // checkpoint then records it, so that a run extended with --resume compares with it).
   result.metrics = evaluate_all();
+  if (track_best && best_step == step && !evaluate_only) save_checkpoint();
   if (track_best)
     std::fprintf(stderr, "best %s %s: %.4f at step %lld (%s)\n", evals.front().name.c_str(), headline, best_metric,
                  static_cast<long long>(best_step), best_dir.string().c_str());

@@ -183,8 +183,8 @@ void write_subset(const fs::path& from, const fs::path& to, std::size_t n) {
 BOOST_AUTO_TEST_CASE(evaluation_during_training_keeps_the_best) {
   const fs::path tmp = fs::temp_directory_path() / ("kadapter_evalsteps_cli_" + std::to_string(::getpid()));
   fs::remove_all(tmp);
-  write_subset(kData / "fac", tmp / "data", 16);
-  const std::string sizes = " --batch-size 4 --max-seq-length 32 --adapter-size 32 --adapter-heads 2";
+  write_subset(kData / "fac", tmp / "data", 32);
+  const std::string sizes = " --batch-size 8 --max-seq-length 32 --adapter-size 32 --adapter-heads 2";
   const std::string base = "pretrain --task fac --model '" + kModel.string() + "' --data '" + (tmp / "data").string() +
                            "'" + sizes + " --epochs 3 --dropout 0.1 --learning-rate 3e-3";
   const std::string common = base + " --feature-cache off";
@@ -192,7 +192,7 @@ BOOST_AUTO_TEST_CASE(evaluation_during_training_keeps_the_best) {
   const std::string evals = " --eval-steps 2 --eval-split dev,test --save-steps 4";
   BOOST_REQUIRE_EQUAL(run(common + out("plain")), 0);
   BOOST_REQUIRE_EQUAL(run(common + out("evals") + evals), 0);
-  // 16 examples in batches of 4: 12 steps; evaluations at 2, 4, ..., 10 and after step 12.
+  // 32 examples in batches of 8: 12 steps; evaluations at 2, 4, ..., 10 and after step 12.
   BOOST_TEST(bytes(tmp / "plain" / "model.safetensors") == bytes(tmp / "evals" / "model.safetensors"));
   const auto lines = eval_lines(tmp / "evals" / "metrics.jsonl");
   BOOST_REQUIRE_EQUAL(lines.size(), 12u);
@@ -217,6 +217,11 @@ BOOST_AUTO_TEST_CASE(evaluation_during_training_keeps_the_best) {
   BOOST_TEST(chosen["step"].get<std::int64_t>() == best_step);
   BOOST_TEST(chosen["metric"].get<std::string>() == "micro_f1");
   BOOST_TEST(chosen["eval"]["micro_f1"].get<double>() == best);
+  BOOST_TEST(kadapter::io::SafetensorsFile(tmp / "evals" / "best" / "model.safetensors").metadata().at("step") ==
+             std::to_string(best_step));
+  // With this data the best model is neither the first nor the last one evaluated (so the
+  // checks above choose among several); other rounding could move it, hence only a warning.
+  BOOST_WARN_MESSAGE(best_step > 2 && best_step < 12, "the best model is at step " << best_step);
   // `evaluate` on OUT/best scores the saved model exactly as it was scored during training.
   const std::string eval_args = "evaluate --task fac --model '" + kModel.string() + "' --data '" + (tmp / "data").string() + "'" + sizes;
   BOOST_REQUIRE_EQUAL(run(eval_args + " --out '" + (tmp / "evals" / "best").string() + "' --eval-split dev"), 0);
@@ -270,6 +275,38 @@ BOOST_AUTO_TEST_CASE(evaluation_during_training_keeps_the_best) {
     BOOST_TEST(text.find("metadata \"best_step\" = \"7\" is not an integer in [0, 4]") != std::string::npos, text);
   }
 
+  // A resume whose --eval-split adds labels the checkpoint has no outputs for is refused,
+  // and labels.json stays as it was.
+  set_meta("best_metric", "0.5");
+  set_meta("best_step", "2");
+  const std::string labels_before = bytes(tmp / "part" / "labels.json");
+  fs::copy(tmp / "data", tmp / "data_new");
+  {
+    nlohmann::json j = read_json(tmp / "data" / "test.json");
+    j[0]["relation"] = "P_NEW";
+    std::ofstream(tmp / "data_new" / "test.json") << j.dump();
+  }
+  {
+    std::string args = common + out("part") + evals + " --resume";
+    args.replace(args.find((tmp / "data").string()), (tmp / "data").string().size(), (tmp / "data_new").string());
+    const auto [code, text] = run_output(args, tmp / "log.txt");
+    BOOST_TEST(code == 2);
+    BOOST_TEST(text.find("--resume: " + (tmp / "data_new" / "test.json").string() + " names label(s) \"P_NEW\"") != std::string::npos, text);
+    BOOST_TEST(bytes(tmp / "part" / "labels.json") == labels_before);
+  }
+  // A resume that chooses by another split starts the choice over, and says so.
+  {
+    const auto [code, text] = run_output(common + out("part") + " --eval-steps 2 --eval-split test,dev --save-steps 4 --resume", tmp / "log.txt");
+    BOOST_TEST(code == 0);
+    BOOST_TEST(text.find("chosen by dev micro_f1, this run chooses by test micro_f1") != std::string::npos, text);
+    BOOST_TEST(read_json(tmp / "part" / "best" / "eval.json")["eval"]["split"].get<std::string>() == "test");
+  }
+
+  // Without an evaluation before the last step, the final one still writes OUT/best.
+  BOOST_REQUIRE_EQUAL(run(common + out("late") + " --eval-steps 100"), 0);
+  BOOST_TEST(read_json(tmp / "late" / "best" / "eval.json")["step"].get<std::int64_t>() == 12);
+  BOOST_TEST(eval_lines(tmp / "late" / "metrics.jsonl").size() == 1u);
+
   // A fresh run into the same --out removes the earlier run's best model.
   BOOST_REQUIRE_EQUAL(run(common + out("part") + " --max-steps 1"), 0);
   BOOST_TEST(!fs::exists(tmp / "part" / "best"));
@@ -288,7 +325,14 @@ BOOST_AUTO_TEST_CASE(evaluation_during_training_keeps_the_best) {
   std::size_t files = 0;
   for (const auto& e : fs::directory_iterator(tmp / "cache")) files += e.path().extension() == ".safetensors";
   BOOST_TEST(files == 3u);
-  BOOST_REQUIRE_EQUAL(run(base + out("cached2") + cached), 0);
+  {
+    const auto [code, text] = run_output(base + out("cached2") + cached, tmp / "log.txt");
+    BOOST_REQUIRE_EQUAL(code, 0);
+    for (const char* split : {"train", "dev", "test"})
+      BOOST_TEST(text.find(std::string("feature cache (") + split + "): 32 sequences") != std::string::npos, text);
+    BOOST_TEST(text.find("reused") != std::string::npos, text);
+    BOOST_TEST(text.find("built") == std::string::npos, text);
+  }
   BOOST_TEST(bytes(tmp / "cached" / "best" / "model.safetensors") == bytes(tmp / "cached2" / "best" / "model.safetensors"));
   const auto with_cache = eval_lines(tmp / "cached" / "metrics.jsonl");
   BOOST_REQUIRE_EQUAL(with_cache.size(), 6u);
