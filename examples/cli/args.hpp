@@ -61,6 +61,8 @@ class Args {
   }
 
   bool help() const noexcept { return help_; }
+  /// The subcommand (for error messages: "pretrain: --flag ...").
+  const std::string& command() const noexcept { return command_; }
   bool has(const std::string& name) const { return values_.count(name) > 0; }
 
   std::string get(const std::string& name) const {

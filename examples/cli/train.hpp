@@ -369,12 +369,12 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   // The split(s) evaluated; the first one chooses the best model.
   const std::string eval_list = args.get("eval-split");
   const std::vector<std::string> eval_names = detail::split_list(eval_list);
-  if (eval_names.empty()) throw Error("--eval-split '" + eval_list + "': expected dev, test or dev,test");
+  if (eval_names.empty()) throw Error(args.command() + ": --eval-split '" + eval_list + "': expected dev, test or dev,test");
   for (std::size_t i = 0; i < eval_names.size(); ++i) {
     if (eval_names[i] != "dev" && eval_names[i] != "test")
-      throw Error("--eval-split '" + eval_list + "': \"" + eval_names[i] + "\" is not dev or test (one split, or both as dev,test)");
+      throw Error(args.command() + ": --eval-split '" + eval_list + "': \"" + eval_names[i] + "\" is not dev or test (one split, or both as dev,test)");
     for (std::size_t j = 0; j < i; ++j)
-      if (eval_names[j] == eval_names[i]) throw Error("--eval-split '" + eval_list + "' names " + eval_names[i] + " twice");
+      if (eval_names[j] == eval_names[i]) throw Error(args.command() + ": --eval-split '" + eval_list + "' names " + eval_names[i] + " twice");
   }
   // Evaluation during training: every N steps, or at the end of every epoch.
   const std::string eval_steps_arg = args.get("eval-steps");
@@ -382,13 +382,13 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   std::int64_t eval_every = 0;
   if (!eval_each_epoch) {
     long long x = -1;
-    const auto [p, ec] = std::from_chars(eval_steps_arg.data(), eval_steps_arg.data() + eval_steps_arg.size(), x);
-    if (ec != std::errc() || p != eval_steps_arg.data() + eval_steps_arg.size() || x < 0 || x > (1LL << 40))
-      throw Error("--eval-steps '" + eval_steps_arg + "' is not \"epoch\" or an integer in [0, " + std::to_string(1LL << 40) + "]");
+    const auto [end, err] = std::from_chars(eval_steps_arg.data(), eval_steps_arg.data() + eval_steps_arg.size(), x);
+    if (err != std::errc() || end != eval_steps_arg.data() + eval_steps_arg.size() || x < 0 || x > (1LL << 40))
+      throw Error(args.command() + ": --eval-steps '" + eval_steps_arg + "' is not \"epoch\" or an integer in [0, " + std::to_string(1LL << 40) + "]");
     eval_every = x;
   }
   if (evaluate_only && (eval_each_epoch || eval_every > 0))
-    throw Error("--eval-steps " + eval_steps_arg + ": evaluate scores a finished run once (the flag is for pretrain and finetune)");
+    throw Error(args.command() + ": --eval-steps " + eval_steps_arg + ": evaluate scores a finished run once (the flag is for pretrain and finetune)");
   const std::string cache_dtype = args.choice("cache-dtype", {"fp16", "bf16", "fp32"});
   // Padding: the authors pad every batch to max_seq_length; with correct masks a batch padded
   // to its own longest sequence gives the same numbers (tests/models/test_length_trim.cpp).
@@ -593,8 +593,8 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
                    of->second.c_str(), best_of.c_str());
     } else if (it != meta.end()) {
       const char* b = it->second.data();
-      const auto [p, ec] = std::from_chars(b, b + it->second.size(), best_metric);
-      if (ec != std::errc() || p != b + it->second.size() || !std::isfinite(best_metric))
+      const auto [end, err] = std::from_chars(b, b + it->second.size(), best_metric);
+      if (err != std::errc() || end != b + it->second.size() || !std::isfinite(best_metric))
         throw Error(opt.string() + ": metadata \"best_metric\" = \"" + it->second + "\" is not a finite number");
       best_step = detail::checkpoint_step(meta, opt, step, "best_step");
     }

@@ -4,6 +4,7 @@
 #define BOOST_TEST_MODULE train_resume
 #include "support/skippable_main.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -358,6 +359,41 @@ BOOST_AUTO_TEST_CASE(evaluation_during_training_keeps_the_best) {
     BOOST_TEST(text.find("--eval-steps 2: evaluate scores a finished run once") != std::string::npos, text);
   }
   BOOST_TEST(!fs::exists(tmp / "bad"));
+  fs::remove_all(tmp);
+}
+
+// Entity typing with dev and test each naming a type of their own: every split is packed
+// with one target column per type (the earlier ones again after a later split adds a type),
+// both are scored during and after training, and `evaluate` scores the run the same.
+BOOST_AUTO_TEST_CASE(entity_typing_with_types_only_the_evaluation_splits_name) {
+  const fs::path tmp = fs::temp_directory_path() / ("kadapter_et_cli_" + std::to_string(::getpid()));
+  fs::remove_all(tmp);
+  write_subset(kData / "entity_typing", tmp / "data", 24);
+  for (const auto& [split, type] : {std::pair{"dev", "only_in_dev"}, std::pair{"test", "only_in_test"}}) {
+    nlohmann::json j = read_json(tmp / "data" / (std::string(split) + ".json"));
+    j[0]["labels"].push_back(type);
+    j[1]["labels"] = nlohmann::json::array({type});
+    std::ofstream(tmp / "data" / (std::string(split) + ".json")) << j.dump();
+  }
+  const std::string args = " --task entity-typing --model '" + kModel.string() + "' --data '" + (tmp / "data").string() +
+                           "' --batch-size 8 --max-seq-length 32 --adapter-size 32 --adapter-heads 2 --eval-split dev,test";
+  const fs::path out = tmp / "run";
+  const auto [code, text] = run_output("finetune" + args + " --epochs 2 --eval-steps 2 --learning-rate 3e-3 --feature-cache off --out '" +
+                                           out.string() + "'", tmp / "log.txt");
+  BOOST_REQUIRE_MESSAGE(code == 0, text);
+  BOOST_TEST(text.find("dev.json names ") != std::string::npos, text);
+  BOOST_TEST(text.find("test.json names ") != std::string::npos, text);
+  const std::vector<std::string> labels = read_json(out / "labels.json").get<std::vector<std::string>>();
+  for (const char* type : {"only_in_dev", "only_in_test"})
+    BOOST_TEST(std::count(labels.begin(), labels.end(), type) == 1, type);
+  const auto lines = eval_lines(out / "metrics.jsonl");
+  BOOST_REQUIRE_EQUAL(lines.size(), 6u);  // steps 2 and 4, then the final one at 6
+  for (const auto& l : lines) BOOST_TEST(l["eval"]["examples"].get<int>() == 24);
+  BOOST_REQUIRE_EQUAL(run("evaluate" + args + " --out '" + out.string() + "'"), 0);
+  const auto again = eval_lines(out / "metrics.jsonl");
+  BOOST_REQUIRE_EQUAL(again.size(), 8u);
+  BOOST_TEST(again[6]["eval"] == lines[4]["eval"]);
+  BOOST_TEST(again[7]["eval"] == lines[5]["eval"]);
   fs::remove_all(tmp);
 }
 
