@@ -20,6 +20,8 @@ struct OptionSpec {
   std::string help;
   bool required = false;
   std::string default_value;
+  /// false: not accepted on this command's line and not listed (get() gives the default).
+  bool offered = true;
 };
 
 /// Parsed "--name value" options of one subcommand; every error names the option.
@@ -42,7 +44,7 @@ class Args {
         name = name.substr(0, eq);
       }
       const OptionSpec* spec = find(name);
-      if (!spec) throw Error(command_ + ": unknown option --" + name + "\n" + usage());
+      if (!spec || !spec->offered) throw Error(command_ + ": unknown option --" + name + "\n" + usage());
       if (spec->value_name.empty()) {
         values_[name] = "1";
         continue;
@@ -56,11 +58,15 @@ class Args {
     }
     if (help_) return;
     for (const auto& s : specs_)
-      if (s.required && !values_.count(s.name))
+      if (s.required && s.offered && !values_.count(s.name))
         throw Error(command_ + ": missing required option --" + s.name + " " + s.value_name + "\n" + usage());
   }
 
   bool help() const noexcept { return help_; }
+  /// Give --name the value @p value unless the command line gave it one.
+  void fill(const std::string& name, std::string value) {
+    if (!values_.count(name)) values_[name] = std::move(value);
+  }
   /// The subcommand (for error messages: "pretrain: --flag ...").
   const std::string& command() const noexcept { return command_; }
   bool has(const std::string& name) const { return values_.count(name) > 0; }
@@ -141,11 +147,13 @@ class Args {
   std::string usage() const {
     std::string u = "usage: kadapter " + command_;
     for (const auto& s : specs_) {
+      if (!s.offered) continue;
       std::string part = "--" + s.name + (s.value_name.empty() ? "" : " " + s.value_name);
       u += s.required ? " " + part : " [" + part + "]";
     }
     u += "\n";
     for (const auto& s : specs_) {
+      if (!s.offered) continue;
       u += "  --" + s.name + (s.value_name.empty() ? "" : " " + s.value_name) + "\n      " + s.help;
       if (!s.default_value.empty()) u += " (default: " + s.default_value + ")";
       u += "\n";

@@ -43,6 +43,9 @@ struct PackedSplit {
   std::vector<std::int64_t> ids, mask, labels;  // (n, T) (n, T) (n) or (n, T)
   std::vector<float> targets, subj, obj, start; // entity typing (n, C); marker rows (n, T)
   std::size_t read = 0, dropped = 0;
+  std::vector<std::size_t> records;             // (n) each example's 1-based record in its file
+  std::vector<io::DroppedExample> left_out;     // the examples dropped, with the reason
+  std::vector<std::string> ids_of_examples;     // multiple choice: each question's `id` ("" when none)
 };
 
 /// Options shared by pretrain and finetune.
@@ -101,9 +104,11 @@ inline std::vector<std::string> split_list(const std::string& s) {
   return out;
 }
 
+/// The examples of @p file as rows. Multiple-choice questions without a label are read only
+/// when @p training is false (they are predicted, not scored).
 template <class Tok>
 PackedSplit pack(Task task, const fs::path& file, const Tok& tok, io::LabelMap& labels,
-                 index_t T, io::Convention conv) {
+                 index_t T, io::Convention conv, bool training) {
   PackedSplit p;
   p.seq = T;
   auto append_rows = [&](const std::vector<std::int64_t>& ids, const std::vector<std::int64_t>& mask) {
@@ -119,7 +124,9 @@ PackedSplit pack(Task task, const fs::path& file, const Tok& tok, io::LabelMap& 
     fo.max_seq_length = T;
     fo.convention = conv;
     const auto fs_ = io::build_relation_features(r.examples, tok, labels, fo);
-    for (const auto& f : fs_.features) {
+    for (std::size_t i = 0; i < fs_.features.size(); ++i) {
+      const auto& f = fs_.features[i];
+      p.records.push_back(r.examples[fs_.example_index[i]].record);
       append_rows(f.input_ids, f.attention_mask);
       p.labels.push_back(f.label);
       p.subj.insert(p.subj.end(), f.subj_special_start_id.begin(), f.subj_special_start_id.end());
@@ -127,13 +134,16 @@ PackedSplit pack(Task task, const fs::path& file, const Tok& tok, io::LabelMap& 
     }
     p.read = r.examples.size();
     p.dropped = fs_.dropped.size();
+    p.left_out = fs_.dropped;
   } else if (task == Task::lin) {
     const auto r = io::read_find_head(file, io::HeadReadOptions{});
     io::HeadFeatureOptions fo;
     fo.max_seq_length = T;
     fo.convention = conv;
     const auto fs_ = io::build_head_features(r.examples, tok, fo);
-    for (const auto& f : fs_.features) {
+    for (std::size_t i = 0; i < fs_.features.size(); ++i) {
+      const auto& f = fs_.features[i];
+      p.records.push_back(r.examples[fs_.example_index[i]].record);
       // The loss counts the positions the authors count (loss_mask).
       append_rows(f.input_ids, f.attention_mask);
       p.labels.insert(p.labels.end(), f.labels.begin(), f.labels.end());
@@ -141,19 +151,26 @@ PackedSplit pack(Task task, const fs::path& file, const Tok& tok, io::LabelMap& 
     }
     p.read = r.examples.size();
     p.dropped = fs_.dropped.size();
+    p.left_out = fs_.dropped;
   } else if (task == Task::multiple_choice) {
-    const auto r = io::read_multiple_choice(file, io::MultipleChoiceReadOptions{});
+    io::MultipleChoiceReadOptions ro;
+    ro.require_label = training;
+    const auto r = io::read_multiple_choice(file, ro);
     io::MultipleChoiceFeatureOptions fo;
     fo.max_seq_length = T;
     fo.convention = conv;
     const auto feats = io::build_multiple_choice_features(r.examples, tok, fo);
-    for (const auto& f : feats) {
+    for (std::size_t i = 0; i < feats.size(); ++i) {
+      const auto& f = feats[i];
+      p.records.push_back(r.examples[i].record);
+      p.ids_of_examples.push_back(r.examples[i].id);
       p.rows_per_example = static_cast<index_t>(f.input_ids.size());
       for (std::size_t c = 0; c < f.input_ids.size(); ++c) {
         p.ids.insert(p.ids.end(), f.input_ids[c].begin(), f.input_ids[c].end());
         p.mask.insert(p.mask.end(), f.attention_mask[c].begin(), f.attention_mask[c].end());
       }
-      p.labels.push_back(f.label);
+      // An unlabelled question (CosmosQA's test file) is scored by no loss or accuracy.
+      p.labels.push_back(f.label < 0 ? -100 : f.label);
       ++p.count;
     }
     p.read = r.examples.size();
@@ -165,7 +182,9 @@ PackedSplit pack(Task task, const fs::path& file, const Tok& tok, io::LabelMap& 
     fo.max_seq_length = T;
     fo.convention = conv;
     const auto fs_ = io::build_entity_typing_features(r.examples, tok, labels, fo);
-    for (const auto& f : fs_.features) {
+    for (std::size_t i = 0; i < fs_.features.size(); ++i) {
+      const auto& f = fs_.features[i];
+      p.records.push_back(r.examples[fs_.example_index[i]].record);
       append_rows(f.input_ids, f.attention_mask);
       p.start.insert(p.start.end(), f.start_id.begin(), f.start_id.end());
       p.targets.insert(p.targets.end(), f.labels.begin(), f.labels.end());
@@ -173,6 +192,7 @@ PackedSplit pack(Task task, const fs::path& file, const Tok& tok, io::LabelMap& 
     p.labels_per_row = static_cast<index_t>(labels.size());
     p.read = r.examples.size();
     p.dropped = fs_.dropped.size();
+    p.left_out = fs_.dropped;
   }
   return p;
 }
@@ -224,6 +244,103 @@ inline std::vector<std::string> read_labels_file(const fs::path& path) {
     return io::LabelMap(names).names();
   } catch (const Error& e) {
     throw Error(path.string() + ": " + e.what());
+  }
+}
+
+/// A run's `adapter_config.json` (a JSON object).
+inline nlohmann::json read_run_config(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path.string() + ": cannot open (" + std::strerror(errno) + ")");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path.string() + ": not valid JSON (" + e.what() + "); expected the object a pretrain or finetune run writes");
+  }
+  if (!j.is_object()) throw Error(path.string() + ": expected a JSON object, found " + j.type_name());
+  return j;
+}
+
+/// `evaluate`: the model flags of the run in --out come from its `adapter_config.json`; a flag
+/// also given on the command line must agree with it. Without the file (a run of an older
+/// version) the flags are taken as given.
+inline void adopt_run_config(Args& args) {
+  const fs::path path = fs::path(args.get("out")) / "adapter_config.json";
+  if (!fs::exists(path)) {
+    if (!args.has("task"))
+      throw Error(args.command() + ": --task is needed: " + path.string() +
+                  " is not there to say what the run trained (nor its model flags, which must then be given as for training)");
+    return;
+  }
+  const nlohmann::json j = read_run_config(path);
+  auto mismatch = [&](const std::string& flag, const std::string& field, const std::string& value) {
+    return Error(args.command() + ": --" + flag + " " + args.get(flag) + " differs from \"" + field + "\" = " + value + " in " +
+                 path.string() + " (the run was trained with that; leave the flag out)");
+  };
+  auto wrong = [&](const std::string& field, const char* expected) {
+    return Error(path.string() + ": \"" + field + "\" is " + j[field].dump() + ", expected " + expected);
+  };
+  auto integers = [](const std::string& v) {  // a comma-separated list, or nothing when malformed
+    std::vector<long long> out;
+    for (const auto& item : split_list(v)) {
+      long long x = 0;
+      const auto [e, err] = std::from_chars(item.data(), item.data() + item.size(), x);
+      if (err != std::errc() || e != item.data() + item.size()) return std::vector<long long>{};
+      out.push_back(x);
+    }
+    return out;
+  };
+  auto text = [&](const std::string& field, const std::string& flag) {
+    if (!j.contains(field)) return;
+    if (!j[field].is_string()) throw wrong(field, "a string");
+    const std::string v = j[field].get<std::string>();
+    if (args.has(flag) && args.get(flag) != v) throw mismatch(flag, field, v);
+    args.fill(flag, v);
+  };
+  auto integer_list = [&](const std::string& field, const std::string& flag, bool list) {
+    if (!j.contains(field)) return;
+    std::vector<long long> v;
+    if (list && j[field].is_array()) {
+      for (const auto& x : j[field]) {
+        if (!x.is_number_integer()) throw wrong(field, "a list of integers");
+        v.push_back(x.get<long long>());
+      }
+    } else if (!list && j[field].is_number_integer()) {
+      v.push_back(j[field].get<long long>());
+    } else {
+      throw wrong(field, list ? "a list of integers" : "an integer");
+    }
+    std::string joined;
+    for (auto x : v) {
+      if (!joined.empty()) joined += ',';
+      joined += std::to_string(x);
+    }
+    // A flag that does not parse is left for the usual check to name.
+    if (args.has(flag) && !integers(args.get(flag)).empty() && integers(args.get(flag)) != v) throw mismatch(flag, field, joined);
+    args.fill(flag, joined);
+  };
+  text("task", "task");
+  integer_list("max_seq_length", "max-seq-length", false);
+  integer_list("adapter_size", "adapter-size", false);
+  integer_list("adapter_transformer_layers", "adapter-transformer-layers", false);
+  integer_list("adapter_heads", "adapter-heads", false);
+  integer_list("adapter_skip_layers", "adapter-skip-layers", false);
+  integer_list("adapter_list", "adapter-list", true);
+  text("compat", "compat");
+  const std::string task = args.get("task");
+  if (task != "fac" && task != "lin") {  // a pre-training run's "adapters" is its own name
+    if (j.contains("adapters")) {
+      if (!j["adapters"].is_array()) throw wrong("adapters", "a list of adapter names");
+      std::string joined;
+      for (const auto& x : j["adapters"]) {
+        if (!x.is_string()) throw wrong("adapters", "a list of adapter names");
+        if (!joined.empty()) joined += ',';
+        joined += x.get<std::string>();
+      }
+      if (args.has("adapters") && split_list(args.get("adapters")) != split_list(joined)) throw mismatch("adapters", "adapters", joined);
+      args.fill("adapters", joined);
+    }
+    text("fusion", "fusion");
   }
 }
 
@@ -281,6 +398,14 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   }
   if (evaluate_only && !fs::exists(out / "model.safetensors"))
     throw Error((out / "model.safetensors").string() + ": not found (evaluate reads a finished pretrain or finetune run)");
+  if (evaluate_only && fs::exists(out / "adapter_config.json")) {
+    // The run's adapters read states of the encoder they were trained on.
+    const nlohmann::json rc = detail::read_run_config(out / "adapter_config.json");
+    if (const auto it = rc.find("hidden"); it != rc.end() && (!it->is_number_integer() || it->get<std::int64_t>() != ec.hidden))
+      throw Error((out / "adapter_config.json").string() + ": \"hidden\" is " + it->dump() + " but the encoder in " +
+                  args.get("model") + " has hidden_size " + std::to_string(ec.hidden) +
+                  " (evaluate with the --model the run was trained on)");
+  }
   if (args.has("resume") && !evaluate_only && !fs::exists(out / "checkpoint" / "optimizer.safetensors"))
     throw Error("--resume: " + (out / "checkpoint" / "optimizer.safetensors").string() +
                 " not found (no checkpoint to continue from; without --resume the run starts anew)");
@@ -387,6 +512,8 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       throw Error(args.command() + ": --eval-steps '" + eval_steps_arg + "' is not \"epoch\" or an integer in [0, " + std::to_string(1LL << 40) + "]");
     eval_every = x;
   }
+  // evaluate --predictions DIR: DIR/predictions_SPLIT.jsonl, one line per example.
+  const fs::path predictions_dir = args.get("predictions");
   if (evaluate_only && (eval_each_epoch || eval_every > 0))
     throw Error(args.command() + ": --eval-steps " + eval_steps_arg + ": evaluate scores a finished run once (the flag is for pretrain and finetune)");
   const std::string cache_dtype = args.choice("cache-dtype", {"fp16", "bf16", "fp32"});
@@ -412,7 +539,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   };
   const std::size_t run_labels = labels.size();  // those of labels.json, when there is one
   PackedSplit train = evaluate_only ? PackedSplit{}
-                                    : detail::pack(task, split_file("train"), tok, labels, S, conv);
+                                    : detail::pack(task, split_file("train"), tok, labels, S, conv, true);
   const std::size_t train_labels = labels.size();
   // A resumed run has one output per label of its checkpoint: no split may add a label (and
   // labels.json must stay as it was when the checkpoint was written).
@@ -433,7 +560,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     evals[j].name = eval_names[j];
     evals[j].file = split_file(eval_names[j]);
     const std::size_t before = labels.size();
-    evals[j].data = detail::pack(task, evals[j].file, tok, labels, S, conv);
+    evals[j].data = detail::pack(task, evals[j].file, tok, labels, S, conv, false);
     if (labels.size() == before) continue;
     std::string extra;
     for (std::size_t i = before; i < labels.size() && i < before + 5; ++i)
@@ -452,10 +579,10 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   // Entity typing keeps one target column per label: splits packed before the last new type
   // was seen are packed again, so that every row has a column for every type.
   if (task == Task::entity_typing && labels.size() > train_labels) {
-    train = detail::pack(task, split_file("train"), tok, labels, S, conv);
+    train = detail::pack(task, split_file("train"), tok, labels, S, conv, true);
     for (auto& e : evals)
       if (e.data.labels_per_row != static_cast<index_t>(labels.size()))
-        e.data = detail::pack(task, e.file, tok, labels, S, conv);
+        e.data = detail::pack(task, e.file, tok, labels, S, conv, false);
   }
   if (!evaluate_only && train.count == 0)
     throw Error(split_file("train").string() + ": no usable example (" + std::to_string(train.read) + " read, " +
@@ -464,8 +591,11 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   {
     std::string counts;
     for (const auto& e : evals) counts += ", " + std::to_string(e.data.count) + " " + e.name + " examples";
-    std::fprintf(stderr, "%s: %zu training examples (%zu dropped)%s, %zu labels\n", args.get("task").c_str(),
-                 static_cast<std::size_t>(train.count), train.dropped, counts.c_str(), labels.size());
+    if (evaluate_only)
+      std::fprintf(stderr, "%s: %s, %zu labels\n", args.get("task").c_str(), counts.c_str() + 2, labels.size());
+    else
+      std::fprintf(stderr, "%s: %zu training examples (%zu dropped)%s, %zu labels\n", args.get("task").c_str(),
+                   static_cast<std::size_t>(train.count), train.dropped, counts.c_str(), labels.size());
   }
 
   // Optimizer steps per epoch: each takes `accumulation` micro-batches of B examples (the
@@ -548,6 +678,13 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
                   (mk ? mk.message() : std::string("a file is in the way")) + ")");
     detail::write_text_file(labels_path, nlohmann::json(labels.names()).dump(1) + "\n");
   }
+  if (!predictions_dir.empty()) {
+    std::error_code mk;
+    fs::create_directories(predictions_dir, mk);
+    if (mk || !fs::is_directory(predictions_dir))
+      throw Error("--predictions " + predictions_dir.string() + ": cannot create the directory (" +
+                  (mk ? mk.message() : std::string("a file is in the way")) + ")");
+  }
 
   index_t choices = train.rows_per_example;
   for (const auto& e : evals) choices = std::max(choices, e.data.rows_per_example);
@@ -555,7 +692,13 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   TaskModel<dynamic_adapter, T, Dev> model(tc, ac);
   init_parameters(model.parameters(), seed);
   if (evaluate_only) {
-    io::load_parameters(model.parameters(), io::SafetensorsFile(out / "model.safetensors"));
+    const io::SafetensorsFile weights(out / "model.safetensors");
+    // The authors' quirks change the numbers: the run's setting is the one to score with.
+    if (const auto it = weights.metadata().find("compat");
+        it != weights.metadata().end() && it->second != (official ? "official" : "standard"))
+      throw Error((out / "model.safetensors").string() + ": the run was trained with --compat " + it->second +
+                  ", not " + (official ? "official" : "standard"));
+    io::load_parameters(model.parameters(), weights);
     adapter_dirs.clear();
   }
   for (std::size_t j = 0; j < adapter_dirs.size(); ++j)
@@ -622,7 +765,9 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     nlohmann::json cfgj = {{"task", args.get("task")}, {"hidden", ac.hidden}, {"adapter_size", ac.size},
                            {"adapter_transformer_layers", ac.layers}, {"adapter_heads", ac.heads},
                            {"adapter_list", plug}, {"adapter_skip_layers", ac.skip_layers},
-                           {"max_seq_length", S}, {"adapters", tc.adapters}};
+                           {"max_seq_length", S}, {"adapters", tc.adapters},
+                           {"compat", official ? "official" : "standard"}};
+    if (finetune) cfgj["fusion"] = tc.fusion == Fusion::add ? "add" : "concat";
     detail::write_text_file(dir / "adapter_config.json", cfgj.dump(1) + "\n");
   };
 
@@ -782,10 +927,19 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   // Scores split @p e with the model as it is now (no dropout).
   std::vector<index_t> eval_rows;
   std::vector<T> logits_host;
-  auto evaluate_split = [&](const EvalSplit& e) {
+  // With @p lines, one JSON line per example of the split's file (dropped ones included, in
+  // file order): what the model predicted, and the gold answer.
+  auto evaluate_split = [&](const EvalSplit& e, std::vector<nlohmann::json>* lines) {
     const PackedSplit& ev = e.data;
     std::vector<std::int64_t> predicted, gold, gold_mask;
     std::vector<std::vector<std::int64_t>> pred_sets, gold_sets;
+    const auto& names = labels.names();
+    auto name_list = [&](const std::vector<std::int64_t>& ids) {
+      nlohmann::json l = nlohmann::json::array();
+      for (auto id : ids) l.push_back(names[static_cast<std::size_t>(id)]);
+      return l;
+    };
+    std::vector<nlohmann::json> kept;  // one per kept example, in order
     for (index_t first = 0; first < ev.count; first += B) {
       eval_rows.resize(static_cast<std::size_t>(std::min<index_t>(B, ev.count - first)));
       std::iota(eval_rows.begin(), eval_rows.end(), first);
@@ -803,16 +957,56 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
             if (row[c] > 0) ps.push_back(c);
             if (tb.targets[static_cast<std::size_t>(r * C + c)] > 0.5f) gs.push_back(c);
           }
-          pred_sets.push_back(ps);
-          gold_sets.push_back(gs);
+          if (lines) kept.push_back({{"gold", name_list(gs)}, {"predicted", name_list(ps)}});
+          pred_sets.push_back(std::move(ps));
+          gold_sets.push_back(std::move(gs));
         } else {
           index_t best = 0;
           for (index_t c = 1; c < C; ++c)
             if (row[c] > row[best]) best = c;
+          const std::int64_t y = tb.labels[static_cast<std::size_t>(r)];
+          if (task == Task::lin) {
+            // One row per position; a sentence's line lists the positions that count.
+            const index_t pos = r % tb.seq;
+            if (lines && pos == 0) kept.push_back({{"positions", nlohmann::json::array()}, {"gold", nlohmann::json::array()},
+                                                   {"predicted", nlohmann::json::array()}});
+            if (lines && y != -100) {
+              kept.back()["positions"].push_back(pos);
+              kept.back()["gold"].push_back(y);
+              kept.back()["predicted"].push_back(best);
+            }
+            gold_mask.push_back(y == -100 ? 0 : 1);
+          } else if (task == Task::multiple_choice) {
+            if (y == -100) {  // unlabelled: predicted, not scored
+              if (lines) kept.push_back({{"gold", nullptr}, {"predicted", best}, {"scores", std::vector<double>(row, row + C)}});
+              continue;
+            }
+            if (lines) kept.push_back({{"gold", y}, {"predicted", best}, {"scores", std::vector<double>(row, row + C)}});
+          } else if (lines) {
+            // The softmax probability of the predicted relation.
+            double z = 0;
+            for (index_t c = 0; c < C; ++c) z += std::exp(static_cast<double>(row[c]) - static_cast<double>(row[best]));
+            kept.push_back({{"gold", names[static_cast<std::size_t>(y)]}, {"predicted", names[static_cast<std::size_t>(best)]},
+                            {"probability", 1.0 / z}});
+          }
           predicted.push_back(best);
-          gold.push_back(tb.labels[static_cast<std::size_t>(r)]);
-          if (task == Task::lin) gold_mask.push_back(tb.labels[static_cast<std::size_t>(r)] == -100 ? 0 : 1);
+          gold.push_back(y);
         }
+      }
+    }
+    if (lines) {
+      lines->clear();
+      std::size_t d = 0;
+      for (std::size_t i = 0; i <= kept.size(); ++i) {
+        // Dropped examples go where their record falls.
+        const std::size_t next = i < kept.size() ? ev.records[i] : std::numeric_limits<std::size_t>::max();
+        for (; d < ev.left_out.size() && ev.left_out[d].record < next; ++d)
+          lines->push_back({{"record", ev.left_out[d].record}, {"dropped", ev.left_out[d].reason}});
+        if (i == kept.size()) break;
+        nlohmann::json l = {{"record", ev.records[i]}};
+        if (!ev.ids_of_examples.empty() && !ev.ids_of_examples[i].empty()) l["id"] = ev.ids_of_examples[i];
+        l.update(kept[i]);
+        lines->push_back(std::move(l));
       }
     }
     nlohmann::json m = {{"split", e.name}, {"examples", ev.count}};
@@ -829,6 +1023,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       std::size_t ok = 0;
       for (std::size_t i = 0; i < gold.size(); ++i) ok += predicted[i] == gold[i];
       m["accuracy"] = gold.empty() ? 0.0 : double(ok) / double(gold.size());
+      if (gold.size() != static_cast<std::size_t>(ev.count)) m["labelled"] = gold.size();  // accuracy is over these
     } else {
       const std::int64_t none = labels.contains("no_relation") ? labels.id("no_relation") : -1;
       const auto prf = tacred_micro_prf(predicted, gold, none);
@@ -843,10 +1038,18 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   };
   // Every evaluation split, logged; with evaluations during training, a better first split
   // replaces OUT/best. Returns the first split's metrics.
-  auto evaluate_all = [&] {
+  auto evaluate_all = [&](bool write_predictions = false) {
     nlohmann::json first;
+    std::vector<nlohmann::json> pred;
     for (std::size_t j = 0; j < evals.size(); ++j) {
-      nlohmann::json m = evaluate_split(evals[j]);
+      nlohmann::json m = evaluate_split(evals[j], write_predictions ? &pred : nullptr);
+      if (write_predictions) {
+        std::string text;
+        for (const auto& l : pred) text += l.dump() + "\n";
+        const fs::path file = predictions_dir / ("predictions_" + evals[j].name + ".jsonl");
+        detail::write_text_file(file, text);
+        std::fprintf(stderr, "predictions (%s): %s\n", evals[j].name.c_str(), file.string().c_str());
+      }
       nlohmann::json line = {{"eval", m}, {"step", step}};
       const double score = m.value(headline, 0.0);
       if (j == 0 && track_best && score > best_metric) {
@@ -920,7 +1123,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
 
   // The final evaluation (with evaluations during training, it may replace OUT/best too; the
   // checkpoint then records it, so that a run extended with --resume compares with it).
-  result.metrics = evaluate_all();
+  result.metrics = evaluate_all(!predictions_dir.empty());
   if (track_best && best_step == step && !evaluate_only) save_checkpoint();
   if (track_best)
     std::fprintf(stderr, "best %s %s: %.4f at step %lld (%s)\n", evals.front().name.c_str(), headline, best_metric,
@@ -973,16 +1176,33 @@ inline int run_train_command(const std::string& name, const std::vector<std::str
   const bool evaluate = name == "evaluate";
   const bool finetune = name == "finetune" || evaluate;
   std::vector<OptionSpec> options = training_options(finetune);
-  if (evaluate)
+  if (evaluate) {
+    // What only training reads is not offered; the model flags default to the run's.
+    static const std::set<std::string> training_only = {
+        "gradient-accumulation-steps", "epochs", "max-steps", "learning-rate", "warmup-steps", "weight-decay",
+        "dropout", "seed", "save-steps", "resume", "stop-after", "eval-steps", "feature-cache", "cache-dtype",
+        "adapter-dirs", "freeze-adapters"};
     for (auto& o : options) {
-      if (o.name == "task") o.value_name = "fac|lin|relation|entity-typing|multiple-choice";
-      if (o.name == "out") o.help = "the run to evaluate (a pretrain or finetune --out); give the same model flags as for training";
+      if (training_only.count(o.name)) o.offered = false;
+      if (o.name == "task") {
+        o.value_name = "fac|lin|relation|entity-typing|multiple-choice";
+        o.required = false;
+        o.help = "what the run trained (default: from OUT/adapter_config.json)";
+      }
+      if (o.name == "out")
+        o.help = "the run to evaluate (a pretrain or finetune --out, or its best/); the model flags below default to its "
+                 "adapter_config.json, and one given must agree with it";
+      if (o.name == "eval-split") o.help = "split(s) to score";
     }
+    options.push_back({"predictions", "DIR", "also write DIR/predictions_SPLIT.jsonl: per example of the split's file, its "
+                       "record number, the gold and the predicted answer (dropped examples: the reason)", false, ""});
+  }
   Args args(name, options, argv);
   if (args.help()) {
     std::fputs(args.usage().c_str(), stdout);
     return 0;
   }
+  if (evaluate) detail::adopt_run_config(args);
   const std::string task = args.choice(
       "task", evaluate ? std::set<std::string>{"fac", "lin", "relation", "entity-typing", "multiple-choice"}
               : finetune ? std::set<std::string>{"relation", "entity-typing", "multiple-choice"}

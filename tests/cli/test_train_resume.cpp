@@ -8,8 +8,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 #include <sys/wait.h>
@@ -95,6 +97,55 @@ BOOST_AUTO_TEST_CASE(multiple_choice_finetunes_and_evaluates) {
   const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
   BOOST_TEST(text.find("\"accuracy\"") != std::string::npos);
   BOOST_TEST(text.find("\"examples\":6") != std::string::npos);
+
+  // An unlabelled test file (as CosmosQA's): evaluate predicts every question and scores none.
+  {
+    std::ofstream f(tmp / "data" / "test.jsonl");
+    for (int i = 0; i < 5; ++i)
+      f << "{\"id\": \"q" << i << "\", \"context\": \"We went to Kenya.\", \"question\": \"Which city is its capital?\", "
+           "\"answer0\": \"Lima\", \"answer1\": \"Nairobi\", \"answer2\": \"Rome\", \"answer3\": \"Oslo " << i << "\"}\n";
+  }
+  const fs::path pred = tmp / "pred";
+  BOOST_REQUIRE_EQUAL(run("evaluate --model '" + kModel.string() + "' --data '" + (tmp / "data").string() + "' --out '" +
+                          out.string() + "' --batch-size 3 --eval-split test,dev --predictions '" + pred.string() + "'"),
+                      0);
+  std::ifstream mf(out / "metrics.jsonl");
+  std::vector<nlohmann::json> evals;
+  for (std::string line; std::getline(mf, line);)
+    if (line.find("\"eval\"") != std::string::npos) evals.push_back(nlohmann::json::parse(line)["eval"]);
+  BOOST_REQUIRE_EQUAL(evals.size(), 3u);  // the run's final evaluation, then test and dev
+  BOOST_TEST(evals[1]["labelled"].get<int>() == 0);
+  BOOST_TEST(evals[1]["examples"].get<int>() == 5);
+  BOOST_TEST(evals[2] == evals[0]);  // dev scored again, exactly as at the end of training
+  std::ifstream pf(pred / "predictions_test.jsonl");
+  std::size_t n = 0;
+  for (std::string line; std::getline(pf, line); ++n) {
+    const auto j = nlohmann::json::parse(line);
+    BOOST_TEST(j["record"].get<std::size_t>() == n + 1);
+    BOOST_TEST(j["id"].get<std::string>() == "q" + std::to_string(n));
+    BOOST_TEST(j["gold"].is_null());
+    const auto scores = j["scores"].get<std::vector<double>>();
+    BOOST_REQUIRE_EQUAL(scores.size(), 4u);
+    BOOST_TEST(j["predicted"].get<std::ptrdiff_t>() == std::max_element(scores.begin(), scores.end()) - scores.begin());
+  }
+  BOOST_TEST(n == 5u);
+  // dev's predictions give its accuracy.
+  std::ifstream df(pred / "predictions_dev.jsonl");
+  std::size_t right = 0, total = 0;
+  for (std::string line; std::getline(df, line); ++total) {
+    const auto j = nlohmann::json::parse(line);
+    right += j["gold"] == j["predicted"];
+  }
+  BOOST_REQUIRE_EQUAL(total, 6u);
+  BOOST_TEST(static_cast<double>(right) / 6.0 == evals[2]["accuracy"].get<double>());
+  // Training needs the answers.
+  fs::copy_file(tmp / "data" / "test.jsonl", tmp / "data" / "train.jsonl", fs::copy_options::overwrite_existing);
+  const auto [code, why] = run_output("finetune --task multiple-choice --model '" + kModel.string() + "' --data '" +
+                                          (tmp / "data").string() + "' --out '" + (tmp / "run2").string() + "' --max-steps 1",
+                                      tmp / "log.txt");
+  BOOST_TEST(code == 2);
+  BOOST_TEST(why.find("train.jsonl: record 1 (line 1): field \"label\": missing") != std::string::npos, why);
+  BOOST_TEST(!fs::exists(tmp / "run2"));
   fs::remove_all(tmp);
 }
 
@@ -353,11 +404,6 @@ BOOST_AUTO_TEST_CASE(evaluation_during_training_keeps_the_best) {
     BOOST_TEST(code == 2);
     BOOST_TEST(text.find(words) != std::string::npos, text);
   }
-  {
-    const auto [code, text] = run_output(eval_args + out("evals") + " --eval-steps 2", tmp / "log.txt");
-    BOOST_TEST(code == 2);
-    BOOST_TEST(text.find("--eval-steps 2: evaluate scores a finished run once") != std::string::npos, text);
-  }
   BOOST_TEST(!fs::exists(tmp / "bad"));
   fs::remove_all(tmp);
 }
@@ -389,11 +435,30 @@ BOOST_AUTO_TEST_CASE(entity_typing_with_types_only_the_evaluation_splits_name) {
   const auto lines = eval_lines(out / "metrics.jsonl");
   BOOST_REQUIRE_EQUAL(lines.size(), 6u);  // steps 2 and 4, then the final one at 6
   for (const auto& l : lines) BOOST_TEST(l["eval"]["examples"].get<int>() == 24);
-  BOOST_REQUIRE_EQUAL(run("evaluate" + args + " --out '" + out.string() + "'"), 0);
+  BOOST_REQUIRE_EQUAL(run("evaluate" + args + " --out '" + out.string() + "' --predictions '" + (tmp / "pred").string() + "'"), 0);
   const auto again = eval_lines(out / "metrics.jsonl");
   BOOST_REQUIRE_EQUAL(again.size(), 8u);
   BOOST_TEST(again[6]["eval"] == lines[4]["eval"]);
   BOOST_TEST(again[7]["eval"] == lines[5]["eval"]);
+  // The predicted type sets give the strict accuracy; the split's own type is gold where the
+  // data put it.
+  for (const auto& [split, type, line] : {std::tuple{"dev", "only_in_dev", 6}, std::tuple{"test", "only_in_test", 7}}) {
+    std::ifstream f(tmp / "pred" / ("predictions_" + std::string(split) + ".jsonl"));
+    std::vector<nlohmann::json> preds;
+    for (std::string l; std::getline(f, l);) preds.push_back(nlohmann::json::parse(l));
+    BOOST_REQUIRE_EQUAL(preds.size(), 24u);
+    BOOST_TEST(preds[1]["gold"] == nlohmann::json::array({type}));
+    const auto g0 = preds[0]["gold"].get<std::vector<std::string>>();
+    BOOST_TEST(std::count(g0.begin(), g0.end(), type) == 1);
+    std::size_t exact = 0;
+    for (const auto& p : preds) {
+      auto g = p["gold"].get<std::vector<std::string>>(), q = p["predicted"].get<std::vector<std::string>>();
+      std::sort(g.begin(), g.end());
+      std::sort(q.begin(), q.end());
+      exact += g == q;
+    }
+    BOOST_TEST(static_cast<double>(exact) / 24.0 == again[static_cast<std::size_t>(line)]["eval"]["strict_accuracy"].get<double>());
+  }
   fs::remove_all(tmp);
 }
 
@@ -548,5 +613,103 @@ BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
   fails(cached + " --save-steps 1" + out("c2"), "is not finite; stopped without saving");
   BOOST_TEST(!fs::exists(tmp / "c2" / "model.safetensors"));
   BOOST_TEST(!fs::exists(tmp / "c2" / "checkpoint" / "model.safetensors"));
+  fs::remove_all(tmp);
+}
+
+// `evaluate` takes the model flags of the run from its adapter_config.json (a flag given must
+// agree), refuses what only training reads, and writes per-example predictions whose scores
+// are those it logs.
+BOOST_AUTO_TEST_CASE(evaluate_reads_the_run_and_writes_predictions) {
+  const fs::path tmp = fs::temp_directory_path() / ("kadapter_predict_cli_" + std::to_string(::getpid()));
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  const std::string model = " --model '" + kModel.string() + "'";
+  auto data = [&](const char* task) { return " --data '" + (kData / task).string() + "'"; };
+  auto out = [&](const std::string& name) { return " --out '" + (tmp / name).string() + "'"; };
+  // Sizes other than the defaults, and a length that drops some examples.
+  const std::string sizes = " --batch-size 8 --max-seq-length 16 --adapter-size 16 --adapter-heads 2 --adapter-list 0,2";
+  auto fails = [&](const std::string& args, const std::string& words) {
+    const auto [code, text] = run_output(args, tmp / "log.txt");
+    BOOST_TEST_INFO(args << " ->\n" << text);
+    BOOST_TEST(code == 2);
+    BOOST_TEST(text.find(words) != std::string::npos);
+  };
+  for (const char* task : {"fac", "lin"}) {
+    BOOST_TEST_CONTEXT(task) {
+      BOOST_REQUIRE_EQUAL(run(std::string("pretrain --task ") + task + model + data(task) + sizes + " --max-steps 3" + out(task)), 0);
+      const fs::path pred = tmp / (std::string(task) + "_pred");
+      const auto [code, text] = run_output("evaluate" + model + data(task) + out(task) + " --batch-size 8 --predictions '" +
+                                               pred.string() + "'", tmp / "log.txt");
+      BOOST_REQUIRE_MESSAGE(code == 0, text);
+      const auto lines = eval_lines(tmp / task / "metrics.jsonl");
+      BOOST_REQUIRE_EQUAL(lines.size(), 2u);
+      BOOST_TEST(lines[1]["eval"] == lines[0]["eval"]);  // the run's own final evaluation
+      // One line per record of dev.json, in order; the dropped ones say why.
+      const std::size_t records = read_json(kData / task / "dev.json").size();
+      std::ifstream f(pred / "predictions_dev.jsonl");
+      std::size_t n = 0, dropped = 0, right = 0, counted = 0;
+      const auto names = read_json(tmp / task / "labels.json").get<std::vector<std::string>>();
+      for (std::string line; std::getline(f, line); ++n) {
+        const auto j = nlohmann::json::parse(line);
+        BOOST_TEST(j["record"].get<std::size_t>() == n + 1);
+        if (j.contains("dropped")) {
+          ++dropped;
+          BOOST_TEST(!j["dropped"].get<std::string>().empty());
+          continue;
+        }
+        if (std::string(task) == "fac") {
+          BOOST_TEST(std::count(names.begin(), names.end(), j["predicted"].get<std::string>()) == 1);
+          const double p = j["probability"].get<double>();
+          BOOST_TEST((p > 0.0 && p <= 1.0));
+          right += j["gold"] == j["predicted"];
+          ++counted;
+        } else {
+          const auto gold = j["gold"].get<std::vector<int>>(), guess = j["predicted"].get<std::vector<int>>();
+          BOOST_REQUIRE_EQUAL(gold.size(), guess.size());
+          BOOST_TEST(j["positions"].size() == gold.size());
+          for (std::size_t i = 0; i < gold.size(); ++i) right += gold[i] == guess[i];
+          counted += gold.size();
+        }
+      }
+      BOOST_TEST(n == records);
+      BOOST_TEST(dropped > 0u);  // max length 16 leaves some out
+      BOOST_TEST(n - dropped == lines[0]["eval"]["examples"].get<std::size_t>());
+      const char* metric = std::string(task) == "fac" ? "accuracy" : "head_accuracy";
+      BOOST_TEST(static_cast<double>(right) / static_cast<double>(counted) == lines[0]["eval"][metric].get<double>());
+    }
+  }
+
+  const std::string eval = "evaluate" + model + data("fac");
+  // A model flag that disagrees with the run, and flags evaluate has no use for.
+  fails(eval + out("fac") + " --adapter-size 32", "--adapter-size 32 differs from \"adapter_size\" = 16");
+  fails(eval + out("fac") + " --adapter-list 0,3", "--adapter-list 0,3 differs from \"adapter_list\" = 0,2");
+  fails(eval + out("fac") + " --task lin", "--task lin differs from \"task\" = fac");
+  fails(eval + out("fac") + " --compat official", "--compat official differs from \"compat\" = standard");
+  fails(eval + out("fac") + " --learning-rate 1e-3", "unknown option --learning-rate");
+  fails(eval + out("fac") + " --eval-steps 2", "unknown option --eval-steps");
+  // The same flags as the run's are accepted.
+  BOOST_TEST(run(eval + out("fac") + sizes + " --task fac --compat standard") == 0);
+  // A damaged adapter_config.json, one from another encoder, one without compat (older runs:
+  // the weights' metadata still knows), and none at all.
+  fs::copy(tmp / "fac", tmp / "edited", fs::copy_options::recursive);
+  const nlohmann::json cfg = read_json(tmp / "fac" / "adapter_config.json");
+  auto edit = [&](const std::function<void(nlohmann::json&)>& change) {
+    nlohmann::json j = cfg;
+    change(j);
+    std::ofstream(tmp / "edited" / "adapter_config.json") << j.dump();
+  };
+  edit([](nlohmann::json& j) { j["adapter_size"] = "16"; });
+  fails(eval + out("edited"), "adapter_config.json: \"adapter_size\" is \"16\", expected an integer");
+  edit([](nlohmann::json& j) { j["adapter_list"] = {0, "x"}; });
+  fails(eval + out("edited"), "\"adapter_list\" is [0,\"x\"], expected a list of integers");
+  edit([](nlohmann::json& j) { j["hidden"] = 768; });
+  fails(eval + out("edited"), "\"hidden\" is 768 but the encoder in");
+  edit([](nlohmann::json& j) { j.erase("compat"); });
+  fails(eval + out("edited") + " --compat official", "the run was trained with --compat standard, not official");
+  std::ofstream(tmp / "edited" / "adapter_config.json") << "[1, 2]";
+  fails(eval + out("edited"), "adapter_config.json: expected a JSON object, found array");
+  fs::remove(tmp / "edited" / "adapter_config.json");
+  fails(eval + out("edited"), "--task is needed");
+  BOOST_TEST(run(eval + out("edited") + sizes + " --task fac") == 0);  // flags as given
   fs::remove_all(tmp);
 }
