@@ -81,7 +81,8 @@ inline std::vector<OptionSpec> training_options(bool finetune) {
       {"dtype", "fp32|tf32|bf16", "arithmetic of the matrix products; tf32 and bf16 (tensor cores, fp32 accumulation, fp32 weights and optimizer) need --device cuda", false, "fp32"},
       {"bucketing", "auto|none|trim|sort", "none: pad every batch to T; trim: pad a batch to its longest sequence (same numbers); sort: also group sequences of similar length; auto: trim, or none under --compat official", false, "auto"},
       {"feature-cache", "auto|off|memory|DIR", "compute the frozen backbone's states once and reuse them every epoch (and every evaluation with --eval-steps), in memory or in a file under DIR; auto: memory when training runs more than one epoch (evaluation splits: when evaluated during training), within half of the available memory", false, "auto"},
-      {"cache-dtype", "fp16|bf16|fp32", "storage of the cached states", false, "fp16"}};
+      {"cache-dtype", "fp16|bf16|fp32", "storage of the cached states", false, "fp16"},
+      {"train-fraction", "F", "train on a random share F in (0, 1] of the usable training examples, chosen by --seed (few-shot runs, as the paper's 1%, 5% and 10% of TACRED); OUT/train_records.json lists their records", false, "1"}};
   if (finetune) {
     o.push_back({"adapters", "LIST", "downstream adapters, e.g. fac,lin (empty: head only)", false, ""});
     o.push_back({"adapter-dirs", "LIST", "pre-training outputs of those adapters, same order", false, ""});
@@ -195,6 +196,31 @@ PackedSplit pack(Task task, const fs::path& file, const Tok& tok, io::LabelMap& 
     p.left_out = fs_.dropped;
   }
   return p;
+}
+
+/// Keep only the examples @p keep (increasing indices) of @p p.
+inline void keep_examples(PackedSplit& p, const std::vector<index_t>& keep) {
+  const auto n = static_cast<std::size_t>(p.count);
+  auto select = [&](auto& v) {  // every per-example array: n rows of equal width
+    if (v.empty()) return;
+    const std::size_t w = v.size() / n;
+    std::decay_t<decltype(v)> kept;
+    kept.reserve(keep.size() * w);
+    for (index_t e : keep)
+      kept.insert(kept.end(), v.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(e) * w),
+                  v.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(e + 1) * w));
+    v = std::move(kept);
+  };
+  select(p.ids);
+  select(p.mask);
+  select(p.labels);
+  select(p.targets);
+  select(p.subj);
+  select(p.obj);
+  select(p.start);
+  select(p.records);
+  select(p.ids_of_examples);
+  p.count = static_cast<index_t>(keep.size());
 }
 
 /// Write @p text to @p path through `PATH.tmp` and a rename, checking every step: a full disk
@@ -491,6 +517,8 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   const std::int64_t save_steps = args.integer("save-steps", 0, 1LL << 40);
   const std::int64_t stop_after = args.integer("stop-after", 0, 1LL << 40);
   const index_t accumulation = static_cast<index_t>(args.integer("gradient-accumulation-steps", 1, 4096));
+  const double train_fraction = args.number("train-fraction", 0.0, 1.0);
+  if (train_fraction == 0.0) throw Error(args.command() + ": --train-fraction 0 leaves nothing to train on (expected a number in (0, 1])");
   // The split(s) evaluated; the first one chooses the best model.
   const std::string eval_list = args.get("eval-split");
   const std::vector<std::string> eval_names = detail::split_list(eval_list);
@@ -584,6 +612,31 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       if (e.data.labels_per_row != static_cast<index_t>(labels.size()))
         e.data = detail::pack(task, e.file, tok, labels, S, conv, false);
   }
+  // Few-shot runs: a seeded random share of the usable training examples, in file order.
+  const index_t usable = train.count;
+  if (!evaluate_only && train_fraction < 1.0 && train.count > 0) {
+    const auto k = std::max<index_t>(1, static_cast<index_t>(std::llround(train_fraction * static_cast<double>(train.count))));
+    std::vector<index_t> pick(static_cast<std::size_t>(train.count));
+    std::iota(pick.begin(), pick.end(), index_t{0});
+    std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull + 0x5851F42D4C957F2Dull);
+    std::shuffle(pick.begin(), pick.end(), rng);
+    pick.resize(static_cast<std::size_t>(k));
+    std::sort(pick.begin(), pick.end());
+    detail::keep_examples(train, pick);
+  }
+  if (resume) {  // a few-shot run continues on the same examples
+    const fs::path opt = out / "checkpoint" / "optimizer.safetensors";
+    const auto meta = io::SafetensorsFile(opt).metadata();
+    const auto tf = meta.find("train_fraction");
+    const std::string had = tf == meta.end() ? "1" : tf->second;
+    double value = 0;
+    const auto [end, err] = std::from_chars(had.data(), had.data() + had.size(), value);
+    if (err != std::errc() || end != had.data() + had.size())
+      throw Error(opt.string() + ": metadata \"train_fraction\" = \"" + had + "\" is not a number");
+    if (value != train_fraction)
+      throw Error("--resume: " + opt.string() + " was written by a run with --train-fraction " + had + ", not " +
+                  args.get("train-fraction") + " (give the run's value)");
+  }
   if (!evaluate_only && train.count == 0)
     throw Error(split_file("train").string() + ": no usable example (" + std::to_string(train.read) + " read, " +
                 std::to_string(train.dropped) + " dropped, e.g. entity or marker positions beyond --max-seq-length " +
@@ -595,7 +648,11 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       std::fprintf(stderr, "%s: %s, %zu labels\n", args.get("task").c_str(), counts.c_str() + 2, labels.size());
     else
       std::fprintf(stderr, "%s: %zu training examples (%zu dropped)%s, %zu labels\n", args.get("task").c_str(),
-                   static_cast<std::size_t>(train.count), train.dropped, counts.c_str(), labels.size());
+                   static_cast<std::size_t>(usable), train.dropped, counts.c_str(), labels.size());
+    if (train.count != usable)
+      std::fprintf(stderr, "--train-fraction %s: training on %lld of the %lld examples (their records: %s)\n",
+                   args.get("train-fraction").c_str(), static_cast<long long>(train.count), static_cast<long long>(usable),
+                   (out / "train_records.json").string().c_str());
   }
 
   // Optimizer steps per epoch: each takes `accumulation` micro-batches of B examples (the
@@ -677,6 +734,14 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       throw Error("--out " + out.string() + ": cannot create the directory " + (out / "checkpoint").string() + " (" +
                   (mk ? mk.message() : std::string("a file is in the way")) + ")");
     detail::write_text_file(labels_path, nlohmann::json(labels.names()).dump(1) + "\n");
+    // Which examples a few-shot run trains on (1-based records of the training file).
+    if (train.count != usable) {
+      detail::write_text_file(out / "train_records.json", nlohmann::json(train.records).dump() + "\n");
+    } else {
+      std::error_code rm;  // an earlier few-shot run's list would pass for this run's
+      fs::remove(out / "train_records.json", rm);
+      if (rm) throw Error((out / "train_records.json").string() + ": cannot remove the list of an earlier run (" + rm.message() + ")");
+    }
   }
   if (!predictions_dir.empty()) {
     std::error_code mk;
@@ -745,6 +810,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   }
   auto save_checkpoint = [&] {  // read-only access: nothing goes back to a device afterwards
     std::map<std::string, std::string> meta = {{"step", std::to_string(trainer.steps())}};
+    if (train.count != usable) meta["train_fraction"] = args.get("train-fraction");
     if (best_step >= 0) {
       char b[40];
       std::snprintf(b, sizeof b, "%.17g", best_metric);
@@ -1181,7 +1247,7 @@ inline int run_train_command(const std::string& name, const std::vector<std::str
     static const std::set<std::string> training_only = {
         "gradient-accumulation-steps", "epochs", "max-steps", "learning-rate", "warmup-steps", "weight-decay",
         "dropout", "seed", "save-steps", "resume", "stop-after", "eval-steps", "feature-cache", "cache-dtype",
-        "adapter-dirs", "freeze-adapters"};
+        "adapter-dirs", "freeze-adapters", "train-fraction"};
     for (auto& o : options) {
       if (training_only.count(o.name)) o.offered = false;
       if (o.name == "task") {

@@ -713,3 +713,66 @@ BOOST_AUTO_TEST_CASE(evaluate_reads_the_run_and_writes_predictions) {
   BOOST_TEST(run(eval + out("edited") + sizes + " --task fac") == 0);  // flags as given
   fs::remove_all(tmp);
 }
+
+// --train-fraction trains on a seeded share of the training examples, listed in
+// OUT/train_records.json: the same run as one on a file holding just those records, resumable
+// only with the same fraction.
+BOOST_AUTO_TEST_CASE(train_fraction_trains_on_the_listed_examples) {
+  const fs::path tmp = fs::temp_directory_path() / ("kadapter_fewshot_cli_" + std::to_string(::getpid()));
+  fs::remove_all(tmp);
+  write_subset(kData / "lin", tmp / "data", 40);
+  auto out = [&](const std::string& name) { return " --out '" + (tmp / name).string() + "'"; };
+  auto common = [&](const fs::path& data) {
+    return "pretrain --task lin --model '" + kModel.string() + "' --data '" + data.string() +
+           "' --epochs 2 --batch-size 4 --max-seq-length 32 --adapter-size 16 --adapter-heads 2 --learning-rate 1e-3";
+  };
+  const std::string few = common(tmp / "data") + " --train-fraction 0.25";
+  const auto [code, text] = run_output(few + out("few"), tmp / "log.txt");
+  BOOST_REQUIRE_MESSAGE(code == 0, text);
+  const auto records = read_json(tmp / "few" / "train_records.json").get<std::vector<std::size_t>>();
+  // A quarter of the usable examples (those the features keep), in file order.
+  const auto at = text.find("lin: ");
+  BOOST_REQUIRE(at != std::string::npos);
+  const std::size_t usable = std::stoul(text.substr(at + 5));
+  BOOST_TEST(records.size() == static_cast<std::size_t>(std::llround(0.25 * static_cast<double>(usable))));
+  BOOST_TEST(text.find("training on " + std::to_string(records.size()) + " of the " + std::to_string(usable) + " examples") !=
+             std::string::npos, text);
+  BOOST_TEST(std::is_sorted(records.begin(), records.end()));
+  BOOST_TEST((std::adjacent_find(records.begin(), records.end()) == records.end()));
+  // The same training as on a file of just those records.
+  const nlohmann::json all = read_json(tmp / "data" / "train.json");
+  nlohmann::json chosen = nlohmann::json::array();
+  for (auto r : records) chosen.push_back(all.at(r - 1));
+  fs::create_directories(tmp / "chosen");
+  for (const char* split : {"dev.json", "test.json"}) fs::copy_file(tmp / "data" / split, tmp / "chosen" / split);
+  std::ofstream(tmp / "chosen" / "train.json") << chosen.dump();
+  BOOST_REQUIRE_EQUAL(run(common(tmp / "chosen") + out("direct")), 0);
+  BOOST_TEST(!fs::exists(tmp / "direct" / "train_records.json"));
+  BOOST_TEST(bytes(tmp / "direct" / "model.safetensors") == bytes(tmp / "few" / "model.safetensors"));
+  // Another seed, another share.
+  BOOST_REQUIRE_EQUAL(run(few + " --seed 7" + out("seed7")), 0);
+  BOOST_TEST((read_json(tmp / "seed7" / "train_records.json").get<std::vector<std::size_t>>() != records));
+  // Interrupted and resumed: the same examples and weights; another fraction is refused.
+  BOOST_REQUIRE_EQUAL(run(few + " --save-steps 1 --stop-after 2" + out("resumed")), 0);
+  const auto [c3, why3] = run_output(common(tmp / "data") + " --train-fraction 0.5 --resume" + out("resumed"), tmp / "log.txt");
+  BOOST_TEST(c3 == 2);
+  BOOST_TEST(why3.find("was written by a run with --train-fraction 0.25, not 0.5") != std::string::npos, why3);
+  const auto [c4, why4] = run_output(common(tmp / "data") + " --resume" + out("resumed"), tmp / "log.txt");
+  BOOST_TEST(c4 == 2);
+  BOOST_TEST(why4.find("--train-fraction 0.25, not 1") != std::string::npos, why4);
+  BOOST_TEST((read_json(tmp / "resumed" / "train_records.json").get<std::vector<std::size_t>>() == records));
+  BOOST_REQUIRE_EQUAL(run(few + " --resume" + out("resumed")), 0);
+  BOOST_TEST(bytes(tmp / "resumed" / "model.safetensors") == bytes(tmp / "few" / "model.safetensors"));
+  // A full run into the same --out drops the list; bad values are named.
+  BOOST_REQUIRE_EQUAL(run(common(tmp / "data") + " --max-steps 1" + out("few")), 0);
+  BOOST_TEST(!fs::exists(tmp / "few" / "train_records.json"));
+  for (const auto& [value, words] : std::vector<std::pair<std::string, std::string>>{
+           {"0", "--train-fraction 0 leaves nothing to train on"}, {"1.5", "--train-fraction '1.5' is not a number in [0, 1]"},
+           {"x", "--train-fraction 'x' is not a number"}}) {
+    const auto [c, t] = run_output(common(tmp / "data") + " --train-fraction " + value + out("bad"), tmp / "log.txt");
+    BOOST_TEST(c == 2);
+    BOOST_TEST(t.find(words) != std::string::npos, t);
+  }
+  BOOST_TEST(!fs::exists(tmp / "bad"));
+  fs::remove_all(tmp);
+}
