@@ -249,17 +249,21 @@ inline void write_text_file(const fs::path& path, const std::string& text) {
   }
 }
 
-/// The label names of a run (`labels.json`: a JSON list of distinct strings).
-inline std::vector<std::string> read_labels_file(const fs::path& path) {
-  if (fs::is_directory(path)) throw Error(path.string() + ": is a directory, expected a JSON list of label names");
+/// The JSON document in @p path; errors name the file and say what was @p expected.
+inline nlohmann::json read_json_file(const fs::path& path, const std::string& expected) {
+  if (fs::is_directory(path)) throw Error(path.string() + ": is a directory, expected " + expected);
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path.string() + ": cannot open (" + std::strerror(errno) + ")");
-  nlohmann::json j;
   try {
-    j = nlohmann::json::parse(in);
+    return nlohmann::json::parse(in);
   } catch (const nlohmann::json::exception& e) {
-    throw Error(path.string() + ": not valid JSON (" + e.what() + "); expected a list of label names");
+    throw Error(path.string() + ": not valid JSON (" + e.what() + "); expected " + expected);
   }
+}
+
+/// The label names of a run (`labels.json`: a JSON list of distinct strings).
+inline std::vector<std::string> read_labels_file(const fs::path& path) {
+  const nlohmann::json j = read_json_file(path, "a list of label names");
   if (!j.is_array()) throw Error(path.string() + ": expected a JSON list of label names, found " + j.type_name());
   std::vector<std::string> names;
   for (std::size_t i = 0; i < j.size(); ++i) {
@@ -275,14 +279,7 @@ inline std::vector<std::string> read_labels_file(const fs::path& path) {
 
 /// A run's `adapter_config.json` (a JSON object).
 inline nlohmann::json read_run_config(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path.string() + ": cannot open (" + std::strerror(errno) + ")");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(path.string() + ": not valid JSON (" + e.what() + "); expected the object a pretrain or finetune run writes");
-  }
+  nlohmann::json j = read_json_file(path, "the object a pretrain or finetune run writes");
   if (!j.is_object()) throw Error(path.string() + ": expected a JSON object, found " + j.type_name());
   return j;
 }
