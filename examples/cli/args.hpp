@@ -20,8 +20,9 @@ struct OptionSpec {
   std::string help;
   bool required = false;
   std::string default_value;
-  /// false: not accepted on this command's line and not listed (get() gives the default).
-  bool offered = true;
+  /// Not empty: the option is not accepted on this command's line (this says why) and not
+  /// listed; get() gives the default.
+  std::string refused{};
 };
 
 /// Parsed "--name value" options of one subcommand; every error names the option.
@@ -44,7 +45,8 @@ class Args {
         name = name.substr(0, eq);
       }
       const OptionSpec* spec = find(name);
-      if (!spec || !spec->offered) throw Error(command_ + ": unknown option --" + name + "\n" + usage());
+      if (!spec) throw Error(command_ + ": unknown option --" + name + "\n" + usage());
+      if (!spec->refused.empty()) throw Error(command_ + ": --" + name + " " + spec->refused);
       if (spec->value_name.empty()) {
         values_[name] = "1";
         continue;
@@ -58,14 +60,17 @@ class Args {
     }
     if (help_) return;
     for (const auto& s : specs_)
-      if (s.required && s.offered && !values_.count(s.name))
+      if (s.required && s.refused.empty() && !values_.count(s.name))
         throw Error(command_ + ": missing required option --" + s.name + " " + s.value_name + "\n" + usage());
   }
 
   bool help() const noexcept { return help_; }
-  /// Give --name the value @p value unless the command line gave it one.
-  void fill(const std::string& name, std::string value) {
-    if (!values_.count(name)) values_[name] = std::move(value);
+  /// Give --name the value @p value, read from @p source, unless the command line gave it one;
+  /// errors about the value then name the source.
+  void fill(const std::string& name, std::string value, std::string source) {
+    if (values_.count(name)) return;
+    values_[name] = std::move(value);
+    sources_[name] = std::move(source);
   }
   /// The subcommand (for error messages: "pretrain: --flag ...").
   const std::string& command() const noexcept { return command_; }
@@ -84,7 +89,7 @@ class Args {
     if (!choices.count(v)) {
       std::string list;
       for (const auto& c : choices) list += (list.empty() ? "" : ", ") + c;
-      throw Error(command_ + ": --" + name + " '" + v + "' is not one of: " + list);
+      throw Error(command_ + ": --" + name + " '" + v + "'" + origin(name) + " is not one of: " + list);
     }
     return v;
   }
@@ -95,7 +100,7 @@ class Args {
     long long x = 0;
     auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
     if (ec != std::errc() || p != v.data() + v.size() || x < lo || x > hi)
-      throw Error(command_ + ": --" + name + " '" + v + "' is not an integer in [" +
+      throw Error(command_ + ": --" + name + " '" + v + "'" + origin(name) + " is not an integer in [" +
                   std::to_string(lo) + ", " + std::to_string(hi) + "]");
     return x;
   }
@@ -112,7 +117,7 @@ class Args {
     double x = 0;
     auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
     if (ec != std::errc() || p != v.data() + v.size() || !std::isfinite(x))
-      throw Error(command_ + ": --" + name + " '" + v + "' is not a number");
+      throw Error(command_ + ": --" + name + " '" + v + "'" + origin(name) + " is not a number");
     return x;
   }
 
@@ -120,7 +125,7 @@ class Args {
   double number(const std::string& name, double lo, double hi, bool hi_open = false) const {
     const double x = number(name);
     if (x < lo || x > hi || (hi_open && x == hi))
-      throw Error(command_ + ": --" + name + " '" + get(name) + "' is not a number in [" + format(lo) + ", " +
+      throw Error(command_ + ": --" + name + " '" + get(name) + "'" + origin(name) + " is not a number in [" + format(lo) + ", " +
                   format(hi) + (hi_open ? ")" : "]"));
     return x;
   }
@@ -136,8 +141,8 @@ class Args {
       long long x = 0;
       auto [p, ec] = std::from_chars(item.data(), item.data() + item.size(), x);
       if (item.empty() || ec != std::errc() || p != item.data() + item.size() || x < 0)
-        throw Error(command_ + ": --" + name + " '" + v +
-                    "' is not a comma-separated list of non-negative integers");
+        throw Error(command_ + ": --" + name + " '" + v + "'" + origin(name) +
+                    " is not a comma-separated list of non-negative integers");
       out.push_back(x);
       start = end + 1;
     }
@@ -147,13 +152,13 @@ class Args {
   std::string usage() const {
     std::string u = "usage: kadapter " + command_;
     for (const auto& s : specs_) {
-      if (!s.offered) continue;
+      if (!s.refused.empty()) continue;
       std::string part = "--" + s.name + (s.value_name.empty() ? "" : " " + s.value_name);
       u += s.required ? " " + part : " [" + part + "]";
     }
     u += "\n";
     for (const auto& s : specs_) {
-      if (!s.offered) continue;
+      if (!s.refused.empty()) continue;
       u += "  --" + s.name + (s.value_name.empty() ? "" : " " + s.value_name) + "\n      " + s.help;
       if (!s.default_value.empty()) u += " (default: " + s.default_value + ")";
       u += "\n";
@@ -162,6 +167,11 @@ class Args {
   }
 
  private:
+  /// " (from FILE)" for a value fill() took from a file, else nothing.
+  std::string origin(const std::string& name) const {
+    const auto it = sources_.find(name);
+    return it == sources_.end() ? std::string() : " (from " + it->second + ")";
+  }
   const OptionSpec* find(const std::string& name) const {
     for (const auto& s : specs_)
       if (s.name == name) return &s;
@@ -170,6 +180,7 @@ class Args {
   std::string command_;
   std::vector<OptionSpec> specs_;
   std::map<std::string, std::string> values_;
+  std::map<std::string, std::string> sources_;  // where fill() took a value from
   bool help_ = false;
 };
 

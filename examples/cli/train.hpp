@@ -105,11 +105,11 @@ inline std::vector<std::string> split_list(const std::string& s) {
   return out;
 }
 
-/// The examples of @p file as rows. Multiple-choice questions without a label are read only
-/// when @p training is false (they are predicted, not scored).
+/// The examples of @p file as rows. Multiple-choice questions without a label are an error
+/// when @p labels_required, else read as unscored (label -100: predicted, not scored).
 template <class Tok>
 PackedSplit pack(Task task, const fs::path& file, const Tok& tok, io::LabelMap& labels,
-                 index_t T, io::Convention conv, bool training) {
+                 index_t T, io::Convention conv, bool labels_required) {
   PackedSplit p;
   p.seq = T;
   auto append_rows = [&](const std::vector<std::int64_t>& ids, const std::vector<std::int64_t>& mask) {
@@ -155,7 +155,7 @@ PackedSplit pack(Task task, const fs::path& file, const Tok& tok, io::LabelMap& 
     p.left_out = fs_.dropped;
   } else if (task == Task::multiple_choice) {
     io::MultipleChoiceReadOptions ro;
-    ro.require_label = training;
+    ro.require_label = labels_required;
     const auto r = io::read_multiple_choice(file, ro);
     io::MultipleChoiceFeatureOptions fo;
     fo.max_seq_length = T;
@@ -285,23 +285,28 @@ inline nlohmann::json read_run_config(const fs::path& path) {
 }
 
 /// `evaluate`: the model flags of the run in --out come from its `adapter_config.json`; a flag
-/// also given on the command line must agree with it. Without the file (a run of an older
-/// version) the flags are taken as given.
+/// also given on the command line must agree with it. Runs of older versions: fusion and
+/// compat, when the file lacks them, come from the weights; without the file the flags are
+/// taken as given.
 inline void adopt_run_config(Args& args) {
-  const fs::path path = fs::path(args.get("out")) / "adapter_config.json";
+  const fs::path run = args.get("out");
+  if (!fs::exists(run / "model.safetensors"))
+    throw Error((run / "model.safetensors").string() + ": not found (evaluate reads a finished pretrain or finetune run)");
+  const fs::path path = run / "adapter_config.json";
+  const std::string from = path.string();
   if (!fs::exists(path)) {
     if (!args.has("task"))
-      throw Error(args.command() + ": --task is needed: " + path.string() +
+      throw Error(args.command() + ": --task is needed: " + from +
                   " is not there to say what the run trained (nor its model flags, which must then be given as for training)");
     return;
   }
   const nlohmann::json j = read_run_config(path);
-  auto mismatch = [&](const std::string& flag, const std::string& field, const std::string& value) {
-    return Error(args.command() + ": --" + flag + " " + args.get(flag) + " differs from \"" + field + "\" = " + value + " in " +
-                 path.string() + " (the run was trained with that; leave the flag out)");
+  auto mismatch = [&](const std::string& flag, const std::string& field) {
+    return Error(args.command() + ": --" + flag + " " + args.get(flag) + " differs from \"" + field + "\": " + j[field].dump() +
+                 " in " + from + " (the run was trained with that; leave the flag out)");
   };
   auto wrong = [&](const std::string& field, const char* expected) {
-    return Error(path.string() + ": \"" + field + "\" is " + j[field].dump() + ", expected " + expected);
+    return Error(from + ": \"" + field + "\" is " + j[field].dump() + ", expected " + expected);
   };
   auto integers = [](const std::string& v) {  // a comma-separated list, or nothing when malformed
     std::vector<long long> out;
@@ -317,8 +322,8 @@ inline void adopt_run_config(Args& args) {
     if (!j.contains(field)) return;
     if (!j[field].is_string()) throw wrong(field, "a string");
     const std::string v = j[field].get<std::string>();
-    if (args.has(flag) && args.get(flag) != v) throw mismatch(flag, field, v);
-    args.fill(flag, v);
+    if (args.has(flag) && args.get(flag) != v) throw mismatch(flag, field);
+    args.fill(flag, v, from);
   };
   auto integer_list = [&](const std::string& field, const std::string& flag, bool list) {
     if (!j.contains(field)) return;
@@ -339,8 +344,8 @@ inline void adopt_run_config(Args& args) {
       joined += std::to_string(x);
     }
     // A flag that does not parse is left for the usual check to name.
-    if (args.has(flag) && !integers(args.get(flag)).empty() && integers(args.get(flag)) != v) throw mismatch(flag, field, joined);
-    args.fill(flag, joined);
+    if (args.has(flag) && !integers(args.get(flag)).empty() && integers(args.get(flag)) != v) throw mismatch(flag, field);
+    args.fill(flag, joined, from);
   };
   text("task", "task");
   integer_list("max_seq_length", "max-seq-length", false);
@@ -349,21 +354,39 @@ inline void adopt_run_config(Args& args) {
   integer_list("adapter_heads", "adapter-heads", false);
   integer_list("adapter_skip_layers", "adapter-skip-layers", false);
   integer_list("adapter_list", "adapter-list", true);
-  text("compat", "compat");
   const std::string task = args.get("task");
-  if (task != "fac" && task != "lin") {  // a pre-training run's "adapters" is its own name
-    if (j.contains("adapters")) {
-      if (!j["adapters"].is_array()) throw wrong("adapters", "a list of adapter names");
-      std::string joined;
-      for (const auto& x : j["adapters"]) {
-        if (!x.is_string()) throw wrong("adapters", "a list of adapter names");
-        if (!joined.empty()) joined += ',';
-        joined += x.get<std::string>();
-      }
-      if (args.has("adapters") && split_list(args.get("adapters")) != split_list(joined)) throw mismatch("adapters", "adapters", joined);
-      args.fill("adapters", joined);
+  const io::SafetensorsFile weights(run / "model.safetensors");
+  const std::string weights_name = (run / "model.safetensors").string();
+  if (j.contains("compat")) {
+    text("compat", "compat");
+  } else if (const auto it = weights.metadata().find("compat"); it != weights.metadata().end()) {
+    args.fill("compat", it->second, weights_name);
+  }
+  if (task == "fac" || task == "lin") {  // a pre-training run's "adapters" is its own name
+    for (const char* flag : {"adapters", "fusion"})
+      if (args.has(flag))
+        throw Error(args.command() + ": --" + flag + " is for downstream runs; " + run.string() + " pre-trained the " + task +
+                    " adapter (" + from + ")");
+    return;
+  }
+  if (j.contains("adapters")) {
+    if (!j["adapters"].is_array()) throw wrong("adapters", "a list of adapter names");
+    std::string joined;
+    for (const auto& x : j["adapters"]) {
+      if (!x.is_string()) throw wrong("adapters", "a list of adapter names");
+      if (!joined.empty()) joined += ',';
+      joined += x.get<std::string>();
     }
+    if (args.has("adapters") && split_list(args.get("adapters")) != split_list(joined)) throw mismatch("adapters", "adapters");
+    args.fill("adapters", joined, from);
+  }
+  if (j.contains("fusion")) {
     text("fusion", "fusion");
+  } else if (!split_list(args.get("adapters")).empty()) {
+    // concat fusion has task_dense layers; add has none.
+    bool dense = false;
+    for (const auto& name : weights.names()) dense = dense || name.rfind("task_dense", 0) == 0;
+    args.fill("fusion", dense ? "concat" : "add", weights_name);
   }
 }
 
@@ -585,7 +608,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     evals[j].name = eval_names[j];
     evals[j].file = split_file(eval_names[j]);
     const std::size_t before = labels.size();
-    evals[j].data = detail::pack(task, evals[j].file, tok, labels, S, conv, false);
+    evals[j].data = detail::pack(task, evals[j].file, tok, labels, S, conv, !evaluate_only);
     if (labels.size() == before) continue;
     std::string extra;
     for (std::size_t i = before; i < labels.size() && i < before + 5; ++i)
@@ -607,7 +630,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     train = detail::pack(task, split_file("train"), tok, labels, S, conv, true);
     for (auto& e : evals)
       if (e.data.labels_per_row != static_cast<index_t>(labels.size()))
-        e.data = detail::pack(task, e.file, tok, labels, S, conv, false);
+        e.data = detail::pack(task, e.file, tok, labels, S, conv, !evaluate_only);
   }
   // Few-shot runs: a seeded random share of the usable training examples, in file order.
   const index_t usable = train.count;
@@ -640,12 +663,12 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
                 std::to_string(S) + ")");
   {
     std::string counts;
-    for (const auto& e : evals) counts += ", " + std::to_string(e.data.count) + " " + e.name + " examples";
-    if (evaluate_only)
-      std::fprintf(stderr, "%s: %s, %zu labels\n", args.get("task").c_str(), counts.c_str() + 2, labels.size());
-    else
-      std::fprintf(stderr, "%s: %zu training examples (%zu dropped)%s, %zu labels\n", args.get("task").c_str(),
-                   static_cast<std::size_t>(usable), train.dropped, counts.c_str(), labels.size());
+    if (!evaluate_only) counts = std::to_string(usable) + " training examples (" + std::to_string(train.dropped) + " dropped)";
+    for (const auto& e : evals)
+      counts += (counts.empty() ? "" : ", ") + std::to_string(e.data.count) + " " + e.name + " examples" +
+                (e.data.dropped > 0 ? " (" + std::to_string(e.data.dropped) + " dropped)" : std::string());
+    if (named_labels) counts += ", " + std::to_string(labels.size()) + " labels";
+    std::fprintf(stderr, "%s: %s\n", args.get("task").c_str(), counts.c_str());
     if (train.count != usable)
       std::fprintf(stderr, "--train-fraction %s: training on %lld of the %lld examples (their records: %s)\n",
                    args.get("train-fraction").c_str(), static_cast<long long>(train.count), static_cast<long long>(usable),
@@ -1085,8 +1108,9 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     } else if (task == Task::multiple_choice) {
       std::size_t ok = 0;
       for (std::size_t i = 0; i < gold.size(); ++i) ok += predicted[i] == gold[i];
-      m["accuracy"] = gold.empty() ? 0.0 : double(ok) / double(gold.size());
-      if (gold.size() != static_cast<std::size_t>(ev.count)) m["labelled"] = gold.size();  // accuracy is over these
+      // Over the labelled questions (evaluate reads unlabelled ones too): none, no accuracy.
+      if (!gold.empty() || ev.count == 0) m["accuracy"] = gold.empty() ? 0.0 : double(ok) / double(gold.size());
+      if (gold.size() != static_cast<std::size_t>(ev.count)) m["labelled"] = gold.size();
     } else {
       const std::int64_t none = labels.contains("no_relation") ? labels.id("no_relation") : -1;
       const auto prf = tacred_micro_prf(predicted, gold, none);
@@ -1246,16 +1270,20 @@ inline int run_train_command(const std::string& name, const std::vector<std::str
         "dropout", "seed", "save-steps", "resume", "stop-after", "eval-steps", "feature-cache", "cache-dtype",
         "adapter-dirs", "freeze-adapters", "train-fraction"};
     for (auto& o : options) {
-      if (training_only.count(o.name)) o.offered = false;
+      if (training_only.count(o.name))
+        o.refused = "is read only by training: evaluate scores the run as it was trained, with the settings in OUT/adapter_config.json";
+      if (o.name == "batch-size") o.help = "sequences per batch";
       if (o.name == "task") {
         o.value_name = "fac|lin|relation|entity-typing|multiple-choice";
         o.required = false;
         o.help = "what the run trained (default: from OUT/adapter_config.json)";
       }
       if (o.name == "out")
-        o.help = "the run to evaluate (a pretrain or finetune --out, or its best/); the model flags below default to its "
-                 "adapter_config.json, and one given must agree with it";
+        o.help = "the run to evaluate (a pretrain or finetune --out, or its best/). The model flags (--task, --max-seq-length, "
+                 "the adapter sizes and --adapter-list, --adapters, --fusion, --compat) are the run's, from OUT/adapter_config.json, "
+                 "not the defaults shown below (those apply to runs without the file); one given must agree with the run";
       if (o.name == "eval-split") o.help = "split(s) to score";
+      if (o.name == "data") o.help = "the split(s) to score as .json (or .jsonl) in the authors' formats (dev.json, test.json, ...)";
     }
     options.push_back({"predictions", "DIR", "also write DIR/predictions_SPLIT.jsonl: per example of the split's file, its "
                        "record number, the gold and the predicted answer (dropped examples: the reason)", false, ""});

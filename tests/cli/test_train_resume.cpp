@@ -72,7 +72,9 @@ BOOST_AUTO_TEST_CASE(resume_gives_the_same_weights) {
                                   "' --batch-size 4 --max-seq-length 32 --adapter-size 32 --adapter-heads 2";
     BOOST_TEST(run(eval_args + " --out '" + a.string() + "' --eval-split test") == 0);
     BOOST_TEST(bytes(a / "model.safetensors") == before);
-    BOOST_TEST(run(eval_args + " --out '" + (tmp / "missing").string() + "'") != 0);
+    const auto [code, text] = run_output(eval_args + " --out '" + (tmp / "missing").string() + "'", tmp / "log.txt");
+    BOOST_TEST(code == 2);
+    BOOST_TEST(text.find("missing/model.safetensors: not found (evaluate reads a finished") != std::string::npos, text);
   }
   fs::remove_all(tmp);
 }
@@ -81,12 +83,16 @@ BOOST_AUTO_TEST_CASE(multiple_choice_finetunes_and_evaluates) {
   const fs::path tmp = fs::temp_directory_path() / ("kadapter_mc_cli_" + std::to_string(::getpid()));
   fs::remove_all(tmp);
   fs::create_directories(tmp / "data");
+  // Six questions, each with its own right answer (label i % 4, given as the authors' strings).
+  const char* capitals[] = {"Lima", "Nairobi", "Rome", "Oslo"};
+  auto question = [&](int i, bool labelled) {
+    std::string q = "{\"context\": \"Trip " + std::to_string(i) + ": we went to " + capitals[i % 4] + ".\", \"question\": \"Where did we go?\"";
+    for (int a = 0; a < 4; ++a) q += ", \"answer" + std::to_string(a) + "\": \"" + capitals[a] + "\"";
+    return q + (labelled ? ", \"label\": \"" + std::to_string(i % 4) + "\"}\n" : "}\n");
+  };
   for (const char* split : {"train", "dev"}) {
     std::ofstream f(tmp / "data" / (std::string(split) + ".jsonl"));
-    for (int i = 0; i < 6; ++i)
-      f << "{\"context\": \"We went to Kenya.\", \"question\": \"Which city is its capital?\", "
-           "\"answer0\": \"Lima\", \"answer1\": \"Nairobi\", \"answer2\": \"Rome\", \"answer3\": "
-           "\"Oslo\", \"label\": \"1\"}\n";
+    for (int i = 0; i < 6; ++i) f << question(i, true);
   }
   const fs::path out = tmp / "run";
   BOOST_REQUIRE_EQUAL(run("finetune --task multiple-choice --model '" + kModel.string() + "' --data '" +
@@ -115,6 +121,7 @@ BOOST_AUTO_TEST_CASE(multiple_choice_finetunes_and_evaluates) {
     if (line.find("\"eval\"") != std::string::npos) evals.push_back(nlohmann::json::parse(line)["eval"]);
   BOOST_REQUIRE_EQUAL(evals.size(), 3u);  // the run's final evaluation, then test and dev
   BOOST_TEST(evals[1]["labelled"].get<int>() == 0);
+  BOOST_TEST(!evals[1].contains("accuracy"));  // nothing to score
   BOOST_TEST(evals[1]["examples"].get<int>() == 5);
   BOOST_TEST(evals[2] == evals[0]);  // dev scored again, exactly as at the end of training
   std::ifstream pf(pred / "predictions_test.jsonl");
@@ -134,11 +141,24 @@ BOOST_AUTO_TEST_CASE(multiple_choice_finetunes_and_evaluates) {
   std::size_t right = 0, total = 0;
   for (std::string line; std::getline(df, line); ++total) {
     const auto j = nlohmann::json::parse(line);
+    BOOST_TEST(j["record"].get<std::size_t>() == total + 1);
+    BOOST_TEST(j["gold"].get<std::size_t>() == total % 4);  // the file's label of that record
     right += j["gold"] == j["predicted"];
   }
   BOOST_REQUIRE_EQUAL(total, 6u);
   BOOST_TEST(static_cast<double>(right) / 6.0 == evals[2]["accuracy"].get<double>());
-  // Training needs the answers.
+  // Training needs the answers, and so does an evaluation split scored during training.
+  {
+    std::ofstream f(tmp / "data" / "dev.jsonl");
+    for (int i = 0; i < 6; ++i) f << question(i, i != 3);
+  }
+  {
+    const auto [code, why] = run_output("finetune --task multiple-choice --model '" + kModel.string() + "' --data '" +
+                                            (tmp / "data").string() + "' --out '" + (tmp / "run2").string() + "' --max-steps 1",
+                                        tmp / "log.txt");
+    BOOST_TEST(code == 2);
+    BOOST_TEST(why.find("dev.jsonl: record 4 (line 4): field \"label\": missing") != std::string::npos, why);
+  }
   fs::copy_file(tmp / "data" / "test.jsonl", tmp / "data" / "train.jsonl", fs::copy_options::overwrite_existing);
   const auto [code, why] = run_output("finetune --task multiple-choice --model '" + kModel.string() + "' --data '" +
                                           (tmp / "data").string() + "' --out '" + (tmp / "run2").string() + "' --max-steps 1",
@@ -645,7 +665,8 @@ BOOST_AUTO_TEST_CASE(evaluate_reads_the_run_and_writes_predictions) {
       BOOST_REQUIRE_EQUAL(lines.size(), 2u);
       BOOST_TEST(lines[1]["eval"] == lines[0]["eval"]);  // the run's own final evaluation
       // One line per record of dev.json, in order; the dropped ones say why.
-      const std::size_t records = read_json(kData / task / "dev.json").size();
+      const nlohmann::json dev = read_json(kData / task / "dev.json");
+      const std::size_t records = dev.size();
       std::ifstream f(pred / "predictions_dev.jsonl");
       std::size_t n = 0, dropped = 0, right = 0, counted = 0;
       const auto names = read_json(tmp / task / "labels.json").get<std::vector<std::string>>();
@@ -658,6 +679,7 @@ BOOST_AUTO_TEST_CASE(evaluate_reads_the_run_and_writes_predictions) {
           continue;
         }
         if (std::string(task) == "fac") {
+          BOOST_TEST(j["gold"] == dev.at(j["record"].get<std::size_t>() - 1)["relation"]);
           BOOST_TEST(std::count(names.begin(), names.end(), j["predicted"].get<std::string>()) == 1);
           const double p = j["probability"].get<double>();
           BOOST_TEST((p > 0.0 && p <= 1.0));
@@ -681,12 +703,15 @@ BOOST_AUTO_TEST_CASE(evaluate_reads_the_run_and_writes_predictions) {
 
   const std::string eval = "evaluate" + model + data("fac");
   // A model flag that disagrees with the run, and flags evaluate has no use for.
-  fails(eval + out("fac") + " --adapter-size 32", "--adapter-size 32 differs from \"adapter_size\" = 16");
-  fails(eval + out("fac") + " --adapter-list 0,3", "--adapter-list 0,3 differs from \"adapter_list\" = 0,2");
-  fails(eval + out("fac") + " --task lin", "--task lin differs from \"task\" = fac");
-  fails(eval + out("fac") + " --compat official", "--compat official differs from \"compat\" = standard");
-  fails(eval + out("fac") + " --learning-rate 1e-3", "unknown option --learning-rate");
-  fails(eval + out("fac") + " --eval-steps 2", "unknown option --eval-steps");
+  fails(eval + out("fac") + " --adapter-size 32", "--adapter-size 32 differs from \"adapter_size\": 16");
+  fails(eval + out("fac") + " --adapter-list 0,3", "--adapter-list 0,3 differs from \"adapter_list\": [0,2]");
+  fails(eval + out("fac") + " --task lin", "--task lin differs from \"task\": \"fac\"");
+  fails(eval + out("fac") + " --compat official", "--compat official differs from \"compat\": \"standard\"");
+  fails(eval + out("fac") + " --adapters lin", "--adapters is for downstream runs");
+  fails(eval + out("fac") + " --fusion add", "--fusion is for downstream runs");
+  fails(eval + out("fac") + " --learning-rate 1e-3", "--learning-rate is read only by training");
+  fails(eval + out("fac") + " --eval-steps 2", "--eval-steps is read only by training");
+  fails(eval + out("nothing"), "nothing/model.safetensors: not found");
   // The same flags as the run's are accepted.
   BOOST_TEST(run(eval + out("fac") + sizes + " --task fac --compat standard") == 0);
   // A damaged adapter_config.json, one from another encoder, one without compat (older runs:
@@ -702,6 +727,9 @@ BOOST_AUTO_TEST_CASE(evaluate_reads_the_run_and_writes_predictions) {
   fails(eval + out("edited"), "adapter_config.json: \"adapter_size\" is \"16\", expected an integer");
   edit([](nlohmann::json& j) { j["adapter_list"] = {0, "x"}; });
   fails(eval + out("edited"), "\"adapter_list\" is [0,\"x\"], expected a list of integers");
+  edit([](nlohmann::json& j) { j["max_seq_length"] = 4; });
+  fails(eval + out("edited"), "--max-seq-length '4' (from " + (tmp / "edited" / "adapter_config.json").string() +
+                                  ") is not an integer in [8, 512]");
   edit([](nlohmann::json& j) { j["hidden"] = 768; });
   fails(eval + out("edited"), "\"hidden\" is 768 but the encoder in");
   edit([](nlohmann::json& j) { j.erase("compat"); });
@@ -711,6 +739,35 @@ BOOST_AUTO_TEST_CASE(evaluate_reads_the_run_and_writes_predictions) {
   fs::remove(tmp / "edited" / "adapter_config.json");
   fails(eval + out("edited"), "--task is needed");
   BOOST_TEST(run(eval + out("edited") + sizes + " --task fac") == 0);  // flags as given
+
+  // A downstream run's adapters and fusion; runs of older versions, whose adapter_config.json
+  // has neither fusion nor compat, get them from the weights.
+  write_subset(kData / "relation", tmp / "rel", 24);
+  const std::string rel = " --data '" + (tmp / "rel").string() + "'";
+  for (const char* fusion : {"add", "concat"}) {
+    BOOST_TEST_CONTEXT(fusion) {
+      const std::string name = std::string("rel_") + fusion;
+      BOOST_REQUIRE_EQUAL(run("finetune --task relation --adapters fac,lin --fusion " + std::string(fusion) + model + rel + sizes +
+                              " --max-steps 2" + out(name)),
+                          0);
+      BOOST_REQUIRE_EQUAL(run("evaluate" + model + rel + out(name) + " --batch-size 8"), 0);
+      auto lines = eval_lines(tmp / name / "metrics.jsonl");
+      BOOST_REQUIRE_EQUAL(lines.size(), 2u);
+      BOOST_TEST(lines[1]["eval"] == lines[0]["eval"]);
+      fails("evaluate" + model + rel + out(name) + (std::string(fusion) == "add" ? " --fusion concat" : " --fusion add"),
+            "differs from \"fusion\": \"" + std::string(fusion) + "\"");
+      fails("evaluate" + model + rel + out(name) + " --adapters lin,fac", "--adapters lin,fac differs from \"adapters\": [\"fac\",\"lin\"]");
+      nlohmann::json old = read_json(tmp / name / "adapter_config.json");
+      old.erase("fusion");
+      old.erase("compat");
+      std::ofstream(tmp / name / "adapter_config.json") << old.dump();
+      BOOST_REQUIRE_EQUAL(run("evaluate" + model + rel + out(name) + " --batch-size 8"), 0);
+      lines = eval_lines(tmp / name / "metrics.jsonl");
+      BOOST_REQUIRE_EQUAL(lines.size(), 3u);
+      BOOST_TEST(lines[2]["eval"] == lines[0]["eval"]);
+      fails("evaluate" + model + rel + out(name) + " --compat official", "the run was trained with --compat standard, not official");
+    }
+  }
   fs::remove_all(tmp);
 }
 
