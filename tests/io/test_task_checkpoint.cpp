@@ -3,7 +3,9 @@
 #define BOOST_TEST_MODULE task_checkpoint
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <filesystem>
+#include <vector>
 #include <unistd.h>
 
 #include "kadapter/kadapter.hpp"
@@ -57,8 +59,20 @@ BOOST_AUTO_TEST_CASE(tensor_names_are_the_authors) {
   TaskModel<dynamic_adapter, float> qa(task(Task::multiple_choice, 4, {"fac"}), adapter());
   BOOST_TEST(has(qa.parameters(), "classifier.weight"));
   // Every parameter is counted once: adapters plus heads.
-  BOOST_TEST(static_cast<index_t>(fac.parameters().values().size()) ==
-             adapter().parameter_count() + (8 * 16 + 8) + (8 * 16 + 8) + (5 * 8 + 5));
+  index_t declared = 0;
+  for (const auto& slot : fac.parameters().table()) declared += slot.size();
+  BOOST_TEST(declared == adapter().parameter_count() + (8 * 16 + 8) + (8 * 16 + 8) + (5 * 8 + 5));
+  // Every tensor starts aligned (after an odd-sized bias too); initialisation leaves the
+  // padding between tensors zero (AdamW never updates it: adamw_element_mask marks it frozen).
+  init_parameters(et.parameters(), 3);
+  std::vector<char> covered(et.parameters().values().size(), 0);
+  for (const auto& slot : et.parameters().table()) {
+    BOOST_TEST(slot.offset % ParameterStore<float>::kAlign == 0, slot.name);
+    std::fill_n(covered.begin() + slot.offset, slot.size(), 1);
+  }
+  BOOST_TEST(std::count(covered.begin(), covered.end(), 0) > 0);  // this model has padding
+  for (std::size_t i = 0; i < covered.size(); ++i)
+    if (!covered[i]) BOOST_REQUIRE(et.parameters().values()[i] == 0.0f);
 }
 
 BOOST_AUTO_TEST_CASE(round_trip_and_pretrained_adapter) {

@@ -777,7 +777,12 @@ BOOST_AUTO_TEST_CASE(attention_block) {
   });
   const AttentionParams<double>& p = pg.first;
   const AttentionGrads<double>& g = pg.second;
-  BOOST_TEST(store.values().size() == static_cast<std::size_t>(4 * (h * h + h) + 2 * h));
+  index_t declared = 0;
+  for (const auto& slot : store.table()) {
+    declared += slot.size();
+    BOOST_TEST(slot.offset % ParameterStore<double>::kAlign == 0, slot.name);  // each tensor aligned
+  }
+  BOOST_TEST(declared == 4 * (h * h + h) + 2 * h);
   init_parameters(store, 606);
   check_layer_variants<AttentionCache<double>>(
       check, d, store,

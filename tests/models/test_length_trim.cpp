@@ -96,7 +96,8 @@ struct Pair {
 void randomize(ParameterStore<double>& store) {
   std::mt19937_64 rng(3);
   std::normal_distribution<double> normal(0.0, 0.35);
-  for (auto& v : store.values()) v = normal(rng);
+  for (const auto& s : store.table())  // tensor by tensor: the padding between them stays zero
+    for (index_t i = 0; i < s.size(); ++i) s.data[i] = normal(rng);
 }
 
 struct Run {

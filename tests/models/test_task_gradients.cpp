@@ -86,7 +86,9 @@ AdapterConfig small_adapter(index_t skip = 0, index_t layers = 2) {
 void randomize(ParameterStore<double>& store, std::uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<double> normal(0.0, 0.35);
-  for (auto& v : store.values()) v = normal(rng);
+  // Tensor by tensor (the padding between them stays zero), in declaration order.
+  for (const auto& s : store.table())
+    for (index_t i = 0; i < s.size(); ++i) s.data[i] = normal(rng);
   for (const auto& s : store.table())
     if (s.name.find("LayerNorm.weight") != std::string::npos)
       for (index_t i = 0; i < s.size(); ++i) s.data[i] = 1.0 + 0.2 * normal(rng);

@@ -142,7 +142,7 @@ class TaskModel {
       const std::size_t n = store_.values().size();
       device_values_.resize(n);
       device_grads_.resize(n);
-      ParamLayout<T> lay(device_values_.data(), device_grads_.data(), nullptr);
+      ParamLayout<T> lay(device_values_.data(), device_grads_.data(), nullptr, true, ParameterStore<T>::kAlign);
       declare_all(lay);
       host_newer_ = true;
     }

@@ -53,6 +53,18 @@ inline unsigned alignment_of(const void* p) noexcept {
   return a;
 }
 
+/// @brief The alignment every column and batch of an fp32 matrix keeps: that of its base
+/// pointer, of its leading dimension and (batched) of its batch stride, in bytes.
+inline unsigned alignment_of(const float* p, std::int64_t ld, std::int64_t batch, std::int64_t stride) noexcept {
+  unsigned a = alignment_of(p);
+  auto bytes = [](std::int64_t elements) {
+    return alignment_of(reinterpret_cast<const void*>(static_cast<std::uintptr_t>(elements) * sizeof(float)));
+  };
+  if (ld > 0) a = std::min(a, bytes(ld));
+  if (batch > 1) a = std::min(a, bytes(stride));
+  return a;
+}
+
 inline void set_attr(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t attr, const void* v, std::size_t n) {
   check(cublasLtMatmulDescSetAttribute(d, attr, v, n), "cublasLtMatmulDescSetAttribute");
 }
@@ -92,17 +104,23 @@ inline void build_plan(Context& ctx, GemmPlan& plan, const GemmKey& key, const G
   check(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
   const std::uint64_t ws = ctx.workspace_bytes();
   const std::uint32_t aa = key.align_a, ab = key.align_b, ac = key.align_c;
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa, sizeof aa);
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab, sizeof ab);
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac, sizeof ac);
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, sizeof ac);
+  // Unchecked, a failed preference would leave the 256-byte default alignment, and the
+  // heuristic could pick a kernel that faults on a less aligned view.
+  const cublasLtMatmulPreferenceAttributes_t attrs[] = {
+      CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+  const void* values[] = {&ws, &aa, &ab, &ac, &ac};
+  const std::size_t sizes[] = {sizeof ws, sizeof aa, sizeof ab, sizeof ac, sizeof ac};
+  cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
+  for (std::size_t i = 0; i < 5 && st == CUBLAS_STATUS_SUCCESS; ++i)
+    st = cublasLtMatmulPreferenceSetAttribute(pref, attrs[i], values[i], sizes[i]);
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  const cublasStatus_t st =
-      cublasLtMatmulAlgoGetHeuristic(ctx.lt(), plan.op, plan.a, plan.b, plan.c, plan.c, pref, 1, &result, &found);
+  if (st == CUBLAS_STATUS_SUCCESS)
+    st = cublasLtMatmulAlgoGetHeuristic(ctx.lt(), plan.op, plan.a, plan.b, plan.c, plan.c, pref, 1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
-  check(st, "cublasLtMatmulAlgoGetHeuristic");
+  check(st, "cublasLtMatmulPreferenceSetAttribute / cublasLtMatmulAlgoGetHeuristic");
   if (found == 0)
     throw CudaError("cuBLASLt has no algorithm for a " + std::to_string(g.m) + "x" + std::to_string(g.n) + "x" +
                     std::to_string(g.k) + " product (batch " + std::to_string(g.batch) + ")");
@@ -150,9 +168,9 @@ inline void gemm(Context& ctx, const Gemm& g) {
   key.compute = ctx.math == Math::tf32   ? CUBLAS_COMPUTE_32F_FAST_TF32
                 : ctx.math == Math::bf16 ? CUBLAS_COMPUTE_32F_FAST_16BF
                                          : CUBLAS_COMPUTE_32F;
-  key.align_a = detail::alignment_of(g.b);
-  key.align_b = detail::alignment_of(g.a);
-  key.align_c = detail::alignment_of(g.c);
+  key.align_a = detail::alignment_of(g.b, g.ldb, g.batch, g.stride_b);
+  key.align_b = detail::alignment_of(g.a, g.lda, g.batch, g.stride_a);
+  key.align_c = detail::alignment_of(g.c, g.ldc, g.batch, g.stride_c);
   // cuBLASLt's alignment preferences do not cover the bias; its bias kernels may need 16
   // bytes (linear_forward adds a less aligned bias itself).
   KA_ASSERT(!g.bias || detail::alignment_of(g.bias) >= 16);
@@ -172,6 +190,7 @@ inline void gemm(Context& ctx, const Gemm& g) {
       try {
         plan.reset();
         detail::build_plan(ctx, plan, key, g, CUBLAS_COMPUTE_32F);
+        ++ctx.gemm_fallbacks;  // benchmarks report it: such products are not in tf32 / bf16
       } catch (...) {
         ctx.plans().erase(it);
         throw;
