@@ -5,7 +5,7 @@
 //   bench_gpu_step --config small|base|large [--steps N] [--warmup N] [--precision fp32|tf32|bf16]
 //
 // The same TaskModel and Trainer as bench_train_step, with B = Cuda; the backbone states
-// are on the device before timing starts. First it measures the card's fp32 GEMM ceiling: cuBLASLt at the three shapes of the base model's linear layers (1024 rows) and
+// are on the device before timing starts. First it measures the card's GEMM ceiling in the chosen precision: cuBLASLt at the three shapes of the base model's linear layers (1024 rows) and
 // at 8192^3, best of 20 each. Prints one line per step and the summary lines
 //   gpu device="NAME" ceiling_gflops=... ceiling_8192_gflops=...
 //   kadapter_gpu median_ms=... tokens_per_s=... gflop=... gflops=... ceiling_fraction=...
