@@ -43,6 +43,7 @@ struct PackedSplit {
   std::vector<std::int64_t> ids, mask, labels;  // (n, T) (n, T) (n) or (n, T)
   std::vector<float> targets, subj, obj, start; // entity typing (n, C); marker rows (n, T)
   std::size_t read = 0, dropped = 0;
+  std::size_t filtered = 0;                     // no_relation records left out (negative_sample)
   std::vector<std::size_t> records;             // (n) each example's 1-based record in its file
   std::vector<io::DroppedExample> left_out;     // the examples dropped, with the reason
   std::vector<std::string> ids_of_examples;     // multiple choice: each question's `id` ("" when none)
@@ -82,6 +83,7 @@ inline std::vector<OptionSpec> training_options(bool finetune) {
       {"bucketing", "auto|none|trim|sort", "none: pad every batch to T; trim: pad a batch to its longest sequence (same numbers); sort: also group sequences of similar length; auto: trim, or none under --compat official", false, "auto"},
       {"feature-cache", "auto|off|memory|DIR", "compute the frozen backbone's states once and reuse them every epoch (and every evaluation with --eval-steps), in memory or in a file under DIR; auto: memory when training runs more than one epoch (evaluation splits: when evaluated during training), within half of the available memory", false, "auto"},
       {"cache-dtype", "fp16|bf16|fp32", "storage of the cached states", false, "fp16"},
+      {"negative-sample", "N", "relation data (fac, relation): keep only the first N - 1 no_relation examples of the training file, as the authors' --negative_sample (their TACRED script: 45000; 0: keep all)", false, "0"},
       {"train-fraction", "F", "train on a random share F in (0, 1] of the usable training examples, chosen by --seed (few-shot runs, as the paper's 1%, 5% and 10% of TACRED); OUT/train_records.json lists their records", false, "1"}};
   if (finetune) {
     o.push_back({"adapters", "LIST", "downstream adapters, e.g. fac,lin (empty: head only)", false, ""});
@@ -107,9 +109,11 @@ inline std::vector<std::string> split_list(const std::string& s) {
 
 /// The examples of @p file as rows. Multiple-choice questions without a label are an error
 /// when @p labels_required, else read as unscored (label -100: predicted, not scored).
+/// Relation data keeps only the first @p negative_sample - 1 `no_relation` records when it is
+/// positive (the authors' `--negative_sample` of training files).
 template <class Tok>
 PackedSplit pack(Task task, const fs::path& file, const Tok& tok, io::LabelMap& labels,
-                 index_t T, io::Convention conv, bool labels_required) {
+                 index_t T, io::Convention conv, bool labels_required, std::int64_t negative_sample = 0) {
   PackedSplit p;
   p.seq = T;
   auto append_rows = [&](const std::vector<std::int64_t>& ids, const std::vector<std::int64_t>& mask) {
@@ -119,7 +123,9 @@ PackedSplit pack(Task task, const fs::path& file, const Tok& tok, io::LabelMap& 
   };
   if (task == Task::fac || task == Task::relation) {
     io::RelationReadOptions ro;
+    if (negative_sample > 0) ro.negative_sample = negative_sample;
     const auto r = io::read_relations(file, ro);
+    p.filtered = r.report.filtered;
     for (const auto& x : r.examples) labels.add(x.relation);
     io::RelationFeatureOptions fo;
     fo.max_seq_length = T;
@@ -538,6 +544,10 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   const std::int64_t stop_after = args.integer("stop-after", 0, 1LL << 40);
   const index_t accumulation = static_cast<index_t>(args.integer("gradient-accumulation-steps", 1, 4096));
   const double train_fraction = args.number("train-fraction", 0.0, 1.0);
+  const std::int64_t negative_sample = args.integer("negative-sample", 0, 1LL << 40);
+  if (negative_sample > 0 && task != Task::fac && task != Task::relation)
+    throw Error(args.command() + ": --negative-sample " + args.get("negative-sample") +
+                " applies to relation data (--task fac or relation), not --task " + args.get("task"));
   if (train_fraction == 0.0) throw Error(args.command() + ": --train-fraction 0 leaves nothing to train on (expected a number in (0, 1])");
   // The split(s) evaluated; the first one chooses the best model.
   const std::string eval_list = args.get("eval-split");
@@ -587,7 +597,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   };
   const std::size_t run_labels = labels.size();  // those of labels.json, when there is one
   PackedSplit train = evaluate_only ? PackedSplit{}
-                                    : detail::pack(task, split_file("train"), tok, labels, S, conv, true);
+                                    : detail::pack(task, split_file("train"), tok, labels, S, conv, true, negative_sample);
   const std::size_t train_labels = labels.size();
   // A resumed run has one output per label of its checkpoint: no split may add a label (and
   // labels.json must stay as it was when the checkpoint was written).
@@ -627,7 +637,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   // Entity typing keeps one target column per label: splits packed before the last new type
   // was seen are packed again, so that every row has a column for every type.
   if (task == Task::entity_typing && labels.size() > train_labels) {
-    train = detail::pack(task, split_file("train"), tok, labels, S, conv, true);
+    train = detail::pack(task, split_file("train"), tok, labels, S, conv, true, negative_sample);
     for (auto& e : evals)
       if (e.data.labels_per_row != static_cast<index_t>(labels.size()))
         e.data = detail::pack(task, e.file, tok, labels, S, conv, !evaluate_only);
@@ -663,7 +673,10 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
                 std::to_string(S) + ")");
   {
     std::string counts;
-    if (!evaluate_only) counts = std::to_string(usable) + " training examples (" + std::to_string(train.dropped) + " dropped)";
+    if (!evaluate_only)
+      counts = std::to_string(usable) + " training examples (" + std::to_string(train.dropped) + " dropped" +
+               (negative_sample > 0 ? ", " + std::to_string(train.filtered) + " no_relation left out by --negative-sample" : std::string()) +
+               ")";
     for (const auto& e : evals)
       counts += (counts.empty() ? "" : ", ") + std::to_string(e.data.count) + " " + e.name + " examples" +
                 (e.data.dropped > 0 ? " (" + std::to_string(e.data.dropped) + " dropped)" : std::string());
@@ -1268,7 +1281,7 @@ inline int run_train_command(const std::string& name, const std::vector<std::str
     static const std::set<std::string> training_only = {
         "gradient-accumulation-steps", "epochs", "max-steps", "learning-rate", "warmup-steps", "weight-decay",
         "dropout", "seed", "save-steps", "resume", "stop-after", "eval-steps", "feature-cache", "cache-dtype",
-        "adapter-dirs", "freeze-adapters", "train-fraction"};
+        "adapter-dirs", "freeze-adapters", "train-fraction", "negative-sample"};
     for (auto& o : options) {
       if (training_only.count(o.name))
         o.refused = "is read only by training: evaluate scores the run as it was trained, with the settings in OUT/adapter_config.json";

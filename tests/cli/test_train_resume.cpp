@@ -833,3 +833,41 @@ BOOST_AUTO_TEST_CASE(train_fraction_trains_on_the_listed_examples) {
   BOOST_TEST(!fs::exists(tmp / "bad"));
   fs::remove_all(tmp);
 }
+
+// --negative-sample N keeps only the first N - 1 no_relation examples of the training file
+// (the authors' counter): the same run as one on a file without the others.
+BOOST_AUTO_TEST_CASE(negative_sample_keeps_the_first_no_relation_examples) {
+  const fs::path tmp = fs::temp_directory_path() / ("kadapter_negative_cli_" + std::to_string(::getpid()));
+  fs::remove_all(tmp);
+  write_subset(kData / "relation", tmp / "data", 40);
+  const nlohmann::json all = read_json(tmp / "data" / "train.json");
+  nlohmann::json kept = nlohmann::json::array();
+  std::size_t negatives = 0;
+  for (const auto& x : all) {
+    if (x["relation"] == "no_relation" && ++negatives > 3) continue;
+    kept.push_back(x);
+  }
+  BOOST_REQUIRE(negatives > 4u);  // the subset has no_relation examples to leave out
+  fs::create_directories(tmp / "filtered");
+  for (const char* split : {"dev.json", "test.json"}) fs::copy_file(tmp / "data" / split, tmp / "filtered" / split);
+  std::ofstream(tmp / "filtered" / "train.json") << kept.dump();
+  auto common = [&](const fs::path& data) {
+    return "finetune --task relation --model '" + kModel.string() + "' --data '" + data.string() +
+           "' --epochs 2 --batch-size 8 --max-seq-length 48 --adapter-size 16 --adapter-heads 2 --learning-rate 1e-3";
+  };
+  const auto [code, text] = run_output(common(tmp / "data") + " --negative-sample 4 --out '" + (tmp / "sampled").string() + "'",
+                                       tmp / "log.txt");
+  BOOST_REQUIRE_MESSAGE(code == 0, text);
+  BOOST_TEST(text.find(std::to_string(negatives - 3) + " no_relation left out by --negative-sample") != std::string::npos, text);
+  BOOST_REQUIRE_EQUAL(run(common(tmp / "filtered") + " --out '" + (tmp / "direct").string() + "'"), 0);
+  BOOST_TEST(bytes(tmp / "sampled" / "model.safetensors") == bytes(tmp / "direct" / "model.safetensors"));
+  BOOST_TEST(bytes(tmp / "sampled" / "labels.json") == bytes(tmp / "direct" / "labels.json"));
+  // Only relation data has no_relation examples to count.
+  const auto [c2, t2] = run_output("pretrain --task lin --model '" + kModel.string() + "' --data '" + (kData / "lin").string() +
+                                       "' --negative-sample 4 --out '" + (tmp / "bad").string() + "'",
+                                   tmp / "log.txt");
+  BOOST_TEST(c2 == 2);
+  BOOST_TEST(t2.find("--negative-sample 4 applies to relation data") != std::string::npos, t2);
+  BOOST_TEST(!fs::exists(tmp / "bad"));
+  fs::remove_all(tmp);
+}
