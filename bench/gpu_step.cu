@@ -154,7 +154,7 @@ int main(int argc, char** argv) {
     const double gflops = flop * 1e-9 / (median * 1e-3);
     std::printf("kadapter_gpu config=%s median_ms=%.2f tokens_per_s=%.0f gflop=%.1f gflops=%.0f ceiling_fraction=%.3f\n",
                 name.c_str(), median, static_cast<double>(N) / (median * 1e-3), flop * 1e-9, gflops, gflops / ceiling);
-    std::printf("gemm fallbacks: %zu product shape(s) planned in strict fp32 instead of %s\n", cuda::context().gemm_fallbacks,
+    std::printf("gemm fallbacks: %zu product plan(s) built in strict fp32 instead of %s\n", cuda::context().gemm_fallbacks,
                 cuda::math_name(math));
     return 0;
   } catch (const std::exception& e) {

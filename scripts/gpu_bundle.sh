@@ -19,5 +19,6 @@ cp build-gpu/tests/cuda/test_cuda_smoke build-gpu/tests/cuda/test_cuda_kernels b
 # the machine's toolkit or PyTorch's wheels; see bench/gpu_check.sh).
 for lib in $(ldd .gpu/bin/test_cuda_kernels .gpu/bin/test_cuda_models | awk '/boost|gomp/ {print $3}' | sort -u); do cp "$lib" .gpu/lib/; done
 git describe --always --dirty >.gpu/REVISION 2>/dev/null || echo unknown >.gpu/REVISION
+scripts/source_hash.sh >.gpu/SOURCES
 du -sh .gpu
-echo "gpu_bundle: ready; on the GPU machine run: bench/gpu_check.sh --prebuilt .gpu"
+echo "gpu_bundle: ready; on the GPU machine run: bench/gpu_check.sh --prebuilt .gpu --out DIR"

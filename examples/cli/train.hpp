@@ -209,6 +209,7 @@ inline void keep_examples(PackedSplit& p, const std::vector<index_t>& keep) {
   const auto n = static_cast<std::size_t>(p.count);
   auto select = [&](auto& v) {  // every per-example array: n rows of equal width
     if (v.empty()) return;
+    if (v.size() % n != 0) throw Error("keep_examples: an array of " + std::to_string(v.size()) + " is not " + std::to_string(n) + " rows");
     const std::size_t w = v.size() / n;
     std::decay_t<decltype(v)> kept;
     kept.reserve(keep.size() * w);
@@ -654,7 +655,12 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     std::sort(pick.begin(), pick.end());
     detail::keep_examples(train, pick);
   }
-  if (resume) {  // a few-shot run continues on the same examples
+  // Which training examples this run reads (their records, in order): a resumed run must read
+  // the same ones, whatever could change them (data, --train-fraction, --seed,
+  // --negative-sample, --max-seq-length).
+  const std::string train_examples = io::hex64(io::fingerprint_of(std::span<const std::size_t>(train.records))) + ":" +
+                                     std::to_string(train.count);
+  if (resume) {
     const fs::path opt = out / "checkpoint" / "optimizer.safetensors";
     const auto meta = io::SafetensorsFile(opt).metadata();
     const auto tf = meta.find("train_fraction");
@@ -666,6 +672,9 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     if (value != train_fraction)
       throw Error("--resume: " + opt.string() + " was written by a run with --train-fraction " + had + ", not " +
                   args.get("train-fraction") + " (give the run's value)");
+    if (const auto te = meta.find("train_examples"); te != meta.end() && te->second != train_examples)
+      throw Error("--resume: the training examples differ from those of the checkpoint (" + opt.string() +
+                  "): the training file, --seed with --train-fraction, --negative-sample or --max-seq-length changed");
   }
   if (!evaluate_only && train.count == 0)
     throw Error(split_file("train").string() + ": no usable example (" + std::to_string(train.read) + " read, " +
@@ -843,7 +852,8 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   }
   auto save_checkpoint = [&] {  // read-only access: nothing goes back to a device afterwards
     std::map<std::string, std::string> meta = {{"step", std::to_string(trainer.steps())}};
-    if (train.count != usable) meta["train_fraction"] = args.get("train-fraction");
+    if (train_fraction < 1.0) meta["train_fraction"] = args.get("train-fraction");
+    meta["train_examples"] = train_examples;
     if (best_step >= 0) {
       char b[40];
       std::snprintf(b, sizeof b, "%.17g", best_metric);

@@ -817,6 +817,10 @@ BOOST_AUTO_TEST_CASE(train_fraction_trains_on_the_listed_examples) {
   const auto [c4, why4] = run_output(common(tmp / "data") + " --resume" + out("resumed"), tmp / "log.txt");
   BOOST_TEST(c4 == 2);
   BOOST_TEST(why4.find("--train-fraction 0.25, not 1") != std::string::npos, why4);
+  // Another seed chooses other examples: refused too, before anything is written.
+  const auto [c5, why5] = run_output(few + " --seed 7 --resume" + out("resumed"), tmp / "log.txt");
+  BOOST_TEST(c5 == 2);
+  BOOST_TEST(why5.find("the training examples differ from those of the checkpoint") != std::string::npos, why5);
   BOOST_TEST((read_json(tmp / "resumed" / "train_records.json").get<std::vector<std::size_t>>() == records));
   BOOST_REQUIRE_EQUAL(run(few + " --resume" + out("resumed")), 0);
   BOOST_TEST(bytes(tmp / "resumed" / "model.safetensors") == bytes(tmp / "few" / "model.safetensors"));
@@ -862,6 +866,15 @@ BOOST_AUTO_TEST_CASE(negative_sample_keeps_the_first_no_relation_examples) {
   BOOST_REQUIRE_EQUAL(run(common(tmp / "filtered") + " --out '" + (tmp / "direct").string() + "'"), 0);
   BOOST_TEST(bytes(tmp / "sampled" / "model.safetensors") == bytes(tmp / "direct" / "model.safetensors"));
   BOOST_TEST(bytes(tmp / "sampled" / "labels.json") == bytes(tmp / "direct" / "labels.json"));
+  // The evaluation splits are read whole.
+  BOOST_TEST(eval_lines(tmp / "sampled" / "metrics.jsonl").back()["eval"] == eval_lines(tmp / "direct" / "metrics.jsonl").back()["eval"]);
+  // A resume must read the same training examples: not without the flag.
+  BOOST_REQUIRE_EQUAL(run(common(tmp / "data") + " --negative-sample 4 --save-steps 1 --stop-after 1 --out '" + (tmp / "cut").string() + "'"), 0);
+  const auto [c3, t3] = run_output(common(tmp / "data") + " --resume --out '" + (tmp / "cut").string() + "'", tmp / "log.txt");
+  BOOST_TEST(c3 == 2);
+  BOOST_TEST(t3.find("the training examples differ from those of the checkpoint") != std::string::npos, t3);
+  BOOST_REQUIRE_EQUAL(run(common(tmp / "data") + " --negative-sample 4 --resume --out '" + (tmp / "cut").string() + "'"), 0);
+  BOOST_TEST(bytes(tmp / "cut" / "model.safetensors") == bytes(tmp / "sampled" / "model.safetensors"));
   // Only relation data has no_relation examples to count.
   const auto [c2, t2] = run_output("pretrain --task lin --model '" + kModel.string() + "' --data '" + (kData / "lin").string() +
                                        "' --negative-sample 4 --out '" + (tmp / "bad").string() + "'",

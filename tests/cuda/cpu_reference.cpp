@@ -63,8 +63,11 @@ void fill_adamw_case(kadapter::ParameterStore<F>& store, unsigned seed) {
   declare_adamw_case(store);
   std::mt19937 rng(seed);
   std::uniform_real_distribution<F> u(-1.0f, 1.0f);
-  for (F& x : store.values()) x = u(rng);
-  for (F& g : store.gradients()) g = u(rng);
+  // Tensor by tensor: the padding between them stays zero.
+  for (const auto& s : store.table())
+    for (index_t i = 0; i < s.size(); ++i) s.data[i] = u(rng);
+  for (const auto& s : store.table())
+    for (index_t i = 0; i < s.size(); ++i) store.gradients()[static_cast<std::size_t>(s.offset + i)] = u(rng);
 }
 
 std::vector<F> adamw_run(unsigned seed, std::span<const double> grad_scales) {

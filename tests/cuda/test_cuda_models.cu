@@ -89,8 +89,8 @@ namespace {
 // weights, activations and optimizer) against the CPU's fp32: within @p tol of each tensor's
 // scale, the scale floored at @p floor of the largest gradient of the model (a gradient that
 // is 0 in exact arithmetic, as the key biases', holds the rounding noise of the products it
-// sums). The logits must also differ from fp32's by more than fp32 rounding: a mode that
-// silently ran in fp32 is not taken for a pass.
+// sums). Logits within fp32 rounding of the CPU's draw a warning: the products may have run
+// in fp32 (cuBLASLt's fast modes allow tensor cores, they do not promise them).
 void tensor_core_mode_matches(cuda::Math math, double tol, double floor) {
   struct MathGuard {
     ~MathGuard() { cuda::context().math = cuda::Math::fp32; }
@@ -106,8 +106,8 @@ void tensor_core_mode_matches(cuda::Math math, double tol, double floor) {
       BOOST_TEST(near(gpu.loss, cpu.loss), "loss " << gpu.loss << " vs " << cpu.loss);
       const double logits_error = rel_error(gpu.logits, cpu.logits);
       BOOST_TEST(logits_error <= tol);
-      BOOST_TEST(logits_error > 1e-5, "the logits are within fp32 rounding of the CPU's: did the products run in "
-                                          << cuda::math_name(math) << "?");
+      BOOST_WARN_MESSAGE(logits_error > 1e-5, "the logits are within fp32 rounding of the CPU's: did the products run in "
+                                                  << cuda::math_name(math) << "?");
       BOOST_TEST_MESSAGE(cuda::math_name(math) << " case " << c.name << ": logits within " << logits_error);
       check_per_tensor(gpu.grads, cpu.grads, cpu.table, std::string(cuda::math_name(math)) + " gradient ", tol, floor,
                        c.zero_gradient);
@@ -118,7 +118,7 @@ void tensor_core_mode_matches(cuda::Math math, double tol, double floor) {
     }
   }
   BOOST_TEST_MESSAGE(cuda::math_name(math) << ": " << cuda::context().gemm_fallbacks - fallbacks
-                                           << " product shape(s) planned in strict fp32 instead");
+                                           << " product plan(s) built in strict fp32 instead");
 }
 }  // namespace
 

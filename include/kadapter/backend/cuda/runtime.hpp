@@ -187,8 +187,8 @@ class Context {
   /// @brief How the matrix products compute (every other kernel is fp32 whatever this says).
   /// Default fp32: results match the CPU backend within 1e-5.
   Math math = Math::fp32;
-  /// @brief Product shapes planned in strict fp32 because the tf32 / bf16 mode had no
-  /// algorithm for them (see cuda::gemm).
+  /// @brief Product plans built in strict fp32 because the tf32 / bf16 mode had no algorithm
+  /// for them (see cuda::gemm; counted again when the plan cache starts over).
   std::size_t gemm_fallbacks = 0;
 
   std::map<GemmKey, GemmPlan>& plans() noexcept { return plans_; }
