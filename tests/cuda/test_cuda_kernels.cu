@@ -514,6 +514,39 @@ BOOST_AUTO_TEST_CASE(gradient_writes_and_small_helpers) {
   BOOST_TEST(round == host);
 }
 
+BOOST_AUTO_TEST_CASE(staged_copies_survive_reuse_of_the_source) {
+  // copy_from_host returns before the device copy is done: each source is overwritten (and
+  // the last one freed) right after its call. Small copies share staging slots, the large
+  // ones are cut into slot-sized pieces, and there are enough of them to go round the ring
+  // of slots several times.
+  using Ctx = cuda::Context;
+  const std::size_t slot_floats = Ctx::kStagingSlotBytes / sizeof(float);
+  const std::vector<std::size_t> sizes = {1, 3, 1000, slot_floats - 5, slot_floats, 2 * slot_floats + 7, 333, 65537};
+  std::size_t total = 0;
+  for (int round = 0; round < 3; ++round)
+    for (std::size_t n : sizes) total += n;
+  DeviceBuffer<float> dev(total);
+  std::vector<float> expected(total);
+  std::vector<float> source;
+  std::size_t at = 0;
+  unsigned seed = 180;
+  for (int round = 0; round < 3; ++round)
+    for (std::size_t n : sizes) {
+      source = random_values(n, seed++);
+      std::copy(source.begin(), source.end(), expected.begin() + static_cast<std::ptrdiff_t>(at));
+      copy_from_host(Cuda{}, dev.data() + at, std::span<const float>(source));
+      std::fill(source.begin(), source.end(), std::numeric_limits<float>::quiet_NaN());
+      at += n;
+    }
+  source.clear();
+  source.shrink_to_fit();
+  cuda::context().synchronize();
+  const std::vector<float> back = dev.download();
+  std::size_t wrong = 0;
+  for (std::size_t i = 0; i < total; ++i) wrong += back[i] != expected[i];
+  BOOST_TEST(wrong == 0u, wrong << " of " << total << " values differ");
+}
+
 // second_unit.cu includes kadapter_cuda.hpp too: the kernels, defined in headers, must link
 // from two translation units, and give the same results from either.
 void second_unit_gelu(std::span<float> x);

@@ -208,9 +208,7 @@ inline void column_sums(float* sums, float* sums2, const float* x, const float* 
 /// @brief Copy @p n int64 values to a region of the context's scratch at @p offset bytes.
 inline const std::int64_t* upload_ints(Context& ctx, std::byte* base, std::size_t offset, std::span<const std::int64_t> v) {
   auto* dst = reinterpret_cast<std::int64_t*>(base + offset);
-  if (!v.empty())
-    check(cudaMemcpyAsync(dst, v.data(), v.size() * sizeof(std::int64_t), cudaMemcpyHostToDevice, ctx.stream()),
-          "cudaMemcpyAsync to device");
+  ctx.copy_to_device(dst, v.data(), v.size() * sizeof(std::int64_t));  // staged: v may go at once
   return dst;
 }
 

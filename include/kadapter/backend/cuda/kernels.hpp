@@ -390,12 +390,11 @@ void scatter_rows(Cuda, MatrixView<T> dst, MatrixView<const T> src, index_t stri
 }
 
 /// @brief Copy @p src from host memory to @p dst in device memory, queued on the Context
-/// stream. @p src may be reused as soon as this returns (pageable memory is staged first).
+/// stream. @p src may be reused as soon as this returns: it goes through the Context's pinned
+/// staging memory (Context::copy_to_device).
 template <class T>
 void copy_from_host(Cuda, T* dst, std::span<const T> src) {
-  if (src.empty()) return;
-  cuda::check(cudaMemcpyAsync(dst, src.data(), src.size() * sizeof(T), cudaMemcpyHostToDevice, cuda::context().stream()),
-              "cudaMemcpyAsync to device");
+  cuda::context().copy_to_device(dst, src.data(), src.size() * sizeof(T));
 }
 
 /// @brief Copy dst.size() elements from @p src in device memory to @p dst on the host, after

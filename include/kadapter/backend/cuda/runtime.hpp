@@ -1,6 +1,7 @@
 /// @file runtime.hpp
 /// @brief The CUDA runtime side of the GPU backend: errors, device buffers and the per-thread
-/// Context (stream, cuBLASLt handle and workspace, plan cache, scratch for small uploads).
+/// Context (stream, cuBLASLt handle and workspace, plan cache, scratch for small uploads,
+/// pinned staging for host-to-device copies).
 ///
 /// Host code only: it compiles with nvcc or with a plain C++ compiler that sees the CUDA
 /// headers. The kernels are in kernels.hpp and need nvcc.
@@ -9,8 +10,11 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <array>
 #include <compare>
 #include <cstddef>
+#include <cstring>
 #include <cstdint>
 #include <map>
 #include <span>
@@ -171,6 +175,7 @@ class Context {
   ~Context() {
     plans_.clear();
     if (lt_) cublasLtDestroy(lt_);
+    release_staging();
   }
 
   /// @brief The stream the backend runs on (default: the legacy default stream).
@@ -206,12 +211,94 @@ class Context {
   /// @brief Wait for everything queued on the stream.
   void synchronize() const { check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"); }
 
+  /// @brief Pinned host memory the staged copies go through: kStagingSlots slots of this size.
+  static constexpr std::size_t kStagingSlotBytes = std::size_t{4} << 20;
+  static constexpr std::size_t kStagingSlots = 4;
+
+  /// @brief Queue a copy of @p bytes bytes from host memory @p src to device memory @p dst
+  /// on the stream, after the work queued there. @p src may be reused or freed as soon as
+  /// this returns: the bytes are first copied into pinned staging memory, and the device
+  /// copy reads them from there. (A cudaMemcpyAsync straight from pageable memory "might be
+  /// synchronous" with respect to the host, CUDA's documentation says, which does not promise
+  /// that the source has been read when the call returns.)
+  ///
+  /// The staging memory is a ring of slots; small copies share a slot, larger ones are cut
+  /// into slot-sized pieces. Before a slot is written again, the host waits for the event
+  /// recorded after the last copy that read it, so the device side never waits.
+  void copy_to_device(void* dst, const void* src, std::size_t bytes) {
+    if (bytes == 0) return;
+    if (!staging_[0].host) allocate_staging();
+    auto* d = static_cast<std::byte*>(dst);
+    const auto* s = static_cast<const std::byte*>(src);
+    while (bytes > 0) {
+      // A copy that fits in a slot is not split across two.
+      if (staging_[slot_].used + std::min(bytes, kStagingSlotBytes) > kStagingSlotBytes) next_slot();
+      Slot& slot = staging_[slot_];
+      const std::size_t chunk = std::min(bytes, kStagingSlotBytes - slot.used);
+      std::byte* pinned = slot.host + slot.used;
+      std::memcpy(pinned, s, chunk);
+      check(cudaMemcpyAsync(d, pinned, chunk, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync to device");
+      slot.used = std::min(kStagingSlotBytes, (slot.used + chunk + 255) / 256 * 256);
+      d += chunk;
+      s += chunk;
+      bytes -= chunk;
+    }
+  }
+
  private:
+  struct Slot {
+    std::byte* host = nullptr;    ///< kStagingSlotBytes of pinned memory
+    cudaEvent_t read = nullptr;   ///< recorded after the last copy that reads the slot
+    std::size_t used = 0;         ///< bytes handed out since the slot was last reused
+  };
+
+  void allocate_staging() {
+    void* p = nullptr;
+    check(cudaHostAlloc(&p, kStagingSlots * kStagingSlotBytes, cudaHostAllocDefault), "cudaHostAlloc (staging)");
+    for (std::size_t i = 0; i < kStagingSlots; ++i) {
+      staging_[i].host = static_cast<std::byte*>(p) + i * kStagingSlotBytes;
+      staging_[i].used = 0;
+    }
+    try {
+      for (Slot& slot : staging_)
+        check(cudaEventCreateWithFlags(&slot.read, cudaEventDisableTiming), "cudaEventCreateWithFlags (staging)");
+    } catch (...) {
+      release_staging();
+      throw;
+    }
+    slot_ = 0;
+  }
+
+  /// @brief Close the current slot (an event after its copies) and open the next one once
+  /// the copies that last read it are done.
+  void next_slot() {
+    check(cudaEventRecord(staging_[slot_].read, stream_), "cudaEventRecord (staging)");
+    slot_ = (slot_ + 1) % kStagingSlots;
+    // An event never recorded counts as complete.
+    check(cudaEventSynchronize(staging_[slot_].read), "cudaEventSynchronize (staging)");
+    staging_[slot_].used = 0;
+  }
+
+  void release_staging() noexcept {
+    if (!staging_[0].host) return;
+    // No queued copy may still read the pinned memory. The device, not the stream: a stream
+    // handed to set_stream may have been destroyed by now.
+    cudaDeviceSynchronize();
+    for (Slot& slot : staging_) {
+      if (slot.read) cudaEventDestroy(slot.read);
+      slot.read = nullptr;
+    }
+    cudaFreeHost(staging_[0].host);
+    for (Slot& slot : staging_) slot.host = nullptr;
+  }
+
   cublasLtHandle_t lt_ = nullptr;
   cudaStream_t stream_ = nullptr;
   DeviceBuffer<std::byte> workspace_;
   DeviceBuffer<std::byte> scratch_;
   std::map<GemmKey, GemmPlan> plans_;
+  std::array<Slot, kStagingSlots> staging_{};
+  std::size_t slot_ = 0;
 };
 
 /// @brief The calling thread's Context.
