@@ -74,6 +74,8 @@ class Args {
   }
   /// The subcommand (for error messages: "pretrain: --flag ...").
   const std::string& command() const noexcept { return command_; }
+  /// The options this command accepts, in the order of its usage text.
+  const std::vector<OptionSpec>& specs() const noexcept { return specs_; }
   bool has(const std::string& name) const { return values_.count(name) > 0; }
 
   std::string get(const std::string& name) const {

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -55,7 +56,7 @@ inline std::vector<OptionSpec> training_options(bool finetune) {
       {"task", finetune ? "relation|entity-typing|multiple-choice" : "fac|lin", "what to train", true, ""},
       {"model", "DIR", "frozen encoder: config.json, model.safetensors and the tokenizer files", false, "models/all-MiniLM-L6-v2"},
       {"data", "DIR", "train, dev, test as .json (or .jsonl) in the authors' formats (lin: find_head JSON, multiple choice: CosmosQA JSON lines)", true, ""},
-      {"out", "DIR", "output: model.safetensors, metrics.jsonl, checkpoint/", true, ""},
+      {"out", "DIR", "output: model.safetensors, metrics.jsonl, runs.jsonl (each invocation's options), checkpoint/", true, ""},
       {"max-seq-length", "T", "tokens per sequence", false, "64"},
       {"batch-size", "B", "sequences per step (per micro-batch with --gradient-accumulation-steps)", false, "32"},
       {"gradient-accumulation-steps", "N", "micro-batches of --batch-size per optimizer step (the gradient of their mean loss)", false, "1"},
@@ -395,6 +396,26 @@ inline void adopt_run_config(Args& args) {
     for (const auto& name : weights.names()) dense = dense || name.rfind("task_dense", 0) == 0;
     args.fill("fusion", dense ? "concat" : "add", weights_name);
   }
+}
+
+/// One line of `OUT/runs.jsonl`: the command, the library version, when it started (UTC), the
+/// working directory, the step it started from and every option's value, defaults included (flags as true / false),
+/// so that a run can be repeated from its output directory.
+inline nlohmann::json run_record(const Args& args, std::int64_t start_step) {
+  nlohmann::json values = nlohmann::json::object();
+  for (const OptionSpec& o : args.specs()) {
+    if (!o.refused.empty()) continue;
+    if (o.value_name.empty()) values[o.name] = args.has(o.name);
+    else if (args.has(o.name) || !o.default_value.empty()) values[o.name] = args.get(o.name);
+  }
+  char started[32] = "";
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  if (gmtime_r(&now, &utc)) std::strftime(started, sizeof started, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  std::error_code ec;  // relative paths in the options are relative to it
+  const fs::path cwd = fs::current_path(ec);
+  return {{"command", args.command()}, {"version", version_string}, {"started", started},
+          {"directory", ec ? std::string() : cwd.string()}, {"start_step", start_step}, {"args", values}};
 }
 
 /// The integer @p field (default `step`) of a checkpoint's metadata, in [0, @p total].
@@ -878,6 +899,15 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
                            {"compat", official ? "official" : "standard"}};
     if (finetune) cfgj["fusion"] = tc.fusion == Fusion::add ? "add" : "concat";
     detail::write_text_file(dir / "adapter_config.json", cfgj.dump(1) + "\n");
+    if (dir != out) {
+      // How the model was trained travels with it: the runs' options and a few-shot run's records.
+      for (const char* name : {"runs.jsonl", "train_records.json"}) {
+        std::error_code ec;
+        if (fs::exists(out / name)) fs::copy_file(out / name, dir / name, fs::copy_options::overwrite_existing, ec);
+        else fs::remove(dir / name, ec);
+        if (ec) throw Error((dir / name).string() + ": cannot copy " + (out / name).string() + " (" + ec.message() + ")");
+      }
+    }
   };
 
   // Batches: a fixed permutation per epoch (seeded), so a resumed run sees the same order.
@@ -1029,6 +1059,13 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     return order;
   };
 
+  // A fresh run starts the log over: an earlier run's lines would pass for this one's.
+  if (!evaluate_only && !resume && fs::symlink_status(out / "metrics.jsonl").type() != fs::file_type::not_found) {
+    std::error_code rm;
+    fs::remove(out / "metrics.jsonl", rm);
+    if (rm) throw Error((out / "metrics.jsonl").string() + ": cannot remove the log of an earlier run (" + rm.message() + ")");
+    std::fprintf(stderr, "note: removed %s, the log of an earlier run in --out\n", (out / "metrics.jsonl").string().c_str());
+  }
   MetricsLog log((out / "metrics.jsonl").string());
   Progress progress(args.get("task"), total, step);
   TrainResult result;
@@ -1191,6 +1228,16 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     fs::remove_all(best_dir, rm);
     if (rm) throw Error(best_dir.string() + ": cannot remove the best model of an earlier run (" + rm.message() + ")");
     std::fprintf(stderr, "note: removed %s, the best model of an earlier run in --out\n", best_dir.string().c_str());
+  }
+  // OUT/runs.jsonl: one line per invocation that trained into --out (a fresh run starts it over).
+  if (!evaluate_only) {
+    std::string text;
+    if (resume) {
+      std::ifstream f(out / "runs.jsonl", std::ios::binary);
+      text.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+      if (!text.empty() && text.back() != '\n') text += '\n';
+    }
+    detail::write_text_file(out / "runs.jsonl", text + detail::run_record(args, step).dump() + "\n");
   }
 
   std::vector<index_t> rows;

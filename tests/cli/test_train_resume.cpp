@@ -235,6 +235,13 @@ nlohmann::json read_json(const fs::path& p) {
   std::ifstream f(p);
   return nlohmann::json::parse(f);
 }
+// Every line of a JSON-lines file.
+std::vector<nlohmann::json> json_lines(const fs::path& p) {
+  std::ifstream f(p);
+  std::vector<nlohmann::json> out;
+  for (std::string line; std::getline(f, line);) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
 // @p n examples spread over each split of a data set in the authors' JSON list format
 // (every (size / n)-th, so that they cover many relations).
 void write_subset(const fs::path& from, const fs::path& to, std::size_t n) {
@@ -308,6 +315,27 @@ BOOST_AUTO_TEST_CASE(evaluation_during_training_keeps_the_best) {
   BOOST_TEST(bytes(tmp / "part" / "model.safetensors") == bytes(tmp / "evals" / "model.safetensors"));
   BOOST_TEST(bytes(tmp / "part" / "best" / "model.safetensors") == bytes(tmp / "evals" / "best" / "model.safetensors"));
   BOOST_TEST(read_json(tmp / "part" / "best" / "eval.json") == chosen);
+  // OUT/runs.jsonl: a line per invocation, with every option (defaults included); the best
+  // model carries a copy of the lines written before it was saved.
+  {
+    const auto runs = json_lines(tmp / "part" / "runs.jsonl");
+    BOOST_REQUIRE_EQUAL(runs.size(), 2u);
+    BOOST_TEST(runs[0]["command"].get<std::string>() == "pretrain");
+    BOOST_TEST(runs[0]["start_step"].get<std::int64_t>() == 0);
+    BOOST_TEST(runs[1]["start_step"].get<std::int64_t>() == 4);  // the checkpoint of step 4
+    BOOST_TEST(runs[0]["args"]["learning-rate"].get<std::string>() == "3e-3");
+    BOOST_TEST(runs[0]["args"]["eval-split"].get<std::string>() == "dev,test");
+    BOOST_TEST(runs[0]["args"]["stop-after"].get<std::string>() == "5");
+    BOOST_TEST(runs[0]["args"]["resume"].get<bool>() == false);
+    BOOST_TEST(runs[1]["args"]["resume"].get<bool>() == true);
+    BOOST_TEST(runs[1]["args"]["seed"].get<std::string>() == "42");  // a default
+    BOOST_TEST(runs[1]["version"].get<std::string>() == kadapter::version_string);
+    BOOST_TEST(runs[1]["directory"].get<std::string>() == fs::current_path().string());
+    const auto best_runs = json_lines(tmp / "part" / "best" / "runs.jsonl");
+    BOOST_REQUIRE(!best_runs.empty());
+    BOOST_TEST(best_runs[0] == runs[0]);
+    BOOST_TEST(best_runs.size() == (chosen["step"].get<std::int64_t>() <= 5 ? 1u : 2u));
+  }
   // The best so far travels in the checkpoint: a resumed run compares with it, not with
   // nothing. A checkpoint claiming an unbeatable best keeps OUT/best as it was.
   const fs::path opt = tmp / "part" / "checkpoint" / "optimizer.safetensors";
@@ -379,9 +407,19 @@ BOOST_AUTO_TEST_CASE(evaluation_during_training_keeps_the_best) {
   BOOST_TEST(read_json(tmp / "late" / "best" / "eval.json")["step"].get<std::int64_t>() == 12);
   BOOST_TEST(eval_lines(tmp / "late" / "metrics.jsonl").size() == 1u);
 
-  // A fresh run into the same --out removes the earlier run's best model.
+  // A fresh run into the same --out removes the earlier run's best model, and starts the
+  // log and the list of runs over.
   BOOST_REQUIRE_EQUAL(run(common + out("part") + " --max-steps 1"), 0);
   BOOST_TEST(!fs::exists(tmp / "part" / "best"));
+  {
+    const auto log = json_lines(tmp / "part" / "metrics.jsonl");
+    BOOST_REQUIRE_EQUAL(log.size(), 2u);  // step 1 and the final evaluation
+    BOOST_TEST(log[0]["step"].get<std::int64_t>() == 1);
+    BOOST_TEST(log[1].contains("eval"));
+    const auto runs = json_lines(tmp / "part" / "runs.jsonl");
+    BOOST_REQUIRE_EQUAL(runs.size(), 1u);
+    BOOST_TEST(runs[0]["args"]["max-steps"].get<std::string>() == "1");
+  }
 
   // --eval-steps epoch: after each of the 3 epochs of 4 steps (the last is the final one).
   BOOST_REQUIRE_EQUAL(run(common + out("epochs") + " --eval-steps epoch"), 0);
