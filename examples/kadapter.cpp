@@ -19,7 +19,7 @@ constexpr const char* kUsage =
     "  encode   run the frozen encoder on a batch and write its hidden states\n"
     "  grads    one forward and backward pass of a task model: loss, logits, gradients\n"
     "  pretrain train a factual (fac) or linguistic (lin) adapter\n"
-    "  finetune train a downstream task (relation, entity-typing) with adapters\n"
+    "  finetune train a downstream task (relation, entity-typing, multiple-choice) with adapters\n"
     "  evaluate score a finished run on its dev or test split\n"
     "  demo     pre-train both adapters and fine-tune with each on the bundled data\n"
     "Run 'kadapter <command> --help' for the options of a command.\n";
