@@ -1059,13 +1059,20 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     return order;
   };
 
-  // A fresh run starts the log over: an earlier run's lines would pass for this one's.
-  if (!evaluate_only && !resume && fs::symlink_status(out / "metrics.jsonl").type() != fs::file_type::not_found) {
-    std::error_code rm;
-    fs::remove(out / "metrics.jsonl", rm);
-    if (rm) throw Error((out / "metrics.jsonl").string() + ": cannot remove the log of an earlier run (" + rm.message() + ")");
-    std::fprintf(stderr, "note: removed %s, the log of an earlier run in --out\n", (out / "metrics.jsonl").string().c_str());
-  }
+  // A fresh run starts the log and the list of runs over: an earlier run's lines would pass
+  // for this one's. They are kept as FILE.previous (until the next fresh run), since the
+  // earlier run's model and checkpoint stay until this run writes its own.
+  if (!evaluate_only && !resume)
+    for (const char* name : {"metrics.jsonl", "runs.jsonl"}) {
+      const fs::path file = out / name;
+      if (fs::symlink_status(file).type() == fs::file_type::not_found) continue;
+      fs::path previous = file;
+      previous += ".previous";
+      std::error_code mv;
+      fs::rename(file, previous, mv);
+      if (mv) throw Error(file.string() + ": cannot move an earlier run's file to " + previous.string() + " (" + mv.message() + ")");
+      std::fprintf(stderr, "note: moved %s, an earlier run's, to %s\n", file.string().c_str(), previous.string().c_str());
+    }
   MetricsLog log((out / "metrics.jsonl").string());
   Progress progress(args.get("task"), total, step);
   TrainResult result;
@@ -1232,8 +1239,9 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   // OUT/runs.jsonl: one line per invocation that trained into --out (a fresh run starts it over).
   if (!evaluate_only) {
     std::string text;
-    if (resume) {
+    if (resume && fs::exists(out / "runs.jsonl")) {
       std::ifstream f(out / "runs.jsonl", std::ios::binary);
+      if (!f.is_open()) throw Error((out / "runs.jsonl").string() + ": cannot open (" + std::strerror(errno) + ")");
       text.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
       if (!text.empty() && text.back() != '\n') text += '\n';
     }

@@ -307,6 +307,7 @@ BOOST_AUTO_TEST_CASE(evaluation_during_training_keeps_the_best) {
   const auto rescored = eval_lines(tmp / "evals" / "best" / "metrics.jsonl");
   BOOST_REQUIRE_EQUAL(rescored.size(), 1u);
   BOOST_TEST(rescored[0]["eval"] == chosen["eval"]);
+  BOOST_TEST(bytes(tmp / "evals" / "best" / "runs.jsonl") == bytes(tmp / "evals" / "runs.jsonl"));  // evaluate adds none
 
   // Stopped after step 5 (last checkpoint at step 4) and resumed: the same model, best model
   // and evaluations as the straight run.
@@ -408,9 +409,12 @@ BOOST_AUTO_TEST_CASE(evaluation_during_training_keeps_the_best) {
   BOOST_TEST(eval_lines(tmp / "late" / "metrics.jsonl").size() == 1u);
 
   // A fresh run into the same --out removes the earlier run's best model, and starts the
-  // log and the list of runs over.
+  // log and the list of runs over, keeping the earlier ones as FILE.previous.
+  const std::string log_before = bytes(tmp / "part" / "metrics.jsonl"), runs_before = bytes(tmp / "part" / "runs.jsonl");
   BOOST_REQUIRE_EQUAL(run(common + out("part") + " --max-steps 1"), 0);
   BOOST_TEST(!fs::exists(tmp / "part" / "best"));
+  BOOST_TEST(bytes(tmp / "part" / "metrics.jsonl.previous") == log_before);
+  BOOST_TEST(bytes(tmp / "part" / "runs.jsonl.previous") == runs_before);
   {
     const auto log = json_lines(tmp / "part" / "metrics.jsonl");
     BOOST_REQUIRE_EQUAL(log.size(), 2u);  // step 1 and the final evaluation
@@ -844,9 +848,10 @@ BOOST_AUTO_TEST_CASE(train_fraction_trains_on_the_listed_examples) {
   BOOST_REQUIRE_EQUAL(run(common(tmp / "chosen") + out("direct")), 0);
   BOOST_TEST(!fs::exists(tmp / "direct" / "train_records.json"));
   BOOST_TEST(bytes(tmp / "direct" / "model.safetensors") == bytes(tmp / "few" / "model.safetensors"));
-  // Another seed, another share.
-  BOOST_REQUIRE_EQUAL(run(few + " --seed 7" + out("seed7")), 0);
+  // Another seed, another share; the best model carries the list.
+  BOOST_REQUIRE_EQUAL(run(few + " --seed 7 --eval-steps epoch" + out("seed7")), 0);
   BOOST_TEST((read_json(tmp / "seed7" / "train_records.json").get<std::vector<std::size_t>>() != records));
+  BOOST_TEST(bytes(tmp / "seed7" / "best" / "train_records.json") == bytes(tmp / "seed7" / "train_records.json"));
   // Interrupted and resumed: the same examples and weights; another fraction is refused.
   BOOST_REQUIRE_EQUAL(run(few + " --save-steps 1 --stop-after 2" + out("resumed")), 0);
   const auto [c3, why3] = run_output(common(tmp / "data") + " --train-fraction 0.5 --resume" + out("resumed"), tmp / "log.txt");

@@ -514,33 +514,45 @@ BOOST_AUTO_TEST_CASE(gradient_writes_and_small_helpers) {
   BOOST_TEST(round == host);
 }
 
+namespace {
+// Keeps one thread busy for about @p cycles clock cycles (some 0.5 s for 1e9).
+__global__ void spin_kernel(long long cycles) {
+  const long long start = clock64();
+  while (clock64() - start < cycles) {
+  }
+}
+}  // namespace
+
 BOOST_AUTO_TEST_CASE(staged_copies_survive_reuse_of_the_source) {
   // copy_from_host returns before the device copy is done: each source is overwritten (and
-  // the last one freed) right after its call. Small copies share staging slots, the large
-  // ones are cut into slot-sized pieces, and there are enough of them to go round the ring
-  // of slots several times.
+  // at the end freed) right after its call. A kernel that spins first holds the stream back,
+  // so that no copy has run when the ring of staging slots comes round again: a slot written
+  // again before its copies had read it would show here. Small copies share slots, the large
+  // ones are cut into slot-sized pieces, and there are enough to go round the ring 3 times.
   using Ctx = cuda::Context;
   const std::size_t slot_floats = Ctx::kStagingSlotBytes / sizeof(float);
   const std::vector<std::size_t> sizes = {1, 3, 1000, slot_floats - 5, slot_floats, 2 * slot_floats + 7, 333, 65537};
   std::size_t total = 0;
   for (int round = 0; round < 3; ++round)
     for (std::size_t n : sizes) total += n;
+  BOOST_REQUIRE(total * sizeof(float) > 3 * Ctx::kStagingSlots * Ctx::kStagingSlotBytes);
   DeviceBuffer<float> dev(total);
-  std::vector<float> expected(total);
+  const std::vector<float> expected = random_values(total, 180);
+  auto& ctx = cuda::context();
+  spin_kernel<<<1, 1, 0, ctx.stream()>>>(1000000000LL);
+  BOOST_REQUIRE_EQUAL(static_cast<int>(cudaGetLastError()), 0);
   std::vector<float> source;
   std::size_t at = 0;
-  unsigned seed = 180;
   for (int round = 0; round < 3; ++round)
     for (std::size_t n : sizes) {
-      source = random_values(n, seed++);
-      std::copy(source.begin(), source.end(), expected.begin() + static_cast<std::ptrdiff_t>(at));
+      source.assign(expected.begin() + static_cast<std::ptrdiff_t>(at), expected.begin() + static_cast<std::ptrdiff_t>(at + n));
       copy_from_host(Cuda{}, dev.data() + at, std::span<const float>(source));
       std::fill(source.begin(), source.end(), std::numeric_limits<float>::quiet_NaN());
       at += n;
     }
   source.clear();
   source.shrink_to_fit();
-  cuda::context().synchronize();
+  ctx.synchronize();
   const std::vector<float> back = dev.download();
   std::size_t wrong = 0;
   for (std::size_t i = 0; i < total; ++i) wrong += back[i] != expected[i];

@@ -224,7 +224,8 @@ class Context {
   ///
   /// The staging memory is a ring of slots; small copies share a slot, larger ones are cut
   /// into slot-sized pieces. Before a slot is written again, the host waits for the event
-  /// recorded after the last copy that read it, so the device side never waits.
+  /// recorded after the last copy that read it (every copy records its slot's event), so the
+  /// device side never waits.
   void copy_to_device(void* dst, const void* src, std::size_t bytes) {
     if (bytes == 0) return;
     if (!staging_[0].host) allocate_staging();
@@ -238,6 +239,7 @@ class Context {
       std::byte* pinned = slot.host + slot.used;
       std::memcpy(pinned, s, chunk);
       check(cudaMemcpyAsync(d, pinned, chunk, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync to device");
+      check(cudaEventRecord(slot.read, stream_), "cudaEventRecord (staging)");
       slot.used = std::min(kStagingSlotBytes, (slot.used + chunk + 255) / 256 * 256);
       d += chunk;
       s += chunk;
@@ -269,10 +271,8 @@ class Context {
     slot_ = 0;
   }
 
-  /// @brief Close the current slot (an event after its copies) and open the next one once
-  /// the copies that last read it are done.
+  /// @brief Open the next slot once the copies that last read it are done.
   void next_slot() {
-    check(cudaEventRecord(staging_[slot_].read, stream_), "cudaEventRecord (staging)");
     slot_ = (slot_ + 1) % kStagingSlots;
     // An event never recorded counts as complete.
     check(cudaEventSynchronize(staging_[slot_].read), "cudaEventSynchronize (staging)");
@@ -281,10 +281,10 @@ class Context {
 
   void release_staging() noexcept {
     if (!staging_[0].host) return;
-    // No queued copy may still read the pinned memory. The device, not the stream: a stream
-    // handed to set_stream may have been destroyed by now.
-    cudaDeviceSynchronize();
+    // No queued copy may still read the pinned memory: wait for each slot's last copy (by
+    // its event, not the stream, which the caller of set_stream may have destroyed by now).
     for (Slot& slot : staging_) {
+      if (slot.read) cudaEventSynchronize(slot.read);
       if (slot.read) cudaEventDestroy(slot.read);
       slot.read = nullptr;
     }
