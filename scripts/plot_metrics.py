@@ -4,11 +4,11 @@
     python3 scripts/plot_metrics.py RUN_DIR [RUN_DIR ...] [--out curves.png] [--smooth 20]
 
 Each RUN_DIR holds the metrics.jsonl written by `kadapter pretrain` / `finetune` (one JSON
-object per line: step, epoch, loss, lr, grad_norm; evaluation lines carry "eval"; steps that a
-resumed run logged again count once). Plots the
-training loss (moving average over --smooth steps) and the learning rate of every run, the
-headline score of each evaluated split against the step when a run evaluated during training
-(--eval-steps), and prints the evaluation results. Needs matplotlib (pip install matplotlib).
+object per line: step, epoch, loss, lr, grad_norm; evaluation lines carry "eval"; a step logged
+twice counts once, the later line winning). Plots the training loss (moving average over
+--smooth steps) and the learning rate of every run, the headline score of each evaluated split
+against the step when a run evaluated during training (--eval-steps), and prints the evaluation
+results. Needs matplotlib (pip install matplotlib).
 """
 
 import argparse
@@ -31,7 +31,7 @@ def read_log(path):
             if "eval" in rec:
                 evals.append(rec)
             elif "loss" in rec and "step" in rec:
-                # A resumed run logs again the steps after its checkpoint: the later lines win.
+                # A step logged twice (logs joined by hand): the later line wins.
                 while steps and steps[-1] >= rec["step"]:
                     steps.pop()
                     losses.pop()

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <random>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -255,6 +256,38 @@ inline void write_text_file(const fs::path& path, const std::string& text) {
     fs::remove(tmp, ignored);
     throw Error(path.string() + ": cannot replace it with " + tmp.string() + " (" + ec.message() + ")");
   }
+}
+
+/// Removes from the metrics log @p path (if any) the lines of steps after @p step. Lines that
+/// are not a JSON object with an integer "step" stay, except a last line without its newline
+/// (a write cut short).
+inline void drop_lines_after(const fs::path& path, std::int64_t step) {
+  if (fs::symlink_status(path).type() == fs::file_type::not_found) return;
+  std::ifstream f(path, std::ios::binary);
+  if (!f.is_open()) throw Error(path.string() + ": cannot open (" + std::strerror(errno) + ")");
+  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  if (f.bad()) throw Error(path.string() + ": read failed");
+  std::string kept;
+  std::size_t dropped = 0;
+  for (std::size_t a = 0; a < text.size();) {
+    const std::size_t nl = text.find('\n', a);
+    if (nl == std::string::npos) {  // cut short
+      ++dropped;
+      break;
+    }
+    const std::string_view line(text.data() + a, nl + 1 - a);
+    a = nl + 1;
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<std::int64_t>() > step) {
+      ++dropped;
+      continue;
+    }
+    kept += line;
+  }
+  if (dropped == 0) return;
+  write_text_file(path, kept);
+  std::fprintf(stderr, "note: %s: removed %zu line(s) after step %lld, which this run logs again\n", path.string().c_str(), dropped,
+               static_cast<long long>(step));
 }
 
 /// The JSON document in @p path; errors name the file and say what was @p expected.
@@ -1073,6 +1106,9 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       if (mv) throw Error(file.string() + ": cannot move an earlier run's file to " + previous.string() + " (" + mv.message() + ")");
       std::fprintf(stderr, "note: moved %s, an earlier run's, to %s\n", file.string().c_str(), previous.string().c_str());
     }
+  // A resumed run logs again the steps (and evaluations) that the interrupted run logged after
+  // its checkpoint; their lines go first, so that the log reads as that of a straight run.
+  if (resume) detail::drop_lines_after(out / "metrics.jsonl", step);
   MetricsLog log((out / "metrics.jsonl").string());
   Progress progress(args.get("task"), total, step);
   TrainResult result;

@@ -63,8 +63,13 @@ BOOST_AUTO_TEST_CASE(resume_gives_the_same_weights) {
     BOOST_REQUIRE_EQUAL(run(common + " --out '" + a.string() + "'"), 0);
     BOOST_REQUIRE_EQUAL(run(common + " --out '" + b.string() + "' --stop-after 3"), 0);
     BOOST_TEST(!fs::exists(b / "model.safetensors"));  // interrupted before the end
+    // As if the process had been killed while writing a line.
+    std::ofstream(b / "metrics.jsonl", std::ios::app) << "{\"step\":4,\"epo";
     BOOST_REQUIRE_EQUAL(run(common + " --out '" + b.string() + "' --resume"), 0);
     BOOST_TEST(bytes(a / "model.safetensors") == bytes(b / "model.safetensors"), task);
+    // The resume removed step 3 (after the checkpoint of step 2) and the cut line, then logged
+    // steps 3 to 6 again: the log is that of the uninterrupted run.
+    BOOST_TEST(bytes(a / "metrics.jsonl") == bytes(b / "metrics.jsonl"), task);
     // `evaluate` scores a finished run and leaves its weights alone.
     const std::string before = bytes(a / "model.safetensors");
     const std::string eval_args = std::string("evaluate --task ") + task + " --model '" + kModel.string() +
@@ -316,6 +321,7 @@ BOOST_AUTO_TEST_CASE(evaluation_during_training_keeps_the_best) {
   BOOST_TEST(bytes(tmp / "part" / "model.safetensors") == bytes(tmp / "evals" / "model.safetensors"));
   BOOST_TEST(bytes(tmp / "part" / "best" / "model.safetensors") == bytes(tmp / "evals" / "best" / "model.safetensors"));
   BOOST_TEST(read_json(tmp / "part" / "best" / "eval.json") == chosen);
+  BOOST_TEST(bytes(tmp / "part" / "metrics.jsonl") == bytes(tmp / "evals" / "metrics.jsonl"));
   // OUT/runs.jsonl: a line per invocation, with every option (defaults included); the best
   // model carries a copy of the lines written before it was saved.
   {
@@ -356,10 +362,13 @@ BOOST_AUTO_TEST_CASE(evaluation_during_training_keeps_the_best) {
   BOOST_REQUIRE(kadapter::io::SafetensorsFile(opt).metadata().count("best_metric") == 1u);
   set_meta("best_metric", "2");
   set_meta("best_step", "1");
-  const std::size_t logged = eval_lines(tmp / "part" / "metrics.jsonl").size();
+  const auto before_resume = eval_lines(tmp / "part" / "metrics.jsonl");
+  BOOST_REQUIRE_EQUAL(before_resume.size(), 12u);
+  const std::size_t logged = 4;  // steps 2 and 4 (the checkpoint now says 4), two splits each
   BOOST_REQUIRE_EQUAL(run(common + out("part") + evals + " --resume"), 0);
   const auto resumed = eval_lines(tmp / "part" / "metrics.jsonl");
-  BOOST_REQUIRE_EQUAL(resumed.size(), logged + 8u);  // steps 6, 8, 10 and 12, two splits each
+  BOOST_REQUIRE_EQUAL(resumed.size(), logged + 8u);  // then steps 6, 8, 10 and 12 again
+  for (std::size_t i = 0; i < logged; ++i) BOOST_TEST(resumed[i] == before_resume[i]);
   for (std::size_t i = logged; i < resumed.size(); ++i) BOOST_TEST(!resumed[i].contains("best"));
   BOOST_TEST(read_json(tmp / "part" / "best" / "eval.json") == chosen);
   set_meta("best_metric", "abc");
