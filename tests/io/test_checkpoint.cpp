@@ -110,6 +110,7 @@ BOOST_AUTO_TEST_CASE(config_errors_name_file_and_field) {
   BOOST_CHECK_NO_THROW(io::parse_hf_config("{\"model_type\": \"roberta\", " + base + "}", "x"));
   bad("{\"model_type\": \"roberta\", " + base, {"m/config.json", "not valid JSON"});
   bad("[1, 2]", {"m/config.json", "JSON object"});
+  bad("{\"model_type\": \"roberta\", \"hidden_size\": 1e999, " + base + "}", {"m/config.json", "not valid JSON", "overflow"});
   bad("{" + base + "}", {"m/config.json", "model_type"});
   bad("{\"model_type\": \"gpt2\", " + base + "}", {"m/config.json", "gpt2", "not supported"});
   bad(R"({"model_type": "bert", "vocab_size": 10})", {"m/config.json", "max_position_embeddings"});

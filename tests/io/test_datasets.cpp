@@ -174,6 +174,9 @@ BOOST_AUTO_TEST_CASE(relations_malformed_fail) {
                {"broken.json", "not valid JSON", "line 3"});
   o.policy = MalformedPolicy::skip;
   expect_error([&] { (void)read_relations(broken, o); }, {"broken.json", "not valid JSON"});
+  // A number beyond a double's range is not a syntax error to the JSON parser: still an Error.
+  const auto huge = tmp().write("huge.json", "[{\"token\": [\"a\"], \"subj_start\": 1e999}]");
+  expect_error([&] { (void)read_relations(huge, o); }, {"huge.json", "not valid JSON", "number overflow"});
   expect_error([&] { (void)parse_relations("{\"token\": []}", "obj.json", o); },
                {"obj.json", "expected a JSON list"});
   expect_error([&] { (void)read_relations(tmp().path / "absent.json", o); },
@@ -363,7 +366,7 @@ BOOST_AUTO_TEST_CASE(entity_typing_malformed) {
 
 BOOST_AUTO_TEST_CASE(cosmosqa_read_and_malformed) {
   // 1 good (int label), 2 good (string label), blank line, 3 missing answer3, 4 label 7,
-  // 5 label a list, 6 not JSON.
+  // 5 label a list, 6 not JSON, 7 a number beyond a double's range.
   const std::string text =
       "{\"id\": \"q1\", \"context\": \"c\", \"question\": \"q\", \"answer0\": \"a\", "
       "\"answer1\": \"b\", \"answer2\": \"c\", \"answer3\": \"d\", \"label\": 0}\n"
@@ -376,7 +379,8 @@ BOOST_AUTO_TEST_CASE(cosmosqa_read_and_malformed) {
       "\"answer1\": \"b\", \"answer2\": \"c\", \"answer3\": \"d\", \"label\": 7}\n"
       "{\"context\": \"c\", \"question\": \"q\", \"answer0\": \"a\", "
       "\"answer1\": \"b\", \"answer2\": \"c\", \"answer3\": \"d\", \"label\": [1]}\n"
-      "{\"context\": \"c\"\n";
+      "{\"context\": \"c\"\n"
+      "{\"context\": \"c\", \"label\": 1e400}\n";
   const auto p = tmp().write("cosmos.jsonl", text);
   MultipleChoiceReadOptions o;
   o.policy = MalformedPolicy::skip;
@@ -387,14 +391,15 @@ BOOST_AUTO_TEST_CASE(cosmosqa_read_and_malformed) {
   BOOST_TEST(r.examples[0].answers[3] == "d");
   BOOST_TEST(*r.examples[0].label == 0);
   BOOST_TEST(*r.examples[1].label == 2);
-  BOOST_TEST(r.report.records == 6u);
-  BOOST_TEST(r.report.skipped.size() == 4u);
+  BOOST_TEST(r.report.records == 7u);
+  BOOST_TEST(r.report.skipped.size() == 5u);
   expect_skipped(r.report, 0, 3, "answer3", "cosmos.jsonl");
   BOOST_TEST(r.report.skipped[0].line == 4u);
   expect_skipped(r.report, 1, 4, "label", "cosmos.jsonl");
   BOOST_TEST(r.report.skipped[1].message.find("7 is out of range") != std::string::npos);
   expect_skipped(r.report, 2, 5, "label", "cosmos.jsonl");
   BOOST_TEST(r.report.skipped[3].message.find("not valid JSON") != std::string::npos);
+  BOOST_TEST(has_all(r.report.skipped[4].message, {"cosmos.jsonl", "record 7", "not valid JSON", "overflow"}));
   o.policy = MalformedPolicy::fail;
   expect_error([&] { (void)read_multiple_choice(p, o); },
                {"cosmos.jsonl", "record 3 (line 4)", "field \"answer3\"", "missing"});

@@ -598,6 +598,8 @@ BOOST_AUTO_TEST_CASE(malformed_header_not_json) {
   BOOST_CHECK_EXCEPTION(SafetensorsFile{path}, Error, MessageHas(path, {"not valid JSON"}));
   write_raw(path, "{\"t\": \"\xff\xfe\"}", 0);  // invalid UTF-8
   BOOST_CHECK_EXCEPTION(SafetensorsFile{path}, Error, MessageHas(path, {"not valid JSON"}));
+  write_raw(path, R"({"t": {"dtype": "F32", "shape": [1e999], "data_offsets": [0, 0]}})", 0);  // out of range
+  BOOST_CHECK_EXCEPTION(SafetensorsFile{path}, Error, MessageHas(path, {"not valid JSON", "overflow"}));
 }
 
 BOOST_AUTO_TEST_CASE(malformed_header_not_object) {

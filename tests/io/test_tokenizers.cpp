@@ -320,6 +320,9 @@ BOOST_AUTO_TEST_CASE(bpe_malformed_files_give_clear_errors) {
   BOOST_TEST(
       mentions(error_of([] { io::RobertaTokenizer::from_tokenizer_json_text("{", "t.json"); }),
                {"t.json", "not valid JSON"}));
+  BOOST_TEST(mentions(
+      error_of([] { io::RobertaTokenizer::from_tokenizer_json_text("{\"model\": {\"x\": -1e999}}", "t.json"); }),
+      {"t.json", "not valid JSON", "overflow"}));
   nlohmann::json k = j;
   k["model"]["dropout"] = 0.1;
   BOOST_TEST(mentions(json_error(k), {"t.json", "model.dropout"}));

@@ -371,6 +371,8 @@ inline nlohmann::json parse_json_list(std::string_view text, const std::string& 
                        text.begin() + static_cast<std::ptrdiff_t>(at > 0 ? at - 1 : 0), '\n');
     throw Error(file + ": not valid JSON (near line " + std::to_string(line) + ", byte " +
                 std::to_string(e.byte) + "): " + e.what());
+  } catch (const nlohmann::json::exception& e) {  // a number too large for a double
+    throw Error(file + ": not valid JSON: " + e.what());
   }
   if (!j.is_array())
     throw Error(file + ": expected a JSON list of records at the top level, got " + type_of(j));
@@ -392,7 +394,7 @@ void each_json_line(std::istream& in, ReadReport& rep, MalformedPolicy policy, F
       nlohmann::json j;
       try {
         j = nlohmann::json::parse(text);
-      } catch (const nlohmann::json::parse_error& e) {
+      } catch (const nlohmann::json::exception& e) {  // a syntax error or a number too large
         throw RecordError{"", std::string("not valid JSON: ") + e.what()};
       }
       if (!j.is_object()) throw RecordError{"", "expected a JSON object, got " + type_of(j)};

@@ -38,7 +38,7 @@ inline EncoderConfig parse_hf_config(const std::string& text, const std::string&
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // a syntax error or a number too large
     throw Error(file + ": not valid JSON: " + e.what());
   }
   if (!j.is_object()) throw Error(file + ": expected a JSON object at the top level");

@@ -337,7 +337,7 @@ class SafetensorsFile {
     };
     try {
       header = nlohmann::json::parse(header_begin, header_begin + header_size, on_parse_event);
-    } catch (const nlohmann::json::parse_error& parse_error) {
+    } catch (const nlohmann::json::exception& parse_error) {  // a syntax error or a number too large
       fail(std::string("header is not valid JSON: ") + parse_error.what());
     }
     if (!duplicate_key.empty()) fail("header has duplicate key '" + duplicate_key + "'");

@@ -370,7 +370,7 @@ inline std::string read_text_file(const std::filesystem::path& path, std::string
 inline nlohmann::json parse_json(const std::string& text, const std::string& file) {
   try {
     return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // a syntax error or a number too large
     throw Error(file + ": not valid JSON: " + e.what());
   }
 }

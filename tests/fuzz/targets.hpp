@@ -1,0 +1,175 @@
+/// @file targets.hpp
+/// @brief Fuzz targets for the readers of outside files: the data sets (with their feature
+/// builders), the tokenizers, safetensors headers and HuggingFace config.json.
+///
+/// Each target takes arbitrary bytes. A kadapter::Error is the expected answer to bad input;
+/// any other exception (an unclear message) escapes, and so does any memory error, which
+/// the sanitizers of the fuzzing build report. `fuzz_main.cpp` hands them to libFuzzer;
+/// `test_fuzz_regressions.cpp` replays the inputs under `regressions/` in the normal build.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include <unistd.h>
+
+#include "kadapter/io/bpe.hpp"
+#include "kadapter/io/wordpiece.hpp"
+#include "kadapter/kadapter.hpp"
+
+namespace ka_fuzz {
+
+using namespace kadapter;
+using namespace kadapter::io;
+
+/// A small WordPiece vocabulary: the special tokens, every printable ASCII character alone and
+/// as a continuation, and a few words.
+inline const BertTokenizer& bert() {
+  static const BertTokenizer t = [] {
+    std::string v = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n";
+    for (char c = '!'; c <= '~'; ++c) v += std::string(1, c) + "\n##" + std::string(1, c) + "\n";
+    for (const char* w : {"the", "went", "to", "rome", "##ing", "##s", "ann", "ran", "who", "cafe", "naive"}) v += std::string(w) + "\n";
+    return BertTokenizer::from_vocab_text(v, "vocab.txt");
+  }();
+  return t;
+}
+inline const RobertaTokenizer& roberta() {
+  static const RobertaTokenizer t = RobertaTokenizer::from_tokenizer_json(KA_FIXTURE_DIR "/tokenizer/bpe/tokenizer.json");
+  return t;
+}
+
+/// Runs @p f; a kadapter::Error is a clean refusal.
+template <class F>
+void refused_cleanly(F&& f) {
+  try {
+    f();
+  } catch (const kadapter::Error&) {
+  }
+}
+
+template <class Tok>
+void read_and_build(const Tok& tok, int kind, const std::string& body, std::int64_t T, bool standard) {
+  const Convention c = standard ? Convention::standard : Convention::official;
+  if (kind == 0) {
+    RelationReadOptions o;
+    o.policy = MalformedPolicy::skip;
+    const auto r = parse_relations(body, "f.json", o);
+    const LabelMap labels(relation_labels(r.examples));
+    RelationFeatureOptions fo;
+    fo.max_seq_length = T;
+    fo.convention = c;
+    fo.overflow = (T & 1) ? MarkerOverflow::clamp : MarkerOverflow::drop;
+    (void)build_relation_features(r.examples, tok, labels, fo);
+  } else if (kind == 1 || kind == 2) {
+    HeadReadOptions o;
+    o.policy = MalformedPolicy::skip;
+    std::istringstream in(body);
+    const auto r = kind == 1 ? parse_find_head(body, "f.json", o) : parse_conllu(in, "f.conllu", o);
+    HeadFeatureOptions fo;
+    fo.max_seq_length = T;
+    fo.convention = c;
+    (void)build_head_features(r.examples, tok, fo);
+  } else if (kind == 3) {
+    EntityTypingReadOptions o;
+    o.policy = MalformedPolicy::skip;
+    const auto r = parse_entity_typing(body, "f.json", o);
+    const LabelMap labels(entity_type_labels(r.examples));
+    EntityTypingFeatureOptions fo;
+    fo.max_seq_length = T;
+    fo.convention = c;
+    fo.drop_at_max_length = T & 1;
+    (void)build_entity_typing_features(r.examples, tok, labels, fo);
+  } else {
+    MultipleChoiceReadOptions o;
+    o.policy = MalformedPolicy::skip;
+    std::istringstream in(body);
+    const auto r = parse_multiple_choice(in, "f.jsonl", o);
+    MultipleChoiceFeatureOptions fo;
+    fo.max_seq_length = T;
+    fo.convention = c;
+    (void)build_multiple_choice_features(r.examples, tok, fo);
+  }
+}
+
+/// Byte 0: the format (low bits: relations, find_head, CoNLL-U, entity typing, CosmosQA),
+/// the tokenizer (0x80: BPE) and the convention (0x40: standard); byte 1: the maximum
+/// length; the rest: the file.
+inline void data(const std::uint8_t* bytes, std::size_t size) {
+  if (size < 2) return;
+  const std::uint8_t sel = bytes[0];
+  const int kind = sel % 5;
+  const std::int64_t T = 3 + bytes[1] % 40;
+  const std::string body(reinterpret_cast<const char*>(bytes + 2), size - 2);
+  refused_cleanly([&] {
+    if (sel & 0x80) read_and_build(roberta(), kind, body, T, sel & 0x40);
+    else read_and_build(bert(), kind, body, T, sel & 0x40);
+  });
+  refused_cleanly([&] {  // the default policy: the first malformed record fails
+    if (kind == 0) (void)parse_relations(body, "f.json");
+    else if (kind == 1) (void)parse_find_head(body, "f.json");
+    else if (kind == 3) (void)parse_entity_typing(body, "f.json");
+  });
+}
+
+/// Byte 0: what the rest is (tokenizer.json for WordPiece or BPE, vocab.txt, vocab.json and
+/// merges.txt split at byte 0x01, or text to encode); byte 1: encode options.
+inline void tokenizer(const std::uint8_t* bytes, std::size_t size) {
+  if (size < 2) return;
+  const std::uint8_t sel = bytes[0], knob = bytes[1];
+  const std::string body(reinterpret_cast<const char*>(bytes + 2), size - 2);
+  const std::string probe = "Hello, world! naïve café 東京";
+  refused_cleanly([&] {
+    switch (sel % 5) {
+      case 0: (void)BertTokenizer::from_tokenizer_json_text(body, "t.json").encode(probe); break;
+      case 1: (void)RobertaTokenizer::from_tokenizer_json_text(body, "t.json").encode(probe); break;
+      case 2: (void)BertTokenizer::from_vocab_text(body, "vocab.txt").encode(probe); break;
+      case 3: {
+        const auto cut = body.find('\x01');
+        if (cut == std::string::npos) return;
+        (void)RobertaTokenizer::from_strings(body.substr(0, cut), "vocab.json", body.substr(cut + 1), "merges.txt").encode(probe);
+        break;
+      }
+      default: {
+        io::EncodeOptions o;
+        o.max_length = knob % 20;
+        o.truncation = static_cast<TruncationStrategy>(knob % 3);
+        o.truncation_side = (knob & 8) ? TruncationSide::left : TruncationSide::right;
+        o.pad_to_length = (knob >> 4) % 3 == 0 ? 0 : knob % 25;
+        const std::string a = body.substr(0, body.size() / 2), b = body.substr(body.size() / 2);
+        refused_cleanly([&] { (void)bert().encode(body, o); });
+        refused_cleanly([&] { (void)roberta().encode(body, o); });
+        refused_cleanly([&] { (void)bert().encode_pair(a, b, o); });
+        refused_cleanly([&] { (void)roberta().encode_pair(a, b, o); });
+      }
+    }
+  });
+}
+
+/// The bytes as a safetensors file (every tensor read as F32 and F64), and from byte 2 on
+/// as a config.json.
+inline void safetensors(const std::uint8_t* bytes, std::size_t size) {
+  static const std::filesystem::path path =
+      std::filesystem::temp_directory_path() / ("ka_fuzz_" + std::to_string(::getpid()) + ".safetensors");
+  {
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    f.write(reinterpret_cast<const char*>(bytes), static_cast<std::streamsize>(size));
+  }
+  refused_cleanly([&] {
+    const SafetensorsFile f(path);
+    for (const auto& name : f.names()) {
+      refused_cleanly([&] { (void)f.read<float>(name); });
+      refused_cleanly([&] { (void)f.read<double>(name); });
+    }
+    (void)f.metadata();
+  });
+  std::error_code ignored;
+  std::filesystem::remove(path, ignored);
+  if (size >= 2)
+    refused_cleanly([&] { (void)parse_hf_config(std::string(reinterpret_cast<const char*>(bytes + 2), size - 2), "config.json"); });
+}
+
+}  // namespace ka_fuzz
