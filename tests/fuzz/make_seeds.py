@@ -2,7 +2,7 @@
 """Write seed corpora for the fuzz targets (tests/fuzz/targets.hpp) from the bundled demo data
 and the tokenizer fixtures.
 
-    python3 tests/fuzz/make_seeds.py OUT_DIR      # writes OUT_DIR/{data,tokenizer,safetensors}
+    python3 tests/fuzz/make_seeds.py OUT_DIR      # writes OUT_DIR/{data,tokenizer,safetensors,checkpoint}
 
 Each seed starts with the two selector bytes its target reads (see targets.hpp).
 """
@@ -67,6 +67,11 @@ def main():
             seed("safetensors", model + "_batch", [], f.read())
         with open(os.path.join(enc, model, "config.json"), "rb") as f:
             seed("safetensors", model + "_config", [0, 0], f.read())
+    os.makedirs(os.path.join(out, "checkpoint"), exist_ok=True)
+    for name, src in (("tiny_roberta_model", os.path.join(enc, "tiny_roberta", "model.safetensors")),
+                      ("fac_task_model", os.path.join(ROOT, "tests", "fixtures", "adapter", "fac_official", "adapter.safetensors"))):
+        with open(src, "rb") as f:
+            seed("checkpoint", name, [], f.read())
     header = json.dumps({"__metadata__": {"step": "4"}, "t": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
     seed("safetensors", "minimal", [], struct.pack("<Q", len(header)) + header + b"\0" * 8)
 

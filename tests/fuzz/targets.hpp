@@ -1,6 +1,7 @@
 /// @file targets.hpp
 /// @brief Fuzz targets for the readers of outside files: the data sets (with their feature
-/// builders), the tokenizers, safetensors headers and HuggingFace config.json.
+/// builders), the tokenizers, safetensors files, HuggingFace config.json, and the encoder,
+/// task-model and optimizer checkpoints.
 ///
 /// Each target takes arbitrary bytes. A kadapter::Error is the expected answer to bad input;
 /// any other exception (an unclear message) escapes, and so does any memory error, which
@@ -10,6 +11,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -42,12 +45,15 @@ inline const RobertaTokenizer& roberta() {
   return t;
 }
 
-/// Runs @p f; a kadapter::Error is a clean refusal.
+/// Runs @p f; a kadapter::Error is a clean refusal (printed when KA_FUZZ_VERBOSE is set, to
+/// see how far a seed gets).
 template <class F>
 void refused_cleanly(F&& f) {
   try {
     f();
-  } catch (const kadapter::Error&) {
+  } catch (const kadapter::Error& e) {
+    static const bool verbose = std::getenv("KA_FUZZ_VERBOSE") != nullptr;
+    if (verbose) std::fprintf(stderr, "refused: %s\n", e.what());
   }
 }
 
@@ -170,6 +176,55 @@ inline void safetensors(const std::uint8_t* bytes, std::size_t size) {
   std::filesystem::remove(path, ignored);
   if (size >= 2)
     refused_cleanly([&] { (void)parse_hf_config(std::string(reinterpret_cast<const char*>(bytes + 2), size - 2), "config.json"); });
+}
+
+/// The bytes as a model.safetensors for the tiny RoBERTa fixture's encoder (byte 0 bit 0:
+/// double weights), then as a fac task model's weights (a downstream model's adapter, with bit
+/// 1) and as its optimizer state.
+inline void checkpoint(const std::uint8_t* bytes, std::size_t size) {
+  if (size < 1) return;
+  static const std::filesystem::path path =
+      std::filesystem::temp_directory_path() / ("ka_fuzz_ckpt_" + std::to_string(::getpid()) + ".safetensors");
+  {
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    f.write(reinterpret_cast<const char*>(bytes), static_cast<std::streamsize>(size));
+  }
+  static const EncoderConfig config = read_hf_config(KA_FIXTURE_DIR "/encoder/tiny_roberta/config.json");
+  refused_cleanly([&] {
+    const SafetensorsFile file(path);
+    if (bytes[0] & 1) {
+      FrozenEncoder<dynamic_encoder, double> enc(config);
+      (void)load_encoder_weights(enc, file);
+    } else {
+      FrozenEncoder<dynamic_encoder, float> enc(config);
+      (void)load_encoder_weights(enc, file);
+    }
+  });
+  const AdapterConfig adapter{32, 16, 2, 2, 64, 0, 3, {0, 1, 2}, 1e-5};  // as the fac_official fixture
+  TaskConfig fac;
+  fac.task = Task::fac;
+  fac.num_labels = 5;
+  fac.adapters = {"fac"};
+  refused_cleanly([&] {
+    if (bytes[0] & 2) {
+      TaskConfig et;
+      et.task = Task::entity_typing;
+      et.num_labels = 9;
+      et.adapters = {"fac", "lin"};
+      TaskModel<dynamic_adapter, float> model(et, adapter);
+      load_pretrained_adapter(model.parameters(), SafetensorsFile(path), "fac");
+    } else {
+      TaskModel<dynamic_adapter, float> model(fac, adapter);
+      (void)load_parameters(model.parameters(), SafetensorsFile(path));
+    }
+  });
+  refused_cleanly([&] {
+    TaskModel<dynamic_adapter, float> model(fac, adapter);
+    AdamW<float> adam;
+    (void)load_optimizer(model.parameters(), adam, path);
+  });
+  std::error_code ignored;
+  std::filesystem::remove(path, ignored);
 }
 
 }  // namespace ka_fuzz

@@ -37,3 +37,4 @@ std::size_t replay(const char* name, Target target) {
 BOOST_AUTO_TEST_CASE(data_sets) { BOOST_TEST(replay("data", ka_fuzz::data) > 0u); }
 BOOST_AUTO_TEST_CASE(tokenizers) { BOOST_TEST(replay("tokenizer", ka_fuzz::tokenizer) > 0u); }
 BOOST_AUTO_TEST_CASE(safetensors_and_config) { BOOST_TEST(replay("safetensors", ka_fuzz::safetensors) > 0u); }
+BOOST_AUTO_TEST_CASE(checkpoints) { BOOST_TEST(replay("checkpoint", ka_fuzz::checkpoint) > 0u); }
