@@ -7,6 +7,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstdint>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -258,36 +259,54 @@ inline void write_text_file(const fs::path& path, const std::string& text) {
   }
 }
 
-/// Removes from the metrics log @p path (if any) the lines of steps after @p step. Lines that
-/// are not a JSON object with an integer "step" stay, except a last line without its newline
-/// (a write cut short).
-inline void drop_lines_after(const fs::path& path, std::int64_t step) {
-  if (fs::symlink_status(path).type() == fs::file_type::not_found) return;
-  std::ifstream f(path, std::ios::binary);
-  if (!f.is_open()) throw Error(path.string() + ": cannot open (" + std::strerror(errno) + ")");
-  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  if (f.bad()) throw Error(path.string() + ": read failed");
-  std::string kept;
+/// Prepares the metrics log @p path (if any) for a run resumed at @p step of @p total: removes
+/// the lines of steps after @p step, which the run logs again; with @p step = @p total also the
+/// evaluation lines of that step (the final evaluation, which comes after the last checkpoint
+/// and is run again); and a last line without its newline (a write cut short). Lines that are
+/// not a JSON object with an integer "step" stay. The removed lines go to `PATH.removed`, so
+/// that they survive a resumed run that fails before logging them again.
+inline void drop_lines_after(const fs::path& path, std::int64_t step, std::int64_t total) {
+  const fs::file_type type = fs::status(path).type();
+  if (type == fs::file_type::not_found) return;
+  if (type != fs::file_type::regular) throw Error(path.string() + ": not a regular file (expected the run's metrics log)");
+  std::string text;
+  try {
+    std::ifstream f(path, std::ios::binary);
+    if (!f.is_open()) throw Error(path.string() + ": cannot open (" + std::strerror(errno) + ")");
+    text.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+    if (f.bad()) throw Error(path.string() + ": read failed");
+  } catch (const std::ios_base::failure& e) {
+    throw Error(path.string() + ": read failed (" + e.what() + ")");
+  }
+  std::string kept, removed;
   std::size_t dropped = 0;
   for (std::size_t a = 0; a < text.size();) {
     const std::size_t nl = text.find('\n', a);
     if (nl == std::string::npos) {  // cut short
       ++dropped;
+      removed.append(text, a, std::string::npos).push_back('\n');
       break;
     }
     const std::string_view line(text.data() + a, nl + 1 - a);
     a = nl + 1;
     const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<std::int64_t>() > step) {
-      ++dropped;
-      continue;
+    if (j.is_object() && j.contains("step") && j["step"].is_number_integer()) {
+      const std::int64_t s = j["step"].get<std::int64_t>();
+      if (s > step || (s == step && step == total && j.contains("eval"))) {
+        ++dropped;
+        removed += line;
+        continue;
+      }
     }
     kept += line;
   }
   if (dropped == 0) return;
+  fs::path aside = path;
+  aside += ".removed";
+  write_text_file(aside, removed);
   write_text_file(path, kept);
-  std::fprintf(stderr, "note: %s: removed %zu line(s) after step %lld, which this run logs again\n", path.string().c_str(), dropped,
-               static_cast<long long>(step));
+  std::fprintf(stderr, "note: %s: moved %zu line(s) after the checkpoint (step %lld), which this run logs again, to %s\n",
+               path.string().c_str(), dropped, static_cast<long long>(step), aside.string().c_str());
 }
 
 /// The JSON document in @p path; errors name the file and say what was @p expected.
@@ -371,10 +390,12 @@ inline void adopt_run_config(Args& args) {
     std::vector<long long> v;
     if (list && j[field].is_array()) {
       for (const auto& x : j[field]) {
-        if (!x.is_number_integer()) throw wrong(field, "a list of integers");
+        if (!x.is_number_integer() || (x.is_number_unsigned() && x.get<std::uint64_t>() > INT64_MAX))
+          throw wrong(field, "a list of integers");
         v.push_back(x.get<long long>());
       }
-    } else if (!list && j[field].is_number_integer()) {
+    } else if (!list && j[field].is_number_integer() &&
+               !(j[field].is_number_unsigned() && j[field].get<std::uint64_t>() > INT64_MAX)) {
       v.push_back(j[field].get<long long>());
     } else {
       throw wrong(field, list ? "a list of integers" : "an integer");
@@ -1108,7 +1129,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     }
   // A resumed run logs again the steps (and evaluations) that the interrupted run logged after
   // its checkpoint; their lines go first, so that the log reads as that of a straight run.
-  if (resume) detail::drop_lines_after(out / "metrics.jsonl", step);
+  if (resume) detail::drop_lines_after(out / "metrics.jsonl", step, total);
   MetricsLog log((out / "metrics.jsonl").string());
   Progress progress(args.get("task"), total, step);
   TrainResult result;
@@ -1242,7 +1263,9 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       }
       nlohmann::json line = {{"eval", m}, {"step", step}};
       const double score = m.value(headline, 0.0);
-      if (j == 0 && track_best && score > best_metric) {
+      // (The checkpoint's own best step evaluated again, by a resume of a finished run, stays
+      // the best: the same model, the same score.)
+      if (j == 0 && track_best && (score > best_metric || (step == best_step && score == best_metric))) {
         best_metric = score;
         best_step = step;
         std::error_code mk;
@@ -1281,7 +1304,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       text.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
       if (!text.empty() && text.back() != '\n') text += '\n';
     }
-    detail::write_text_file(out / "runs.jsonl", text + detail::run_record(args, step).dump() + "\n");
+    detail::write_text_file(out / "runs.jsonl", text + detail::run_record(args, step).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
   }
 
   std::vector<index_t> rows;

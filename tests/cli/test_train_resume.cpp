@@ -68,8 +68,11 @@ BOOST_AUTO_TEST_CASE(resume_gives_the_same_weights) {
     BOOST_REQUIRE_EQUAL(run(common + " --out '" + b.string() + "' --resume"), 0);
     BOOST_TEST(bytes(a / "model.safetensors") == bytes(b / "model.safetensors"), task);
     // The resume removed step 3 (after the checkpoint of step 2) and the cut line, then logged
-    // steps 3 to 6 again: the log is that of the uninterrupted run.
+    // steps 3 to 6 again: the log is that of the uninterrupted run. The removed lines are kept.
     BOOST_TEST(bytes(a / "metrics.jsonl") == bytes(b / "metrics.jsonl"), task);
+    const std::string removed = bytes(b / "metrics.jsonl.removed");
+    BOOST_TEST(std::count(removed.begin(), removed.end(), '\n') == 2, removed);
+    BOOST_TEST(removed.find("\"step\":3}\n{\"step\":4,\"epo\n") != std::string::npos, removed);
     // `evaluate` scores a finished run and leaves its weights alone.
     const std::string before = bytes(a / "model.safetensors");
     const std::string eval_args = std::string("evaluate --task ") + task + " --model '" + kModel.string() +
@@ -342,6 +345,29 @@ BOOST_AUTO_TEST_CASE(evaluation_during_training_keeps_the_best) {
     BOOST_REQUIRE(!best_runs.empty());
     BOOST_TEST(best_runs[0] == runs[0]);
     BOOST_TEST(best_runs.size() == (chosen["step"].get<std::int64_t>() <= 5 ? 1u : 2u));
+  }
+  // A resume of the finished run evaluates again, replacing the final evaluation's lines (kept
+  // in metrics.jsonl.removed): the log, the model and the best model stay as they were.
+  BOOST_REQUIRE_EQUAL(run(common + out("part") + evals + " --resume"), 0);
+  BOOST_TEST(bytes(tmp / "part" / "metrics.jsonl") == bytes(tmp / "evals" / "metrics.jsonl"));
+  BOOST_TEST(bytes(tmp / "part" / "model.safetensors") == bytes(tmp / "evals" / "model.safetensors"));
+  BOOST_TEST(read_json(tmp / "part" / "best" / "eval.json") == chosen);
+  {
+    const auto removed = json_lines(tmp / "part" / "metrics.jsonl.removed");
+    BOOST_REQUIRE_EQUAL(removed.size(), 2u);
+    for (const auto& l : removed) BOOST_TEST((l.contains("eval") && l["step"].get<std::int64_t>() == 12));
+    BOOST_TEST(removed[0] == lines[10]);
+  }
+  // An unreadable log is an error naming it, before anything is written.
+  {
+    const fs::path log = tmp / "part" / "metrics.jsonl";
+    fs::rename(log, tmp / "kept.jsonl");
+    fs::create_directory(log);
+    const auto [code, text] = run_output(common + out("part") + evals + " --resume", tmp / "log.txt");
+    BOOST_TEST(code == 2);
+    BOOST_TEST(text.find(log.string() + ": not a regular file") != std::string::npos, text);
+    fs::remove(log);
+    fs::rename(tmp / "kept.jsonl", log);
   }
   // The best so far travels in the checkpoint: a resumed run compares with it, not with
   // nothing. A checkpoint claiming an unbeatable best keeps OUT/best as it was.

@@ -54,7 +54,8 @@ def main():
     wordpiece = {"model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
                            "max_input_chars_per_word": 100,
                            "vocab": {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "##b"])}},
-                 "normalizer": {"type": "BertNormalizer", "lowercase": True}, "pre_tokenizer": {"type": "BertPreTokenizer"}}
+                 "normalizer": {"type": "BertNormalizer", "lowercase": True}, "pre_tokenizer": {"type": "BertPreTokenizer"},
+                 "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]}}
     seed("tokenizer", "wordpiece_tokenizer_json", [0, 0], json.dumps(wordpiece))
     seed("tokenizer", "vocab_txt", [2, 0], "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\n##s\n")
     with open(os.path.join(ROOT, "tests", "fixtures", "tokenizer", "corpus.jsonl"), encoding="utf-8") as f:
@@ -68,10 +69,30 @@ def main():
         with open(os.path.join(enc, model, "config.json"), "rb") as f:
             seed("safetensors", model + "_config", [0, 0], f.read())
     os.makedirs(os.path.join(out, "checkpoint"), exist_ok=True)
-    for name, src in (("tiny_roberta_model", os.path.join(enc, "tiny_roberta", "model.safetensors")),
-                      ("fac_task_model", os.path.join(ROOT, "tests", "fixtures", "adapter", "fac_official", "adapter.safetensors"))):
+    fac = os.path.join(ROOT, "tests", "fixtures", "adapter", "fac_official", "adapter.safetensors")
+    for name, src in (("tiny_roberta_model", os.path.join(enc, "tiny_roberta", "model.safetensors")), ("fac_task_model", fac)):
         with open(src, "rb") as f:
-            seed("checkpoint", name, [], f.read())
+            data = f.read()
+        seed("checkpoint", name, [], data)
+        # The same with a header one byte longer (a trailing space): byte 0 flips the target's
+        # bit 0 (the encoder in double precision).
+        n = struct.unpack("<Q", data[:8])[0]
+        seed("checkpoint", name + "_odd", [], struct.pack("<Q", n + 1) + data[8:8 + n] + b" " + data[8 + n:])
+    # An optimizer state for the fac task model: both moments of every tensor, and the step count.
+    with open(fac, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    tensors = {k: v for k, v in json.loads(data[8:8 + n]).items() if k != "__metadata__"}
+    header, blob = {"__metadata__": {"adamw.steps": "3", "step": "3"}}, b""
+    for moment, value in (("m", 0.01), ("v", 0.0001)):
+        for name, info in sorted(tensors.items()):
+            count = 1
+            for d in info["shape"]:
+                count *= d
+            header[f"adamw.{moment}.{name}"] = {"dtype": "F32", "shape": info["shape"], "data_offsets": [len(blob), len(blob) + 4 * count]}
+            blob += struct.pack(f"<{count}f", *([value] * count))
+    text = json.dumps(header).encode()
+    seed("checkpoint", "fac_optimizer", [], struct.pack("<Q", len(text)) + text + blob)
     header = json.dumps({"__metadata__": {"step": "4"}, "t": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
     seed("safetensors", "minimal", [], struct.pack("<Q", len(header)) + header + b"\0" * 8)
 

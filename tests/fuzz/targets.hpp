@@ -101,13 +101,13 @@ void read_and_build(const Tok& tok, int kind, const std::string& body, std::int6
   }
 }
 
-/// Byte 0: the format (low bits: relations, find_head, CoNLL-U, entity typing, CosmosQA),
-/// the tokenizer (0x80: BPE) and the convention (0x40: standard); byte 1: the maximum
-/// length; the rest: the file.
+/// Byte 0: the format (its low six bits modulo 5: relations, find_head, CoNLL-U, entity
+/// typing, CosmosQA), the tokenizer (0x80: BPE) and the convention (0x40: standard); byte 1:
+/// the maximum length; the rest: the file.
 inline void data(const std::uint8_t* bytes, std::size_t size) {
   if (size < 2) return;
   const std::uint8_t sel = bytes[0];
-  const int kind = sel % 5;
+  const int kind = (sel & 0x3F) % 5;
   const std::int64_t T = 3 + bytes[1] % 40;
   const std::string body(reinterpret_cast<const char*>(bytes + 2), size - 2);
   refused_cleanly([&] {
@@ -115,9 +115,12 @@ inline void data(const std::uint8_t* bytes, std::size_t size) {
     else read_and_build(bert(), kind, body, T, sel & 0x40);
   });
   refused_cleanly([&] {  // the default policy: the first malformed record fails
+    std::istringstream in(body);
     if (kind == 0) (void)parse_relations(body, "f.json");
     else if (kind == 1) (void)parse_find_head(body, "f.json");
+    else if (kind == 2) (void)parse_conllu(in, "f.conllu");
     else if (kind == 3) (void)parse_entity_typing(body, "f.json");
+    else (void)parse_multiple_choice(in, "f.jsonl");
   });
 }
 
