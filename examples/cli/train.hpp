@@ -263,7 +263,8 @@ inline void write_text_file(const fs::path& path, const std::string& text) {
 /// the lines of steps after @p step, which the run logs again; with @p step = @p total also the
 /// evaluation lines of that step (the final evaluation, which comes after the last checkpoint
 /// and is run again); and a last line without its newline (a write cut short). Lines that are
-/// not a JSON object with an integer "step" stay. The removed lines go to `PATH.removed`, so
+/// not a JSON object with an integer "step" stay, and so do those of `evaluate` (which the
+/// resumed run does not repeat). The removed lines go to `PATH.removed`, so
 /// that they survive a resumed run that fails before logging them again.
 inline void drop_lines_after(const fs::path& path, std::int64_t step, std::int64_t total) {
   const fs::file_type type = fs::status(path).type();
@@ -290,7 +291,7 @@ inline void drop_lines_after(const fs::path& path, std::int64_t step, std::int64
     const std::string_view line(text.data() + a, nl + 1 - a);
     a = nl + 1;
     const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_object() && j.contains("step") && j["step"].is_number_integer()) {
+    if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && !j.contains("evaluate")) {
       const std::int64_t s = j["step"].get<std::int64_t>();
       if (s > step || (s == step && step == total && j.contains("eval"))) {
         ++dropped;
@@ -873,8 +874,14 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   tc.num_labels = task == Task::lin ? S : task == Task::multiple_choice ? choices : static_cast<index_t>(labels.size());
   TaskModel<dynamic_adapter, T, Dev> model(tc, ac);
   init_parameters(model.parameters(), seed);
+  std::int64_t model_step = 0;  // evaluate: the training step of the model scored (when it says)
   if (evaluate_only) {
     const io::SafetensorsFile weights(out / "model.safetensors");
+    if (const auto it = weights.metadata().find("step"); it != weights.metadata().end()) {
+      const char* b = it->second.data();
+      const auto [end, err] = std::from_chars(b, b + it->second.size(), model_step);
+      if (err != std::errc() || end != b + it->second.size() || model_step < 0) model_step = 0;
+    }
     // The authors' quirks change the numbers: the run's setting is the one to score with.
     if (const auto it = weights.metadata().find("compat");
         it != weights.metadata().end() && it->second != (official ? "official" : "standard"))
@@ -1261,7 +1268,9 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
         detail::write_text_file(file, text);
         std::fprintf(stderr, "predictions (%s): %s\n", evals[j].name.c_str(), file.string().c_str());
       }
-      nlohmann::json line = {{"eval", m}, {"step", step}};
+      // `evaluate` logs the step of the model it scored, and says that it was not training.
+      nlohmann::json line = {{"eval", m}, {"step", evaluate_only ? model_step : step}};
+      if (evaluate_only) line["evaluate"] = true;
       const double score = m.value(headline, 0.0);
       // (The checkpoint's own best step evaluated again, by a resume of a finished run, stays
       // the best: the same model, the same score.)

@@ -126,7 +126,13 @@ BOOST_AUTO_TEST_CASE(multiple_choice_finetunes_and_evaluates) {
   std::ifstream mf(out / "metrics.jsonl");
   std::vector<nlohmann::json> evals;
   for (std::string line; std::getline(mf, line);)
-    if (line.find("\"eval\"") != std::string::npos) evals.push_back(nlohmann::json::parse(line)["eval"]);
+    if (line.find("\"eval\"") != std::string::npos) {
+      const auto j = nlohmann::json::parse(line);
+      // evaluate's lines carry the step of the model scored (2) and say they come from evaluate.
+      BOOST_TEST(j["step"].get<int>() == 2);
+      BOOST_TEST(j.contains("evaluate") == !evals.empty());
+      evals.push_back(j["eval"]);
+    }
   BOOST_REQUIRE_EQUAL(evals.size(), 3u);  // the run's final evaluation, then test and dev
   BOOST_TEST(evals[1]["labelled"].get<int>() == 0);
   BOOST_TEST(!evals[1].contains("accuracy"));  // nothing to score
