@@ -57,47 +57,44 @@ void refused_cleanly(F&& f) {
   }
 }
 
+/// Reader options @p O with the skip policy.
+template <class O>
+O skipping() {
+  O o;
+  o.policy = MalformedPolicy::skip;
+  return o;
+}
+
+/// Feature options @p O for length @p T and convention @p c.
+template <class O>
+O features(std::int64_t T, Convention c) {
+  O o;
+  o.max_seq_length = T;
+  o.convention = c;
+  return o;
+}
+
 template <class Tok>
 void read_and_build(const Tok& tok, int kind, const std::string& body, std::int64_t T, bool standard) {
   const Convention c = standard ? Convention::standard : Convention::official;
+  std::istringstream in(body);
   if (kind == 0) {
-    RelationReadOptions o;
-    o.policy = MalformedPolicy::skip;
-    const auto r = parse_relations(body, "f.json", o);
-    const LabelMap labels(relation_labels(r.examples));
-    RelationFeatureOptions fo;
-    fo.max_seq_length = T;
-    fo.convention = c;
+    const auto r = parse_relations(body, "f.json", skipping<RelationReadOptions>());
+    auto fo = features<RelationFeatureOptions>(T, c);
     fo.overflow = (T & 1) ? MarkerOverflow::clamp : MarkerOverflow::drop;
-    (void)build_relation_features(r.examples, tok, labels, fo);
+    (void)build_relation_features(r.examples, tok, LabelMap(relation_labels(r.examples)), fo);
   } else if (kind == 1 || kind == 2) {
-    HeadReadOptions o;
-    o.policy = MalformedPolicy::skip;
-    std::istringstream in(body);
+    const auto o = skipping<HeadReadOptions>();
     const auto r = kind == 1 ? parse_find_head(body, "f.json", o) : parse_conllu(in, "f.conllu", o);
-    HeadFeatureOptions fo;
-    fo.max_seq_length = T;
-    fo.convention = c;
-    (void)build_head_features(r.examples, tok, fo);
+    (void)build_head_features(r.examples, tok, features<HeadFeatureOptions>(T, c));
   } else if (kind == 3) {
-    EntityTypingReadOptions o;
-    o.policy = MalformedPolicy::skip;
-    const auto r = parse_entity_typing(body, "f.json", o);
-    const LabelMap labels(entity_type_labels(r.examples));
-    EntityTypingFeatureOptions fo;
-    fo.max_seq_length = T;
-    fo.convention = c;
+    const auto r = parse_entity_typing(body, "f.json", skipping<EntityTypingReadOptions>());
+    auto fo = features<EntityTypingFeatureOptions>(T, c);
     fo.drop_at_max_length = T & 1;
-    (void)build_entity_typing_features(r.examples, tok, labels, fo);
+    (void)build_entity_typing_features(r.examples, tok, LabelMap(entity_type_labels(r.examples)), fo);
   } else {
-    MultipleChoiceReadOptions o;
-    o.policy = MalformedPolicy::skip;
-    std::istringstream in(body);
-    const auto r = parse_multiple_choice(in, "f.jsonl", o);
-    MultipleChoiceFeatureOptions fo;
-    fo.max_seq_length = T;
-    fo.convention = c;
-    (void)build_multiple_choice_features(r.examples, tok, fo);
+    const auto r = parse_multiple_choice(in, "f.jsonl", skipping<MultipleChoiceReadOptions>());
+    (void)build_multiple_choice_features(r.examples, tok, features<MultipleChoiceFeatureOptions>(T, c));
   }
 }
 
