@@ -264,21 +264,27 @@ inline void write_text_file(const fs::path& path, const std::string& text) {
 /// evaluation lines of that step (the final evaluation, which comes after the last checkpoint
 /// and is run again); and a last line without its newline (a write cut short). Lines that are
 /// not a JSON object with an integer "step" stay, and so do those of `evaluate` (which the
-/// resumed run does not repeat). The removed lines go to `PATH.removed`, so
-/// that they survive a resumed run that fails before logging them again.
+/// resumed run does not repeat). The removed lines are appended to `PATH.removed` (which so
+/// holds those of every resume of the run, in order), so that they survive a resumed run that
+/// fails before logging them again. A @p path that is a symbolic link is rewritten through it:
+/// the link stays and its target gets the kept lines.
 inline void drop_lines_after(const fs::path& path, std::int64_t step, std::int64_t total) {
   const fs::file_type type = fs::status(path).type();
   if (type == fs::file_type::not_found) return;
   if (type != fs::file_type::regular) throw Error(path.string() + ": not a regular file (expected the run's metrics log)");
-  std::string text;
-  try {
-    std::ifstream f(path, std::ios::binary);
-    if (!f.is_open()) throw Error(path.string() + ": cannot open (" + std::strerror(errno) + ")");
-    text.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
-    if (f.bad()) throw Error(path.string() + ": read failed");
-  } catch (const std::ios_base::failure& e) {
-    throw Error(path.string() + ": read failed (" + e.what() + ")");
-  }
+  auto read_all = [](const fs::path& file) {
+    std::string text;
+    try {
+      std::ifstream f(file, std::ios::binary);
+      if (!f.is_open()) throw Error(file.string() + ": cannot open (" + std::strerror(errno) + ")");
+      text.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+      if (f.bad()) throw Error(file.string() + ": read failed");
+    } catch (const std::ios_base::failure& e) {
+      throw Error(file.string() + ": read failed (" + e.what() + ")");
+    }
+    return text;
+  };
+  const std::string text = read_all(path);
   std::string kept, removed;
   std::size_t dropped = 0;
   for (std::size_t a = 0; a < text.size();) {
@@ -304,8 +310,21 @@ inline void drop_lines_after(const fs::path& path, std::int64_t step, std::int64
   if (dropped == 0) return;
   fs::path aside = path;
   aside += ".removed";
+  switch (fs::status(aside).type()) {
+    case fs::file_type::not_found: break;
+    case fs::file_type::regular: {  // an earlier resume's lines go first
+      std::string earlier = read_all(aside);
+      if (!earlier.empty() && earlier.back() != '\n') earlier.push_back('\n');
+      removed.insert(0, earlier);
+      break;
+    }
+    default: throw Error(aside.string() + ": not a regular file (expected the lines earlier resumes removed from " + path.string() + ")");
+  }
+  std::error_code ec;
+  const fs::path target = fs::is_symlink(path) ? fs::canonical(path, ec) : path;
+  if (ec) throw Error(path.string() + ": cannot resolve the symbolic link (" + ec.message() + ")");
   write_text_file(aside, removed);
-  write_text_file(path, kept);
+  write_text_file(target, kept);
   std::fprintf(stderr, "note: %s: moved %zu line(s) after the checkpoint (step %lld), which this run logs again, to %s\n",
                path.string().c_str(), dropped, static_cast<long long>(step), aside.string().c_str());
 }
@@ -1122,18 +1141,29 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
 
   // A fresh run starts the log and the list of runs over: an earlier run's lines would pass
   // for this one's. They are kept as FILE.previous (until the next fresh run), since the
-  // earlier run's model and checkpoint stay until this run writes its own.
-  if (!evaluate_only && !resume)
-    for (const char* name : {"metrics.jsonl", "runs.jsonl"}) {
+  // earlier run's model and checkpoint stay until this run writes its own. The lines its
+  // resumes removed go with its log: metrics.jsonl.removed.previous is always of the same run
+  // as metrics.jsonl.previous.
+  if (!evaluate_only && !resume) {
+    bool moved_log = false;
+    for (const std::string name : {"metrics.jsonl", "metrics.jsonl.removed", "runs.jsonl"}) {
       const fs::path file = out / name;
-      if (fs::symlink_status(file).type() == fs::file_type::not_found) continue;
       fs::path previous = file;
       previous += ".previous";
+      if (fs::symlink_status(file).type() == fs::file_type::not_found) {
+        std::error_code rm;
+        if (name == "metrics.jsonl.removed" && moved_log && fs::symlink_status(previous).type() != fs::file_type::not_found &&
+            !fs::remove(previous, rm))
+          throw Error(previous.string() + ": cannot remove an older run's file (" + rm.message() + ")");
+        continue;
+      }
       std::error_code mv;
       fs::rename(file, previous, mv);
       if (mv) throw Error(file.string() + ": cannot move an earlier run's file to " + previous.string() + " (" + mv.message() + ")");
       std::fprintf(stderr, "note: moved %s, an earlier run's, to %s\n", file.string().c_str(), previous.string().c_str());
+      moved_log = moved_log || name == "metrics.jsonl";
     }
+  }
   // A resumed run logs again the steps (and evaluations) that the interrupted run logged after
   // its checkpoint; their lines go first, so that the log reads as that of a straight run.
   if (resume) detail::drop_lines_after(out / "metrics.jsonl", step, total);

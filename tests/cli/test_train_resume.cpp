@@ -65,7 +65,13 @@ BOOST_AUTO_TEST_CASE(resume_gives_the_same_weights) {
     BOOST_TEST(!fs::exists(b / "model.safetensors"));  // interrupted before the end
     // As if the process had been killed while writing a line.
     std::ofstream(b / "metrics.jsonl", std::ios::app) << "{\"step\":4,\"epo";
+    const bool linked = std::string(task) == "fac";  // a log kept elsewhere through a link
+    if (linked) {
+      fs::rename(b / "metrics.jsonl", tmp / "fac_log.jsonl");
+      fs::create_symlink(tmp / "fac_log.jsonl", b / "metrics.jsonl");
+    }
     BOOST_REQUIRE_EQUAL(run(common + " --out '" + b.string() + "' --resume"), 0);
+    BOOST_TEST(fs::is_symlink(b / "metrics.jsonl") == linked);
     BOOST_TEST(bytes(a / "model.safetensors") == bytes(b / "model.safetensors"), task);
     // The resume removed step 3 (after the checkpoint of step 2) and the cut line, then logged
     // steps 3 to 6 again: the log is that of the uninterrupted run. The removed lines are kept.
@@ -352,18 +358,22 @@ BOOST_AUTO_TEST_CASE(evaluation_during_training_keeps_the_best) {
     BOOST_TEST(best_runs[0] == runs[0]);
     BOOST_TEST(best_runs.size() == (chosen["step"].get<std::int64_t>() <= 5 ? 1u : 2u));
   }
-  // A resume of the finished run evaluates again, replacing the final evaluation's lines (kept
-  // in metrics.jsonl.removed): the log, the model and the best model stay as they were.
+  // A resume of the finished run evaluates again, replacing the final evaluation's lines
+  // (added to metrics.jsonl.removed after those the first resume removed): the log, the model
+  // and the best model stay as they were.
+  const std::size_t removed_earlier = json_lines(tmp / "part" / "metrics.jsonl.removed").size();
   BOOST_REQUIRE_EQUAL(run(common + out("part") + evals + " --resume"), 0);
   BOOST_TEST(bytes(tmp / "part" / "metrics.jsonl") == bytes(tmp / "evals" / "metrics.jsonl"));
   BOOST_TEST(bytes(tmp / "part" / "model.safetensors") == bytes(tmp / "evals" / "model.safetensors"));
   BOOST_TEST(read_json(tmp / "part" / "best" / "eval.json") == chosen);
   {
     const auto removed = json_lines(tmp / "part" / "metrics.jsonl.removed");
-    BOOST_REQUIRE_EQUAL(removed.size(), 2u);
-    for (const auto& l : removed) BOOST_TEST((l.contains("eval") && l["step"].get<std::int64_t>() == 12));
-    BOOST_TEST(removed[0] == lines[10]);
+    BOOST_REQUIRE_EQUAL(removed.size(), removed_earlier + 2u);
+    for (std::size_t i = removed_earlier; i < removed.size(); ++i)
+      BOOST_TEST((removed[i].contains("eval") && removed[i]["step"].get<std::int64_t>() == 12));
+    BOOST_TEST(removed[removed_earlier] == lines[10]);
   }
+  const std::string removed_first = bytes(tmp / "part" / "metrics.jsonl.removed");
   // An unreadable log is an error naming it, before anything is written.
   {
     const fs::path log = tmp / "part" / "metrics.jsonl";
@@ -395,6 +405,7 @@ BOOST_AUTO_TEST_CASE(evaluation_during_training_keeps_the_best) {
   set_meta("best_metric", "2");
   set_meta("best_step", "1");
   const auto before_resume = eval_lines(tmp / "part" / "metrics.jsonl");
+  const auto all_before = json_lines(tmp / "part" / "metrics.jsonl");
   BOOST_REQUIRE_EQUAL(before_resume.size(), 12u);
   const std::size_t logged = 4;  // steps 2 and 4 (the checkpoint now says 4), two splits each
   BOOST_REQUIRE_EQUAL(run(common + out("part") + evals + " --resume"), 0);
@@ -402,6 +413,19 @@ BOOST_AUTO_TEST_CASE(evaluation_during_training_keeps_the_best) {
   BOOST_REQUIRE_EQUAL(resumed.size(), logged + 8u);  // then steps 6, 8, 10 and 12 again
   for (std::size_t i = 0; i < logged; ++i) BOOST_TEST(resumed[i] == before_resume[i]);
   for (std::size_t i = logged; i < resumed.size(); ++i) BOOST_TEST(!resumed[i].contains("best"));
+  {
+    // This resume's removed lines (those of steps 5 to 12) follow the earlier resumes'.
+    const std::string removed = bytes(tmp / "part" / "metrics.jsonl.removed");
+    BOOST_TEST(removed.starts_with(removed_first), removed);
+    const auto lines = json_lines(tmp / "part" / "metrics.jsonl.removed");
+    const std::size_t first = static_cast<std::size_t>(std::count(removed_first.begin(), removed_first.end(), '\n'));
+    std::vector<nlohmann::json> expected;
+    for (const auto& l : all_before)
+      if (l.value("step", std::int64_t{0}) > 4 && !l.contains("evaluate")) expected.push_back(l);
+    BOOST_TEST(expected.size() >= 16u);  // at least steps 5 to 12 and their eight evaluations
+    BOOST_REQUIRE_EQUAL(lines.size(), first + expected.size());
+    for (std::size_t i = 0; i < expected.size(); ++i) BOOST_TEST(lines[first + i] == expected[i], i);
+  }
   BOOST_TEST(read_json(tmp / "part" / "best" / "eval.json") == chosen);
   set_meta("best_metric", "abc");
   {
@@ -452,10 +476,14 @@ BOOST_AUTO_TEST_CASE(evaluation_during_training_keeps_the_best) {
   // A fresh run into the same --out removes the earlier run's best model, and starts the
   // log and the list of runs over, keeping the earlier ones as FILE.previous.
   const std::string log_before = bytes(tmp / "part" / "metrics.jsonl"), runs_before = bytes(tmp / "part" / "runs.jsonl");
+  const std::string removed_before = bytes(tmp / "part" / "metrics.jsonl.removed");
+  BOOST_REQUIRE(!removed_before.empty());
   BOOST_REQUIRE_EQUAL(run(common + out("part") + " --max-steps 1"), 0);
   BOOST_TEST(!fs::exists(tmp / "part" / "best"));
   BOOST_TEST(bytes(tmp / "part" / "metrics.jsonl.previous") == log_before);
   BOOST_TEST(bytes(tmp / "part" / "runs.jsonl.previous") == runs_before);
+  BOOST_TEST(bytes(tmp / "part" / "metrics.jsonl.removed.previous") == removed_before);
+  BOOST_TEST(!fs::exists(tmp / "part" / "metrics.jsonl.removed"));
   {
     const auto log = json_lines(tmp / "part" / "metrics.jsonl");
     BOOST_REQUIRE_EQUAL(log.size(), 2u);  // step 1 and the final evaluation
@@ -465,6 +493,11 @@ BOOST_AUTO_TEST_CASE(evaluation_during_training_keeps_the_best) {
     BOOST_REQUIRE_EQUAL(runs.size(), 1u);
     BOOST_TEST(runs[0]["args"]["max-steps"].get<std::string>() == "1");
   }
+  // The next fresh run had no removed lines to keep: the older run's go, so that no
+  // metrics.jsonl.removed.previous sits beside a metrics.jsonl.previous of another run.
+  BOOST_REQUIRE_EQUAL(run(common + out("part") + " --max-steps 1"), 0);
+  BOOST_TEST(!fs::exists(tmp / "part" / "metrics.jsonl.removed.previous"));
+  BOOST_TEST(json_lines(tmp / "part" / "metrics.jsonl.previous").size() == 2u);
 
   // --eval-steps epoch: after each of the 3 epochs of 4 steps (the last is the final one).
   BOOST_REQUIRE_EQUAL(run(common + out("epochs") + " --eval-steps epoch"), 0);
