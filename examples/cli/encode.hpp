@@ -43,7 +43,7 @@ inline int run_encode(const std::vector<std::string>& argv) {
              {"out", "OUT.safetensors", "receives hidden_states.K (F32, (B, T, H)) for K = 0..L", true, ""},
              {"positions", "huggingface|official", "position numbering: current HuggingFace, or the K-Adapter authors' (2..T+1 for every row, padding included)", false, "huggingface"},
              {"states", "LIST", "comma-separated hidden-state indices to write (default: all)", false, ""},
-             {"dtype", "f32|f64", "compute precision (the output is F32 either way)", false, "f32"},
+             {"dtype", "fp32|fp64", "compute precision (the output is F32 either way; f32 and f64 are accepted too)", false, "fp32"},
              {"threads", "N", "threads for the matrix products (0: library default)", false, "0"}},
             argv);
   if (args.help()) {
@@ -51,7 +51,8 @@ inline int run_encode(const std::vector<std::string>& argv) {
     return 0;
   }
   const std::string positions = args.choice("positions", {"huggingface", "official"});
-  const std::string dtype = args.choice("dtype", {"f32", "f64"});
+  std::string dtype = args.choice("dtype", {"fp32", "fp64", "f32", "f64"});
+  if (dtype.starts_with("fp")) dtype.erase(1, 1);  // f32 or f64 from here on (the output's metadata)
   const int threads = static_cast<int>(args.integer("threads", 0, 1024));
   if (threads > 0) Eigen::setNbThreads(threads);
   std::vector<index_t> keep;

@@ -336,7 +336,7 @@ inline int run_grads(const std::vector<std::string>& argv) {
              {"qa-a-rate", "X", "multiple choice, official: weight of the backbone in each adapter's pre-fusion", false, "1"},
              {"qa-b-rate", "X", "multiple choice, official: weight of the adapter in its pre-fusion", false, "1"},
              {"compat", "standard|official", "official: the authors' quirks (see docs/compat.md)", false, "standard"},
-             {"dtype", "f32|f64|tf32|bf16", "compute precision (tf32, bf16: the GPU's tensor cores for the products, with --device cuda)", false, "f32"},
+             {"dtype", "fp32|fp64|tf32|bf16", "compute precision (tf32, bf16: the GPU's tensor cores for the products, with --device cuda; f32 and f64 are accepted too)", false, "fp32"},
              {"device", "cpu|cuda", "where the pass runs (cuda: f32 only)", false, "cpu"},
              {"out", "OUT.safetensors", "receives loss, logits and NAME.grad", true, ""}},
             argv);
@@ -347,14 +347,15 @@ inline int run_grads(const std::vector<std::string>& argv) {
   args.choice("task", {"fac", "lin", "entity-typing", "relation", "multiple-choice"});
   args.choice("compat", {"standard", "official"});
   if (args.has("fusion")) args.choice("fusion", {"concat", "add"});
-  const std::string dtype = args.choice("dtype", {"f32", "f64", "tf32", "bf16"});
+  std::string dtype = args.choice("dtype", {"fp32", "fp64", "tf32", "bf16", "f32", "f64"});
+  if (dtype == "fp32" || dtype == "fp64") dtype.erase(1, 1);  // f32 or f64 from here on
   const bool f64 = dtype == "f64";
   const bool on_gpu = args.choice("device", {"cpu", "cuda"}) == "cuda";
   if (!on_gpu && (dtype == "tf32" || dtype == "bf16"))
-    throw Error("--dtype " + dtype + " needs --device cuda (the CPU computes in f32 or f64)");
+    throw Error("--dtype " + dtype + " needs --device cuda (the CPU computes in fp32 or fp64)");
   if (on_gpu) {
 #if defined(KA_CLI_WITH_CUDA)
-    if (f64) throw Error("--device cuda computes in f32, tf32 or bf16 (--dtype f64 runs on the CPU)");
+    if (f64) throw Error("--device cuda computes in fp32, tf32 or bf16 (--dtype fp64 runs on the CPU)");
 #else
     throw Error("--device cuda: this kadapter was built without the CUDA backend (configure with the CUDA toolkit "
                 "installed, or pass -DKADAPTER_CUDA=ON)");

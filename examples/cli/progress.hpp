@@ -1,5 +1,5 @@
-// Progress reporting of the training commands: a bar with rate, ETA and running loss on a
-// terminal, plain lines otherwise, and metrics as JSON lines.
+// Progress reporting of the training commands: a bar with rate, ETA and the recent mean loss
+// on a terminal, plain lines otherwise, and metrics as JSON lines.
 #pragma once
 
 #include <chrono>
@@ -15,7 +15,9 @@
 namespace kadapter::cli {
 
 /// A progress line for a loop of known length. On a terminal it redraws one line with a
-/// bar; elsewhere (logs, CI) it prints a plain line every `every` steps.
+/// bar; elsewhere (logs, CI) it prints a plain line every `every` steps. Its "recent loss" is
+/// the mean of the last steps' losses, exponentially weighted (weight 0.9 per step back, so
+/// about the last 10 steps) and exact from the first step on (the weights are normalised).
 class Progress {
  public:
   Progress(std::string what, long long total, long long start = 0, long long every = 50)
@@ -25,25 +27,25 @@ class Progress {
   /// One step done with @p loss.
   void step(double loss) {
     ++done_;
-    running_ = seen_ == 0 ? loss : 0.98 * running_ + 0.02 * loss;
-    ++seen_;
+    weighted_ = 0.9 * weighted_ + 0.1 * loss;
+    weights_ = 0.9 * weights_ + 0.1;
+    const double recent = weighted_ / weights_;
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
     const double rate = static_cast<double>(done_ - first_) / std::max(elapsed, 1e-9);
     const double eta = rate > 0 ? static_cast<double>(total_ - done_) / rate : 0.0;
     if (tty_) {
       const int width = 30;
       const int filled = total_ > 0 ? static_cast<int>(width * done_ / total_) : 0;
-      std::fprintf(stderr, "\r%s [%.*s%*s] %lld/%lld %.2f it/s ETA %s loss %.4f ", what_.c_str(),
+      std::fprintf(stderr, "\r%s [%.*s%*s] %lld/%lld %.2f it/s ETA %s recent loss %.4f ", what_.c_str(),
                    filled, "##############################", width - filled, "", done_, total_,
-                   rate, clock(eta).c_str(), running_);
+                   rate, clock(eta).c_str(), recent);
       if (done_ == total_) std::fputc('\n', stderr);
     } else if (done_ % every_ == 0 || done_ == total_) {
-      std::fprintf(stderr, "%s %lld/%lld  %.2f it/s  ETA %s  loss %.4f\n", what_.c_str(), done_,
-                   total_, rate, clock(eta).c_str(), running_);
+      std::fprintf(stderr, "%s %lld/%lld  %.2f it/s  ETA %s  recent loss %.4f\n", what_.c_str(), done_,
+                   total_, rate, clock(eta).c_str(), recent);
     }
     std::fflush(stderr);
   }
-  double running_loss() const noexcept { return running_; }
 
   /// A line of its own (an evaluation result) between steps: on a terminal it replaces the
   /// bar, which the next step draws again below it.
@@ -63,8 +65,7 @@ class Progress {
   long long total_, done_, first_, every_;
   bool tty_;
   std::chrono::steady_clock::time_point t0_;
-  double running_ = 0;
-  long long seen_ = 0;
+  double weighted_ = 0, weights_ = 0;  // the recent loss is weighted_ / weights_
 };
 
 /// Appends one JSON object per line to a metrics file (flushed each time).

@@ -19,6 +19,7 @@
 #include <optional>
 #include <chrono>
 #include <random>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -60,7 +61,7 @@ inline std::vector<OptionSpec> training_options(bool finetune) {
       {"data", "DIR", "train, dev, test as .json (or .jsonl) in the authors' formats (lin: find_head JSON, multiple choice: CosmosQA JSON lines)", true, ""},
       {"out", "DIR", "output: model.safetensors, metrics.jsonl, runs.jsonl (each invocation's options), checkpoint/", true, ""},
       {"max-seq-length", "T", "tokens per sequence", false, "64"},
-      {"batch-size", "B", "sequences per step (per micro-batch with --gradient-accumulation-steps)", false, "32"},
+      {"batch-size", "B", "examples per step (multiple choice: questions, each with all its answer choices; per micro-batch with --gradient-accumulation-steps)", false, "32"},
       {"gradient-accumulation-steps", "N", "micro-batches of --batch-size per optimizer step (the gradient of their mean loss)", false, "1"},
       {"epochs", "N", "passes over the training data", false, "1"},
       {"max-steps", "N", "stop after N steps (0: run the epochs)", false, "0"},
@@ -76,7 +77,7 @@ inline std::vector<OptionSpec> training_options(bool finetune) {
       {"compat", "standard|official", "official: the authors' quirks", false, "standard"},
       {"seed", "S", "data order and dropout seed", false, "42"},
       {"save-steps", "N", "checkpoint every N steps (0: only at the end)", false, "0"},
-      {"resume", "", "continue from OUT/checkpoint exactly", false, ""},
+      {"resume", "", "continue from OUT/checkpoint exactly, with the run's settings (OUT/runs.jsonl): a flag left out takes the run's value", false, ""},
       {"stop-after", "N", "stop after N steps without the final save (to test --resume)", false, "0"},
       {"eval-split", "dev|test|dev,test", "split(s) evaluated at the end (and during training with --eval-steps); the first one chooses the best model", false, "dev"},
       {"eval-steps", "N|epoch", "also evaluate every N steps, or after every epoch (as the authors' fine-tuning scripts), and keep the best model in OUT/best (0: only at the end)", false, "0"},
@@ -472,6 +473,94 @@ inline void adopt_run_config(Args& args) {
   }
 }
 
+/// `--resume`: the run's settings are those of its last invocation (the last line of
+/// `OUT/runs.jsonl`). A flag left out takes that value. A flag given with another value is an
+/// error where it defines the model, the training examples or their order (the resumed run
+/// would not continue the run it names), and a note where it changes the schedule or the
+/// arithmetic (allowed, but the result is no longer that of an uninterrupted run). Runs of
+/// older versions without the file: the flags are taken as given.
+inline void adopt_resume_flags(Args& args) {
+  const fs::path path = fs::path(args.get("out")) / "runs.jsonl";
+  const fs::file_type type = fs::status(path).type();
+  if (type == fs::file_type::not_found) return;
+  if (type != fs::file_type::regular) throw Error(path.string() + ": not a regular file (expected the run's list of invocations)");
+  std::ifstream f(path, std::ios::binary);
+  if (!f.is_open()) throw Error(path.string() + ": cannot open (" + std::strerror(errno) + ")");
+  std::string last;
+  for (std::string line; std::getline(f, line);)
+    if (line.find_first_not_of(" \t\r") != std::string::npos) last = line;
+  if (f.bad()) throw Error(path.string() + ": read failed");
+  if (last.empty()) return;
+  const nlohmann::json rec = nlohmann::json::parse(last, nullptr, /*allow_exceptions=*/false);
+  if (!rec.is_object() || !rec.contains("args") || !rec["args"].is_object())
+    throw Error(path.string() + ": the last line is not a run record (a JSON object with \"args\"), so --resume cannot read the run's settings");
+  const nlohmann::json& was = rec["args"];
+  // Flags that must keep the run's value; those that may change, with a note; those that are
+  // the run's when left out, without a word when given (where and how often to save,
+  // evaluate and cache, where the files are).
+  static const std::set<std::string> fixed = {
+      "task", "compat", "max-seq-length", "batch-size", "gradient-accumulation-steps", "seed", "adapter-list", "adapter-size",
+      "adapter-transformer-layers", "adapter-heads", "adapter-skip-layers", "adapters", "fusion", "freeze-adapters",
+      "train-fraction", "negative-sample"};
+  static const std::set<std::string> noted = {"learning-rate", "weight-decay", "warmup-steps", "epochs", "max-steps",
+                                              "dropout", "device", "dtype", "bucketing"};
+  static const std::set<std::string> quiet = {"model", "save-steps", "eval-steps", "eval-split", "feature-cache", "cache-dtype",
+                                              "adapter-dirs"};
+  // Equal as text, as numbers ("1e-3" and "0.001") or as lists of those ("0, 3,6" and "0,3,6").
+  auto canonical = [](const std::string& v) {
+    std::string outv;
+    for (std::string item : split_list(v)) {
+      double x = 0;
+      const auto [e, err] = std::from_chars(item.data(), item.data() + item.size(), x);
+      if (err == std::errc() && e == item.data() + item.size()) {
+        char b[40];
+        std::snprintf(b, sizeof b, "%.17g", x);
+        item = b;
+      }
+      outv += item + ",";
+    }
+    return outv;
+  };
+  const std::string source = path.string() + " (the run's last invocation)";
+  for (const OptionSpec& o : args.specs()) {
+    if (!fixed.count(o.name) && !noted.count(o.name) && !quiet.count(o.name)) continue;
+    const auto it = was.find(o.name);
+    if (it == was.end()) continue;  // not an option of the version that wrote the line
+    std::string value;
+    if (o.value_name.empty()) {
+      if (!it->is_boolean()) throw Error(path.string() + ": \"args\".\"" + o.name + "\" is " + it->dump() + ", expected true or false");
+      if (!it->get<bool>()) {
+        if (args.has(o.name) && fixed.count(o.name))
+          throw Error(args.command() + " --resume: --" + o.name + " was not given to the run (" + source + "); leave it out");
+        continue;
+      }
+      value = "1";
+    } else {
+      if (!it->is_string()) throw Error(path.string() + ": \"args\".\"" + o.name + "\" is " + it->dump() + ", expected a string");
+      value = it->get<std::string>();
+    }
+    if (!args.has(o.name)) {
+      // A relative path was relative to the run's working directory.
+      if (o.name == "model" || o.name == "feature-cache") {
+        const fs::path p = value;
+        const auto dir = rec.find("directory");
+        if (p.is_relative() && !(o.name == "feature-cache" && (value == "auto" || value == "off" || value == "memory")) &&
+            dir != rec.end() && dir->is_string() && !dir->get<std::string>().empty())
+          value = (fs::path(dir->get<std::string>()) / p).lexically_normal().string();
+      }
+      args.fill(o.name, value, source);
+      continue;
+    }
+    const std::string given = args.get(o.name);
+    if (o.value_name.empty() || canonical(given) == canonical(value) || quiet.count(o.name)) continue;
+    if (fixed.count(o.name))
+      throw Error(args.command() + " --resume: --" + o.name + " " + given + " differs from the run's " + value + " (" + source +
+                  "); a resumed run keeps the settings that define its model and its examples (give the run's value, or leave the flag out)");
+    std::fprintf(stderr, "note: --%s %s differs from the run's %s (%s): the resumed run continues with %s, so its result is not that of an uninterrupted run\n",
+                 o.name.c_str(), given.c_str(), value.c_str(), source.c_str(), given.c_str());
+  }
+}
+
 /// One line of `OUT/runs.jsonl`: the command, the library version, when it started (UTC), the
 /// working directory, the step it started from and every option's value, defaults included (flags as true / false),
 /// so that a run can be repeated from its output directory.
@@ -570,6 +659,11 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   if (plug.empty() || plug.size() > kMaxPlugPoints) throw Error("--adapter-list needs 1.." + std::to_string(kMaxPlugPoints) + " plug-in points");
   for (std::size_t k = 0; k < plug.size(); ++k) {
     if (plug[k] > ec.layers) throw Error("--adapter-list names hidden state " + std::to_string(plug[k]) + " but the encoder has 0.." + std::to_string(ec.layers));
+    // Adapter layer k reads hidden state plug[k] and adapter layer k - 1's output: the chain
+    // runs up the encoder, as in the authors' adapter_list.
+    if (k > 0 && plug[k] <= plug[k - 1])
+      throw Error("--adapter-list " + args.get("adapter-list") + ": the plug-in points must increase (" + std::to_string(plug[k - 1]) +
+                  " is followed by " + std::to_string(plug[k]) + ")");
     ac.plug_in[k] = plug[k];
   }
   TaskConfig tc;
@@ -585,15 +679,47 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     adapter_dirs = detail::split_list(args.get("adapter-dirs"));
     if (!adapter_dirs.empty() && adapter_dirs.size() != tc.adapters.size())
       throw Error("--adapter-dirs names " + std::to_string(adapter_dirs.size()) + " directories for " + std::to_string(tc.adapters.size()) + " adapters");
-    if (!evaluate_only)
-      for (const auto& d : adapter_dirs)
-        if (!fs::is_regular_file(fs::path(d) / "model.safetensors"))
-          throw Error("--adapter-dirs: " + (fs::path(d) / "model.safetensors").string() +
-                      " not found (expected the --out directory of a finished pretrain run)");
     for (std::size_t j = 0; j < tc.adapters.size(); ++j)
       for (std::size_t i = 0; i < j; ++i)
         if (tc.adapters[i] == tc.adapters[j])
           throw Error("--adapters names \"" + tc.adapters[j] + "\" twice (each adapter's tensors are saved under its name)");
+    if (!evaluate_only && args.has("freeze-adapters") && adapter_dirs.empty() && !tc.adapters.empty())
+      throw Error("--freeze-adapters needs --adapter-dirs: without pre-trained weights the frozen adapters would stay at their "
+                  "random initialisation");
+    for (std::size_t j = 0; j < adapter_dirs.size() && !evaluate_only; ++j) {
+      const fs::path d = adapter_dirs[j];
+      if (!fs::is_regular_file(d / "model.safetensors"))
+        throw Error("--adapter-dirs: " + (d / "model.safetensors").string() +
+                    " not found (expected the --out directory of a finished pretrain run)");
+      // The pre-training run's adapter_config.json (runs of older versions may lack it): the
+      // adapter must be of the sizes and plug-in points of this run's flags (same-shaped
+      // tensors with other heads or plug-in points would load and compute something else),
+      // and an adapter named fac or lin must be that adapter.
+      const fs::path cfg = d / "adapter_config.json";
+      if (!fs::exists(cfg)) continue;
+      const nlohmann::json rc = detail::read_run_config(cfg);
+      const std::string what = "--adapter-dirs " + d.string() + " (" + tc.adapters[j] + ")";
+      const auto run_task = rc.find("task");
+      if (run_task == rc.end() || !run_task->is_string() || (*run_task != "fac" && *run_task != "lin"))
+        throw Error(what + ": " + cfg.string() + " has \"task\": " + (run_task == rc.end() ? std::string("none") : run_task->dump()) +
+                    ", expected a pre-training run (\"fac\" or \"lin\")");
+      if ((tc.adapters[j] == "fac" || tc.adapters[j] == "lin") && *run_task != tc.adapters[j])
+        throw Error(what + ": " + cfg.string() + " is a pre-training run of the " + run_task->get<std::string>() +
+                    " adapter, not of " + tc.adapters[j] + " (--adapters and --adapter-dirs go in the same order)");
+      auto agree = [&](const char* field, const std::string& flag, const nlohmann::json& ours) {
+        const auto it = rc.find(field);
+        if (it == rc.end() || *it == ours) return;
+        throw Error(what + ": " + (flag.empty() ? std::string("the encoder's hidden size ") : "--" + flag + " ") + ours.dump() +
+                    " differs from \"" + field + "\": " + it->dump() + " in " + cfg.string() +
+                    (flag.empty() ? " (the adapter was pre-trained on another --model)" : " (the adapter was pre-trained with that; give the same value)"));
+      };
+      agree("hidden", "", ac.hidden);
+      agree("adapter_size", "adapter-size", ac.size);
+      agree("adapter_transformer_layers", "adapter-transformer-layers", ac.layers);
+      agree("adapter_heads", "adapter-heads", ac.heads);
+      agree("adapter_skip_layers", "adapter-skip-layers", ac.skip_layers);
+      agree("adapter_list", "adapter-list", plug);
+    }
     tc.fusion = args.choice("fusion", {"concat", "add"}) == "add" ? Fusion::add : Fusion::concat;
     tc.adapter_trainable.assign(tc.adapters.size(), !args.has("freeze-adapters"));
   } else {
@@ -862,8 +988,50 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       eval_cache_mode = "off";
     }
   }
+  index_t choices = train.rows_per_example;
+  for (const auto& e : evals) choices = std::max(choices, e.data.rows_per_example);
+  tc.num_labels = task == Task::lin ? S : task == Task::multiple_choice ? choices : static_cast<index_t>(labels.size());
+  TaskModel<dynamic_adapter, T, Dev> model(tc, ac);
+  init_parameters(model.parameters(), seed);
+  std::int64_t model_step = 0;  // evaluate: the training step of the model scored (when it says)
+  if (evaluate_only) {
+    const io::SafetensorsFile weights(out / "model.safetensors");
+    if (const auto it = weights.metadata().find("step"); it != weights.metadata().end()) {
+      const char* b = it->second.data();
+      const auto [end, err] = std::from_chars(b, b + it->second.size(), model_step);
+      if (err != std::errc() || end != b + it->second.size() || model_step < 0) model_step = 0;
+    }
+    // The authors' quirks change the numbers: the run's setting is the one to score with.
+    if (const auto it = weights.metadata().find("compat");
+        it != weights.metadata().end() && it->second != (official ? "official" : "standard"))
+      throw Error((out / "model.safetensors").string() + ": the run was trained with --compat " + it->second +
+                  ", not " + (official ? "official" : "standard"));
+    io::load_parameters(model.parameters(), weights);
+    adapter_dirs.clear();
+  }
+  // The model, with the pre-trained adapters loaded, exists before --out is created: an
+  // adapter that does not fit is an error that writes nothing.
+  for (std::size_t j = 0; j < adapter_dirs.size(); ++j)
+    io::load_pretrained_adapter(model.parameters(), io::SafetensorsFile(fs::path(adapter_dirs[j]) / "model.safetensors"), tc.adapters[j]);
+
   // The data has been read: only now is --out created.
   const fs::path best_dir = out / "best";
+  if (!evaluate_only && !resume) {
+    // A fresh run: an earlier run's checkpoint would pass for this run's (a --resume after this
+    // run stopped before its first save would continue the earlier run), and its model for a
+    // result of this run. They are kept as checkpoint.previous/ and FILE.previous, with its log.
+    for (const char* name : {"checkpoint", "model.safetensors", "adapter_config.json"}) {
+      const fs::path file = out / name;
+      if (fs::symlink_status(file).type() == fs::file_type::not_found) continue;
+      fs::path previous = file;
+      previous += ".previous";
+      std::error_code mv;
+      if (fs::is_directory(previous)) fs::remove_all(previous, mv);
+      if (!mv) fs::rename(file, previous, mv);
+      if (mv) throw Error(file.string() + ": cannot move an earlier run's " + name + " to " + previous.string() + " (" + mv.message() + ")");
+      std::fprintf(stderr, "note: moved %s, an earlier run's, to %s\n", file.string().c_str(), previous.string().c_str());
+    }
+  }
   if (!evaluate_only) {
     std::error_code mk;
     fs::create_directories(out / "checkpoint", mk);
@@ -887,30 +1055,6 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       throw Error("--predictions " + predictions_dir.string() + ": cannot create the directory (" +
                   (mk ? mk.message() : std::string("a file is in the way")) + ")");
   }
-
-  index_t choices = train.rows_per_example;
-  for (const auto& e : evals) choices = std::max(choices, e.data.rows_per_example);
-  tc.num_labels = task == Task::lin ? S : task == Task::multiple_choice ? choices : static_cast<index_t>(labels.size());
-  TaskModel<dynamic_adapter, T, Dev> model(tc, ac);
-  init_parameters(model.parameters(), seed);
-  std::int64_t model_step = 0;  // evaluate: the training step of the model scored (when it says)
-  if (evaluate_only) {
-    const io::SafetensorsFile weights(out / "model.safetensors");
-    if (const auto it = weights.metadata().find("step"); it != weights.metadata().end()) {
-      const char* b = it->second.data();
-      const auto [end, err] = std::from_chars(b, b + it->second.size(), model_step);
-      if (err != std::errc() || end != b + it->second.size() || model_step < 0) model_step = 0;
-    }
-    // The authors' quirks change the numbers: the run's setting is the one to score with.
-    if (const auto it = weights.metadata().find("compat");
-        it != weights.metadata().end() && it->second != (official ? "official" : "standard"))
-      throw Error((out / "model.safetensors").string() + ": the run was trained with --compat " + it->second +
-                  ", not " + (official ? "official" : "standard"));
-    io::load_parameters(model.parameters(), weights);
-    adapter_dirs.clear();
-  }
-  for (std::size_t j = 0; j < adapter_dirs.size(); ++j)
-    io::load_pretrained_adapter(model.parameters(), io::SafetensorsFile(fs::path(adapter_dirs[j]) / "model.safetensors"), tc.adapters[j]);
 
   TrainConfig cfg;
   cfg.adam.lr = learning_rate;
@@ -1140,10 +1284,10 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   };
 
   // A fresh run starts the log and the list of runs over: an earlier run's lines would pass
-  // for this one's. They are kept as FILE.previous (until the next fresh run), since the
-  // earlier run's model and checkpoint stay until this run writes its own. The lines its
-  // resumes removed go with its log: metrics.jsonl.removed.previous is always of the same run
-  // as metrics.jsonl.previous.
+  // for this one's. They are kept as FILE.previous (until the next fresh run), beside the
+  // earlier run's model and checkpoint (moved to .previous above). The lines its resumes
+  // removed go with its log: metrics.jsonl.removed.previous is always of the same run as
+  // metrics.jsonl.previous.
   if (!evaluate_only && !resume) {
     bool moved_log = false;
     for (const std::string name : {"metrics.jsonl", "metrics.jsonl.removed", "runs.jsonl"}) {
@@ -1321,7 +1465,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
         line["best"] = true;
       }
       log.write(line);
-      progress.note("step " + std::to_string(step) + ": " + m.dump() + (line.contains("best") ? " (best so far)" : ""));
+      progress.note("step " + std::to_string(evaluate_only ? model_step : step) + ": " + m.dump() + (line.contains("best") ? " (best so far)" : ""));
       if (j == 0) first = std::move(m);
     }
     return first;
@@ -1448,7 +1592,7 @@ inline int run_train_command(const std::string& name, const std::vector<std::str
     for (auto& o : options) {
       if (training_only.count(o.name))
         o.refused = "is read only by training: evaluate scores the run as it was trained, with the settings in OUT/adapter_config.json";
-      if (o.name == "batch-size") o.help = "sequences per batch";
+      if (o.name == "batch-size") o.help = "examples per batch (multiple choice: questions)";
       if (o.name == "task") {
         o.value_name = "fac|lin|relation|entity-typing|multiple-choice";
         o.required = false;
@@ -1470,6 +1614,7 @@ inline int run_train_command(const std::string& name, const std::vector<std::str
     return 0;
   }
   if (evaluate) detail::adopt_run_config(args);
+  else if (args.has("resume")) detail::adopt_resume_flags(args);
   const std::string task = args.choice(
       "task", evaluate ? std::set<std::string>{"fac", "lin", "relation", "entity-typing", "multiple-choice"}
               : finetune ? std::set<std::string>{"relation", "entity-typing", "multiple-choice"}
