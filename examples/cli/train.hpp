@@ -365,6 +365,33 @@ inline nlohmann::json read_run_config(const fs::path& path) {
   return j;
 }
 
+/// The last line of a run's `runs.jsonl` at @p path (a JSON object with an "args" object), or
+/// null when there is no such file or it is empty (runs of older versions).
+inline nlohmann::json last_run_record(const fs::path& path) {
+  const fs::file_type type = fs::status(path).type();
+  if (type == fs::file_type::not_found) return nullptr;
+  if (type != fs::file_type::regular) throw Error(path.string() + ": not a regular file (expected the run's list of invocations)");
+  std::ifstream f(path, std::ios::binary);
+  if (!f.is_open()) throw Error(path.string() + ": cannot open (" + std::strerror(errno) + ")");
+  std::string last;
+  for (std::string line; std::getline(f, line);)
+    if (line.find_first_not_of(" \t\r") != std::string::npos) last = line;
+  if (f.bad()) throw Error(path.string() + ": read failed");
+  if (last.empty()) return nullptr;
+  nlohmann::json rec = nlohmann::json::parse(last, nullptr, /*allow_exceptions=*/false);
+  if (!rec.is_object() || !rec.contains("args") || !rec["args"].is_object())
+    throw Error(path.string() + ": the last line is not a run record (a JSON object with \"args\"), so the run's settings cannot be read");
+  return rec;
+}
+
+/// A path option @p value of run record @p rec: a relative one was relative to the run's
+/// working directory ("directory").
+inline std::string run_path(const nlohmann::json& rec, const std::string& value) {
+  const auto dir = rec.find("directory");
+  if (!fs::path(value).is_relative() || dir == rec.end() || !dir->is_string() || dir->get<std::string>().empty()) return value;
+  return (fs::path(dir->get<std::string>()) / value).lexically_normal().string();
+}
+
 /// `evaluate`: the model flags of the run in --out come from its `adapter_config.json`; a flag
 /// also given on the command line must agree with it. Runs of older versions: fusion and
 /// compat, when the file lacks them, come from the weights; without the file the flags are
@@ -382,6 +409,13 @@ inline void adopt_run_config(Args& args) {
     return;
   }
   const nlohmann::json j = read_run_config(path);
+  // The encoder the run was trained on (its last invocation's --model, in runs.jsonl) unless
+  // --model names one.
+  if (const nlohmann::json rec = last_run_record(run / "runs.jsonl"); !args.has("model") && !rec.is_null()) {
+    const auto m = rec["args"].find("model");
+    if (m != rec["args"].end() && m->is_string())
+      args.fill("model", run_path(rec, m->get<std::string>()), (run / "runs.jsonl").string() + " (the run's --model)");
+  }
   auto mismatch = [&](const std::string& flag, const std::string& field) {
     return Error(args.command() + ": --" + flag + " " + args.get(flag) + " differs from \"" + field + "\": " + j[field].dump() +
                  " in " + from + " (the run was trained with that; leave the flag out)");
@@ -481,19 +515,8 @@ inline void adopt_run_config(Args& args) {
 /// older versions without the file: the flags are taken as given.
 inline void adopt_resume_flags(Args& args) {
   const fs::path path = fs::path(args.get("out")) / "runs.jsonl";
-  const fs::file_type type = fs::status(path).type();
-  if (type == fs::file_type::not_found) return;
-  if (type != fs::file_type::regular) throw Error(path.string() + ": not a regular file (expected the run's list of invocations)");
-  std::ifstream f(path, std::ios::binary);
-  if (!f.is_open()) throw Error(path.string() + ": cannot open (" + std::strerror(errno) + ")");
-  std::string last;
-  for (std::string line; std::getline(f, line);)
-    if (line.find_first_not_of(" \t\r") != std::string::npos) last = line;
-  if (f.bad()) throw Error(path.string() + ": read failed");
-  if (last.empty()) return;
-  const nlohmann::json rec = nlohmann::json::parse(last, nullptr, /*allow_exceptions=*/false);
-  if (!rec.is_object() || !rec.contains("args") || !rec["args"].is_object())
-    throw Error(path.string() + ": the last line is not a run record (a JSON object with \"args\"), so --resume cannot read the run's settings");
+  const nlohmann::json rec = last_run_record(path);
+  if (rec.is_null()) return;
   const nlohmann::json& was = rec["args"];
   // Flags that must keep the run's value; those that may change, with a note; those that are
   // the run's when left out, without a word when given (where and how often to save,
@@ -540,14 +563,8 @@ inline void adopt_resume_flags(Args& args) {
       value = it->get<std::string>();
     }
     if (!args.has(o.name)) {
-      // A relative path was relative to the run's working directory.
-      if (o.name == "model" || o.name == "feature-cache") {
-        const fs::path p = value;
-        const auto dir = rec.find("directory");
-        if (p.is_relative() && !(o.name == "feature-cache" && (value == "auto" || value == "off" || value == "memory")) &&
-            dir != rec.end() && dir->is_string() && !dir->get<std::string>().empty())
-          value = (fs::path(dir->get<std::string>()) / p).lexically_normal().string();
-      }
+      if (o.name == "model" || (o.name == "feature-cache" && value != "auto" && value != "off" && value != "memory"))
+        value = run_path(rec, value);
       args.fill(o.name, value, source);
       continue;
     }
@@ -1603,6 +1620,7 @@ inline int run_train_command(const std::string& name, const std::vector<std::str
                  "the adapter sizes and --adapter-list, --adapters, --fusion, --compat) are the run's, from OUT/adapter_config.json, "
                  "not the defaults shown below (those apply to runs without the file); one given must agree with the run";
       if (o.name == "eval-split") o.help = "split(s) to score";
+      if (o.name == "model") o.help = "the frozen encoder the run was trained on (default: the run's --model, from OUT/runs.jsonl)";
       if (o.name == "data") o.help = "the split(s) to score as .json (or .jsonl) in the authors' formats (dev.json, test.json, ...)";
     }
     options.push_back({"predictions", "DIR", "also write DIR/predictions_SPLIT.jsonl: per example of the split's file, its "

@@ -797,9 +797,11 @@ BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
     BOOST_TEST(args["learning-rate"].get<std::string>() == "0.002");
     BOOST_TEST(json_lines(tmp / "flags" / "metrics.jsonl").size() == 5u);  // steps 1 to 4 and the final evaluation
   }
-  // evaluate says which training step it scored, on the console as in the log.
+  // evaluate says which training step it scored, on the console as in the log. Without
+  // --model it reads the run's encoder (runs.jsonl), not the default path.
+  BOOST_REQUIRE(!fs::exists("models/all-MiniLM-L6-v2"));  // the default, relative to the working directory
   {
-    const auto [code, text] = run_output("evaluate --task fac" + model + data(kData / "fac") + out("flags"), tmp / "log.txt");
+    const auto [code, text] = run_output("evaluate --task fac" + data(kData / "fac") + out("flags"), tmp / "log.txt");
     BOOST_TEST(code == 0);
     BOOST_TEST(text.find("step 4: {") != std::string::npos, text);
   }
