@@ -20,8 +20,10 @@
 #include <chrono>
 #include <random>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -58,7 +60,7 @@ inline std::vector<OptionSpec> training_options(bool finetune) {
   std::vector<OptionSpec> o = {
       {"task", finetune ? "relation|entity-typing|multiple-choice" : "fac|lin", "what to train", true, ""},
       {"model", "DIR", "frozen encoder: config.json, model.safetensors and the tokenizer files", false, "models/all-MiniLM-L6-v2"},
-      {"data", "DIR", "train, dev, test as .json (or .jsonl) in the authors' formats (lin: find_head JSON, multiple choice: CosmosQA JSON lines)", true, ""},
+      {"data", "DIR", "train, dev, test as .json (or .jsonl) in the authors' formats (lin: find_head JSON, or .conllu; multiple choice: CosmosQA JSON lines); relations.txt or types.txt, when present, fixes the label ids", true, ""},
       {"out", "DIR", "output: model.safetensors, metrics.jsonl, runs.jsonl (each invocation's options), checkpoint/", true, ""},
       {"max-seq-length", "T", "tokens per sequence", false, "64"},
       {"batch-size", "B", "examples per step (multiple choice: questions, each with all its answer choices; per micro-batch with --gradient-accumulation-steps)", false, "32"},
@@ -114,11 +116,20 @@ inline std::vector<std::string> split_list(const std::string& s) {
 /// The examples of @p file as rows. Multiple-choice questions without a label are an error
 /// when @p labels_required, else read as unscored (label -100: predicted, not scored).
 /// Relation data keeps only the first @p negative_sample - 1 `no_relation` records when it is
-/// positive (the authors' `--negative_sample` of training files).
+/// positive (the authors' `--negative_sample` of training files). Labels not in @p labels
+/// are added, unless @p closed_by names the file that @p labels came from: then such a label
+/// is an error naming the record, the file and (@p closed_why) what to do.
 template <class Tok>
 PackedSplit pack(Task task, const fs::path& file, const Tok& tok, io::LabelMap& labels,
-                 index_t T, io::Convention conv, bool labels_required, std::int64_t negative_sample = 0) {
+                 index_t T, io::Convention conv, bool labels_required, std::int64_t negative_sample = 0,
+                 const fs::path& closed_by = {}, const std::string& closed_why = {}) {
   PackedSplit p;
+  auto add_label = [&](const std::string& name, std::size_t record, const char* what) {
+    if (!closed_by.empty() && !labels.contains(name))
+      throw Error(file.string() + ": record " + std::to_string(record) + ": " + what + " \"" + name + "\" is not in " +
+                  closed_by.string() + " (" + closed_why + ")");
+    labels.add(name);
+  };
   p.seq = T;
   auto append_rows = [&](const std::vector<std::int64_t>& ids, const std::vector<std::int64_t>& mask) {
     p.ids.insert(p.ids.end(), ids.begin(), ids.end());
@@ -130,7 +141,7 @@ PackedSplit pack(Task task, const fs::path& file, const Tok& tok, io::LabelMap& 
     if (negative_sample > 0) ro.negative_sample = negative_sample;
     const auto r = io::read_relations(file, ro);
     p.filtered = r.report.filtered;
-    for (const auto& x : r.examples) labels.add(x.relation);
+    for (const auto& x : r.examples) add_label(x.relation, x.record, "relation");
     io::RelationFeatureOptions fo;
     fo.max_seq_length = T;
     fo.convention = conv;
@@ -147,7 +158,8 @@ PackedSplit pack(Task task, const fs::path& file, const Tok& tok, io::LabelMap& 
     p.dropped = fs_.dropped.size();
     p.left_out = fs_.dropped;
   } else if (task == Task::lin) {
-    const auto r = io::read_find_head(file, io::HeadReadOptions{});
+    const auto r = file.extension() == ".conllu" ? io::read_conllu(file, io::HeadReadOptions{})
+                                                 : io::read_find_head(file, io::HeadReadOptions{});
     io::HeadFeatureOptions fo;
     fo.max_seq_length = T;
     fo.convention = conv;
@@ -188,7 +200,7 @@ PackedSplit pack(Task task, const fs::path& file, const Tok& tok, io::LabelMap& 
   } else {
     const auto r = io::read_entity_typing(file, io::EntityTypingReadOptions{});
     for (const auto& x : r.examples)
-      for (const auto& l : x.labels) labels.add(l);
+      for (const auto& l : x.labels) add_label(l, x.record, "type");
     io::EntityTypingFeatureOptions fo;
     fo.max_seq_length = T;
     fo.convention = conv;
@@ -612,6 +624,38 @@ inline std::int64_t checkpoint_step(const std::map<std::string, std::string>& me
   return x;
 }
 
+/// The identity of the frozen encoder a run trains on: a fingerprint of its weights (as fp32,
+/// whatever --dtype computes in) and their count. Kept in the checkpoint and in
+/// adapter_config.json, so that adapters are never resumed, evaluated or fine-tuned on other
+/// weights than they were trained on.
+template <class Enc>
+std::string backbone_id(const Enc& enc) {
+  using T = typename Enc::scalar_type;
+  const std::span<const T> params = enc.parameters();
+  constexpr std::size_t chunk = std::size_t{1} << 20;
+  std::vector<float> buf;
+  std::uint64_t h = 0;
+  for (std::size_t i = 0; i < params.size(); i += chunk) {
+    const auto part = params.subspan(i, std::min(chunk, params.size() - i));
+    if constexpr (std::is_same_v<T, float>) {
+      h = io::fingerprint_of(part, h);
+    } else {
+      buf.resize(part.size());
+      for (std::size_t k = 0; k < part.size(); ++k) buf[k] = static_cast<float>(part[k]);
+      h = io::fingerprint_of(std::span<const float>(buf), h);
+    }
+  }
+  return io::hex64(h) + ":" + std::to_string(params.size());
+}
+
+/// Throws when @p recorded (a run's "backbone", empty when the run predates it) is not @p ours.
+inline void check_backbone(const std::string& recorded, const std::string& ours, const std::string& where,
+                           const std::string& model, const std::string& advice) {
+  if (recorded.empty() || recorded == ours) return;
+  throw Error(where + " was trained on an encoder with other weights (\"backbone\": \"" + recorded + "\") than --model " + model +
+              " (\"" + ours + "\"); " + advice);
+}
+
 }  // namespace detail
 
 /// Results of one training run.
@@ -652,6 +696,14 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   }
   if (evaluate_only && !fs::exists(out / "model.safetensors"))
     throw Error((out / "model.safetensors").string() + ": not found (evaluate reads a finished pretrain or finetune run)");
+  const std::string backbone = detail::backbone_id(enc);
+  // A string field of a run's adapter_config.json ("" when absent: runs of older versions).
+  auto config_string = [](const nlohmann::json& rc, const char* field, const fs::path& file) {
+    const auto it = rc.find(field);
+    if (it == rc.end()) return std::string();
+    if (!it->is_string()) throw Error(file.string() + ": \"" + field + "\" is " + it->dump() + ", expected a string");
+    return it->get<std::string>();
+  };
   if (evaluate_only && fs::exists(out / "adapter_config.json")) {
     // The run's adapters read states of the encoder they were trained on.
     const nlohmann::json rc = detail::read_run_config(out / "adapter_config.json");
@@ -659,10 +711,19 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       throw Error((out / "adapter_config.json").string() + ": \"hidden\" is " + it->dump() + " but the encoder in " +
                   args.get("model") + " has hidden_size " + std::to_string(ec.hidden) +
                   " (evaluate with the --model the run was trained on)");
+    detail::check_backbone(config_string(rc, "backbone", out / "adapter_config.json"), backbone,
+                           "the run in " + out.string() + " (" + (out / "adapter_config.json").string() + ")", args.get("model"),
+                           "evaluate with the --model the run was trained on");
   }
-  if (args.has("resume") && !evaluate_only && !fs::exists(out / "checkpoint" / "optimizer.safetensors"))
-    throw Error("--resume: " + (out / "checkpoint" / "optimizer.safetensors").string() +
-                " not found (no checkpoint to continue from; without --resume the run starts anew)");
+  if (args.has("resume") && !evaluate_only) {
+    const fs::path opt = out / "checkpoint" / "optimizer.safetensors";
+    if (!fs::exists(opt))
+      throw Error("--resume: " + opt.string() + " not found (no checkpoint to continue from; without --resume the run starts anew)");
+    const auto meta = io::SafetensorsFile(opt).metadata();
+    const auto it = meta.find("backbone");
+    detail::check_backbone(it == meta.end() ? std::string() : it->second, backbone, "--resume: the checkpoint " + opt.string(),
+                           args.get("model"), "resume with the --model the run started with");
+  }
   // The model's sizes, checked before anything is written to --out.
   AdapterConfig ac;
   ac.hidden = ec.hidden;
@@ -736,6 +797,8 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       agree("adapter_heads", "adapter-heads", ac.heads);
       agree("adapter_skip_layers", "adapter-skip-layers", ac.skip_layers);
       agree("adapter_list", "adapter-list", plug);
+      detail::check_backbone(config_string(rc, "backbone", cfg), backbone, what + ": the adapter (" + cfg.string() + ")", args.get("model"),
+                             "fine-tune on the encoder the adapter was pre-trained on");
     }
     tc.fusion = args.choice("fusion", {"concat", "add"}) == "add" ? Fusion::add : Fusion::concat;
     tc.adapter_trainable.assign(tc.adapters.size(), !args.has("freeze-adapters"));
@@ -821,22 +884,58 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   if (official && bucketing != "none")
     throw Error("--bucketing " + bucketing + " needs --compat standard: under --compat official padding changes the numbers, so every batch keeps max_seq_length");
 
-  // Labels: kept with the model so that evaluation and resume see the same ids.
+  // Labels: kept with the model (labels.json) so that evaluation and resume see the same ids.
+  // A fresh run numbers them in the order of the data set's label list (DATA/relations.txt or
+  // DATA/types.txt: one name per line) when there is one, and then refuses any other label;
+  // else in order of first appearance in the data. An earlier run's labels.json in --out is
+  // not this run's.
   io::LabelMap labels;
   const fs::path labels_path = out / "labels.json";
   const bool named_labels = task == Task::fac || task == Task::relation || task == Task::entity_typing;
   const bool resume = args.has("resume") && !evaluate_only;
-  if (fs::exists(labels_path)) {
+  if ((evaluate_only || resume) && fs::exists(labels_path)) {
     labels = io::LabelMap(detail::read_labels_file(labels_path));
   } else if (evaluate_only && named_labels) {
     throw Error(labels_path.string() + ": not found (evaluate reads the label names of a finished run)");
   }
+  const fs::path label_list = !named_labels ? fs::path{} : data / (task == Task::entity_typing ? "types.txt" : "relations.txt");
+  fs::path closed_by;  // the label list that the training and evaluation labels must be in
+  std::string closed_why;
+  if (!evaluate_only && named_labels && fs::exists(label_list)) {
+    const std::vector<std::string> listed = io::read_label_list(label_list);
+    closed_by = label_list;
+    closed_why = "the data set's label list; add it there, or move that file away to number the labels as they first appear";
+    if (!resume || !fs::exists(labels_path)) {
+      labels = io::LabelMap(listed);
+    } else {
+      // The checkpoint has one output per label of labels.json: the list must name the same
+      // labels (in any order: the ids are those of labels.json).
+      std::vector<std::string> a = listed, b = labels.names();
+      std::sort(a.begin(), a.end());
+      std::sort(b.begin(), b.end());
+      if (a != b)
+        throw Error("--resume: " + label_list.string() + " names " + std::to_string(listed.size()) + " labels, not the " +
+                    std::to_string(labels.size()) + " labels of the run (" + labels_path.string() +
+                    "): the run was numbered by another list or without one; restore the run's list, or move this one away "
+                    "to resume with the labels of " + labels_path.string());
+      closed_why = "the labels of the run, in " + labels_path.string() + ", which a resume keeps";
+    }
+  }
+  // A split's file: NAME.jsonl, else NAME.json, else (linguistic data) NAME.conllu.
   auto split_file = [&](const std::string& name) {
-    return fs::exists(data / (name + ".jsonl")) ? data / (name + ".jsonl") : data / (name + ".json");
+    std::vector<std::string> kinds = {".jsonl", ".json"};
+    if (task == Task::lin) kinds.push_back(".conllu");
+    std::string looked;
+    for (const auto& k : kinds) {
+      if (fs::exists(data / (name + k))) return data / (name + k);
+      looked += (looked.empty() ? "" : k == kinds.back() ? " or " : ", ") + name + k;
+    }
+    throw Error("--data " + data.string() + ": no " + looked + " (the " + name + " split" +
+                (task == Task::lin ? ": find_head JSON or CoNLL-U)" : ")"));
   };
   const std::size_t run_labels = labels.size();  // those of labels.json, when there is one
   PackedSplit train = evaluate_only ? PackedSplit{}
-                                    : detail::pack(task, split_file("train"), tok, labels, S, conv, true, negative_sample);
+                                    : detail::pack(task, split_file("train"), tok, labels, S, conv, true, negative_sample, closed_by, closed_why);
   const std::size_t train_labels = labels.size();
   // A resumed run has one output per label of its checkpoint: no split may add a label (and
   // labels.json must stay as it was when the checkpoint was written).
@@ -857,7 +956,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     evals[j].name = eval_names[j];
     evals[j].file = split_file(eval_names[j]);
     const std::size_t before = labels.size();
-    evals[j].data = detail::pack(task, evals[j].file, tok, labels, S, conv, !evaluate_only);
+    evals[j].data = detail::pack(task, evals[j].file, tok, labels, S, conv, !evaluate_only, 0, closed_by, closed_why);
     if (labels.size() == before) continue;
     std::string extra;
     for (std::size_t i = before; i < labels.size() && i < before + 5; ++i)
@@ -941,6 +1040,19 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   const std::int64_t per_epoch = (batches_per_epoch + accumulation - 1) / accumulation;
   std::int64_t total = per_epoch * epochs;
   if (max_steps > 0) total = max_steps;
+  // Combinations that run, but likely not as meant.
+  if (!evaluate_only) {
+    if (accumulation > batches_per_epoch)
+      std::fprintf(stderr, "warning: --gradient-accumulation-steps %lld is more than the %lld batches of an epoch: each optimizer step "
+                   "takes one epoch's %lld batches\n", static_cast<long long>(accumulation), static_cast<long long>(batches_per_epoch),
+                   static_cast<long long>(batches_per_epoch));
+    if (warmup_steps > 0 && warmup_steps >= total)
+      std::fprintf(stderr, "warning: --warmup-steps %lld is not less than the run's %lld steps: the learning rate never reaches %s\n",
+                   static_cast<long long>(warmup_steps), static_cast<long long>(total), args.get("learning-rate").c_str());
+    if (stop_after > total)
+      std::fprintf(stderr, "warning: --stop-after %lld is beyond the run's %lld steps: the run finishes first\n",
+                   static_cast<long long>(stop_after), static_cast<long long>(total));
+  }
   const bool trim = bucketing != "none";
   const auto train_len = io::cache_lengths(train.mask, S, trim);
   for (auto& e : evals) e.len = io::cache_lengths(e.data.mask, S, trim);
@@ -1035,19 +1147,47 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   const fs::path best_dir = out / "best";
   if (!evaluate_only && !resume) {
     // A fresh run: an earlier run's checkpoint would pass for this run's (a --resume after this
-    // run stopped before its first save would continue the earlier run), and its model for a
-    // result of this run. They are kept as checkpoint.previous/ and FILE.previous, with its log.
-    for (const char* name : {"checkpoint", "model.safetensors", "adapter_config.json"}) {
+    // run stopped before its first save would continue the earlier run), its model for a
+    // result of this run, its labels for this run's, and its log lines for this run's. They
+    // are kept as checkpoint.previous/ and FILE.previous until the next fresh run; the lines
+    // its resumes removed go with its log. A .previous that the earlier run has no file for is
+    // an older run's and goes, so that every .previous is of the same run. Leftovers of a run
+    // that ended before it wrote its log (an empty checkpoint/, labels.json) are no earlier
+    // run: the .previous files of the run before it stay.
+    const char* const run_files[] = {"checkpoint", "model.safetensors", "adapter_config.json", "labels.json", "train_records.json",
+                                     "metrics.jsonl", "metrics.jsonl.removed", "runs.jsonl"};
+    auto present = [&](const fs::path& f) { return fs::symlink_status(f).type() != fs::file_type::not_found; };
+    bool earlier_run = false;
+    for (const char* name : {"model.safetensors", "adapter_config.json", "metrics.jsonl", "metrics.jsonl.removed", "runs.jsonl"})
+      earlier_run = earlier_run || present(out / name);
+    std::error_code probe;
+    earlier_run = earlier_run || (present(out / "checkpoint") &&
+                                  (!fs::is_directory(out / "checkpoint") || !fs::is_empty(out / "checkpoint", probe)));
+    std::string moved, dropped;
+    for (const char* name : run_files) {
+      if (!earlier_run) break;
       const fs::path file = out / name;
-      if (fs::symlink_status(file).type() == fs::file_type::not_found) continue;
       fs::path previous = file;
       previous += ".previous";
       std::error_code mv;
-      if (fs::is_directory(previous)) fs::remove_all(previous, mv);
+      if (!present(file)) {
+        if (present(previous)) {
+          fs::remove_all(previous, mv);
+          if (mv) throw Error(previous.string() + ": cannot remove an older run's file (" + mv.message() + ")");
+          dropped += (dropped.empty() ? "" : ", ") + previous.filename().string();
+        }
+        continue;
+      }
+      if (fs::is_directory(previous) && !fs::is_symlink(previous)) fs::remove_all(previous, mv);
       if (!mv) fs::rename(file, previous, mv);
       if (mv) throw Error(file.string() + ": cannot move an earlier run's " + name + " to " + previous.string() + " (" + mv.message() + ")");
-      std::fprintf(stderr, "note: moved %s, an earlier run's, to %s\n", file.string().c_str(), previous.string().c_str());
+      moved += (moved.empty() ? "" : ", ") + std::string(name);
     }
+    if (!moved.empty())
+      std::fprintf(stderr, "note: moved an earlier run's %s in %s to NAME.previous\n", moved.c_str(), out.string().c_str());
+    if (!dropped.empty())
+      std::fprintf(stderr, "note: removed %s in %s (of a run before the earlier one, which has no such file)\n", dropped.c_str(),
+                   out.string().c_str());
   }
   if (!evaluate_only) {
     std::error_code mk;
@@ -1113,7 +1253,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     std::fprintf(stderr, "resumed from %s at step %lld\n", (out / "checkpoint").string().c_str(), static_cast<long long>(step));
   }
   auto save_checkpoint = [&] {  // read-only access: nothing goes back to a device afterwards
-    std::map<std::string, std::string> meta = {{"step", std::to_string(trainer.steps())}};
+    std::map<std::string, std::string> meta = {{"step", std::to_string(trainer.steps())}, {"backbone", backbone}};
     if (train_fraction < 1.0) meta["train_fraction"] = args.get("train-fraction");
     meta["train_examples"] = train_examples;
     if (best_step >= 0) {
@@ -1137,7 +1277,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
                            {"adapter_transformer_layers", ac.layers}, {"adapter_heads", ac.heads},
                            {"adapter_list", plug}, {"adapter_skip_layers", ac.skip_layers},
                            {"max_seq_length", S}, {"adapters", tc.adapters},
-                           {"compat", official ? "official" : "standard"}};
+                           {"compat", official ? "official" : "standard"}, {"backbone", backbone}};
     if (finetune) cfgj["fusion"] = tc.fusion == Fusion::add ? "add" : "concat";
     detail::write_text_file(dir / "adapter_config.json", cfgj.dump(1) + "\n");
     if (dir != out) {
@@ -1300,31 +1440,6 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     return order;
   };
 
-  // A fresh run starts the log and the list of runs over: an earlier run's lines would pass
-  // for this one's. They are kept as FILE.previous (until the next fresh run), beside the
-  // earlier run's model and checkpoint (moved to .previous above). The lines its resumes
-  // removed go with its log: metrics.jsonl.removed.previous is always of the same run as
-  // metrics.jsonl.previous.
-  if (!evaluate_only && !resume) {
-    bool moved_log = false;
-    for (const std::string name : {"metrics.jsonl", "metrics.jsonl.removed", "runs.jsonl"}) {
-      const fs::path file = out / name;
-      fs::path previous = file;
-      previous += ".previous";
-      if (fs::symlink_status(file).type() == fs::file_type::not_found) {
-        std::error_code rm;
-        if (name == "metrics.jsonl.removed" && moved_log && fs::symlink_status(previous).type() != fs::file_type::not_found &&
-            !fs::remove(previous, rm))
-          throw Error(previous.string() + ": cannot remove an older run's file (" + rm.message() + ")");
-        continue;
-      }
-      std::error_code mv;
-      fs::rename(file, previous, mv);
-      if (mv) throw Error(file.string() + ": cannot move an earlier run's file to " + previous.string() + " (" + mv.message() + ")");
-      std::fprintf(stderr, "note: moved %s, an earlier run's, to %s\n", file.string().c_str(), previous.string().c_str());
-      moved_log = moved_log || name == "metrics.jsonl";
-    }
-  }
   // A resumed run logs again the steps (and evaluations) that the interrupted run logged after
   // its checkpoint; their lines go first, so that the log reads as that of a straight run.
   if (resume) detail::drop_lines_after(out / "metrics.jsonl", step, total);
@@ -1621,7 +1736,7 @@ inline int run_train_command(const std::string& name, const std::vector<std::str
                  "not the defaults shown below (those apply to runs without the file); one given must agree with the run";
       if (o.name == "eval-split") o.help = "split(s) to score";
       if (o.name == "model") o.help = "the frozen encoder the run was trained on (default: the run's --model, from OUT/runs.jsonl)";
-      if (o.name == "data") o.help = "the split(s) to score as .json (or .jsonl) in the authors' formats (dev.json, test.json, ...)";
+      if (o.name == "data") o.help = "the split(s) to score as .json (or .jsonl; lin: or .conllu) in the authors' formats (dev.json, test.json, ...)";
     }
     options.push_back({"predictions", "DIR", "also write DIR/predictions_SPLIT.jsonl: per example of the split's file, its "
                        "record number, the gold and the predicted answer (dropped examples: the reason)", false, ""});

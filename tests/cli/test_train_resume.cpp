@@ -1071,3 +1071,177 @@ BOOST_AUTO_TEST_CASE(negative_sample_keeps_the_first_no_relation_examples) {
   BOOST_TEST(!fs::exists(tmp / "bad"));
   fs::remove_all(tmp);
 }
+
+// The data set's label list (DATA/relations.txt, DATA/types.txt) numbers the labels and names
+// every label outside it; an earlier run's labels in --out are not a fresh run's; adapters are
+// never evaluated, resumed or fine-tuned on other encoder weights than they were trained on;
+// linguistic data may be CoNLL-U; questionable flag combinations are warned about.
+BOOST_AUTO_TEST_CASE(label_lists_encoder_weights_and_conllu) {
+  const fs::path tmp = fs::temp_directory_path() / ("kadapter_labels_cli_" + std::to_string(::getpid()));
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  const std::string model = " --model '" + kModel.string() + "'";
+  const std::string shape = " --batch-size 4 --max-seq-length 32 --adapter-size 16 --adapter-heads 2";
+  const std::string sizes = shape + " --max-steps 2";
+  auto data = [&](const fs::path& d) { return " --data '" + d.string() + "'"; };
+  auto out = [&](const char* name) { return " --out '" + (tmp / name).string() + "'"; };
+  auto fails = [&](const std::string& args, const std::string& words) {
+    const auto [code, text] = run_output(args, tmp / "log.txt");
+    BOOST_TEST(code == 2, args << " ->\n" << text);
+    BOOST_TEST(text.find(words) != std::string::npos, args << " ->\n" << text);
+  };
+  auto write = [](const fs::path& p, const nlohmann::json& j) { std::ofstream(p) << j.dump(); };
+  auto pretrain = [&](const char* task, const fs::path& d) { return std::string("pretrain --task ") + task + model + data(d) + sizes; };
+
+  // Labels are numbered as relations.txt lists them (not in order of first appearance).
+  BOOST_REQUIRE_EQUAL(run(pretrain("fac", kData / "fac") + out("fac")), 0);
+  const auto listed = kadapter::io::read_label_list(kData / "fac" / "relations.txt");
+  BOOST_TEST(read_json(tmp / "fac" / "labels.json").get<std::vector<std::string>>() == listed);
+  BOOST_TEST(kadapter::io::relation_labels(kadapter::io::read_relations(kData / "fac" / "train.json").examples) != listed);
+
+  // A label the list does not name is an error naming the file and record; nothing is written.
+  fs::copy(kData / "fac", tmp / "typo");
+  const nlohmann::json train = read_json(kData / "fac" / "train.json"), dev = read_json(kData / "fac" / "dev.json");
+  nlohmann::json bad = train;
+  bad[2]["relation"] = "P17x";
+  write(tmp / "typo" / "train.json", bad);
+  fails(pretrain("fac", tmp / "typo") + out("x"), (tmp / "typo" / "train.json").string() + ": record 3: relation \"P17x\" is not in " +
+                                                      (tmp / "typo" / "relations.txt").string());
+  write(tmp / "typo" / "train.json", train);
+  bad = dev;
+  bad[0]["relation"] = "P999";
+  write(tmp / "typo" / "dev.json", bad);
+  fails(pretrain("fac", tmp / "typo") + out("x"), (tmp / "typo" / "dev.json").string() + ": record 1: relation \"P999\" is not in");
+  write(tmp / "typo" / "dev.json", dev);
+  std::ofstream(tmp / "typo" / "relations.txt", std::ios::app) << "P17\tagain\n";
+  fails(pretrain("fac", tmp / "typo") + out("x"), "relations.txt: line 12: label \"P17\" is listed again (first on line 1)");
+  fs::copy(kData / "entity_typing", tmp / "types");
+  bad = read_json(kData / "entity_typing" / "dev.json");
+  bad[0]["labels"].push_back("planet");
+  write(tmp / "types" / "dev.json", bad);
+  fails("finetune --task entity-typing" + model + data(tmp / "types") + sizes + out("x"),
+        (tmp / "types" / "dev.json").string() + ": record 1: type \"planet\" is not in " + (tmp / "types" / "types.txt").string());
+  BOOST_TEST(!fs::exists(tmp / "x"));
+
+  // A fresh run does not take the labels of an earlier run in --out (here without a label
+  // list: in order of first appearance), and keeps that run's as labels.json.previous.
+  write_subset(kData / "relation", tmp / "rel", 24);
+  fs::copy(tmp / "fac", tmp / "mix", fs::copy_options::recursive);
+  BOOST_REQUIRE_EQUAL(run("finetune --task relation" + model + data(tmp / "rel") + sizes + out("mix")), 0);
+  {
+    auto seen = kadapter::io::read_relations(tmp / "rel" / "train.json").examples;
+    for (auto& x : kadapter::io::read_relations(tmp / "rel" / "dev.json").examples) seen.push_back(x);
+    BOOST_TEST(read_json(tmp / "mix" / "labels.json").get<std::vector<std::string>>() == kadapter::io::relation_labels(seen));
+  }
+  BOOST_TEST(bytes(tmp / "mix" / "labels.json.previous") == bytes(tmp / "fac" / "labels.json"));
+  // A .previous file of a run older than the earlier one goes: the interrupted run below has
+  // no model, so the relation run's model does not stay as if it were that run's.
+  BOOST_REQUIRE(fs::exists(tmp / "mix" / "model.safetensors"));
+  BOOST_REQUIRE_EQUAL(run(pretrain("fac", kData / "fac") + " --stop-after 1" + out("mix")), 0);
+  BOOST_REQUIRE(fs::exists(tmp / "mix" / "model.safetensors.previous"));
+  BOOST_REQUIRE_EQUAL(run(pretrain("fac", kData / "fac") + out("mix")), 0);
+  BOOST_TEST(!fs::exists(tmp / "mix" / "model.safetensors.previous"));
+  BOOST_TEST(bytes(tmp / "mix" / "labels.json.previous") == bytes(tmp / "fac" / "labels.json"));
+
+  // What a fresh run left when it failed before writing its log (an empty checkpoint/ and its
+  // labels.json) is no earlier run: the next fresh run keeps the .previous files of the run
+  // before it.
+  BOOST_REQUIRE_EQUAL(run(pretrain("fac", kData / "fac") + out("keep")), 0);
+  const std::string kept_model = bytes(tmp / "keep" / "model.safetensors");
+  BOOST_REQUIRE_EQUAL(run(pretrain("fac", kData / "fac") + out("keep")), 0);
+  for (const char* name : {"model.safetensors", "adapter_config.json", "metrics.jsonl", "runs.jsonl"}) fs::remove(tmp / "keep" / name);
+  fs::remove_all(tmp / "keep" / "checkpoint");
+  fs::create_directories(tmp / "keep" / "checkpoint");
+  {
+    const auto [code, text] = run_output(pretrain("fac", kData / "fac") + out("keep"), tmp / "log.txt");
+    BOOST_REQUIRE_MESSAGE(code == 0, text);
+    BOOST_TEST(text.find("note: moved") == std::string::npos, text);
+    BOOST_TEST(bytes(tmp / "keep" / "model.safetensors.previous") == kept_model);
+  }
+
+  // A resume whose label list changed is refused.
+  fs::copy(kData / "fac", tmp / "grow");
+  const std::string grow = "pretrain --task fac" + model + data(tmp / "grow") + shape + " --max-steps 4 --save-steps 2";
+  BOOST_REQUIRE_EQUAL(run(grow + " --stop-after 2" + out("part")), 0);
+  std::ofstream(tmp / "grow" / "relations.txt", std::ios::app) << "P999\tnew\n";
+  fails(grow + " --resume" + out("part"),
+        "--resume: " + (tmp / "grow" / "relations.txt").string() + " names 12 labels, not the 11 labels of the run");
+  // A run numbered without a list resumes with its own ids when a list of the same labels
+  // (in another order) has appeared.
+  fs::create_directories(tmp / "nolist");
+  for (const char* split : {"train.json", "dev.json", "test.json"}) fs::copy_file(kData / "fac" / split, tmp / "nolist" / split);
+  const std::string nolist = "pretrain --task fac" + model + data(tmp / "nolist") + shape + " --max-steps 4 --save-steps 2";
+  BOOST_REQUIRE_EQUAL(run(nolist + " --stop-after 2" + out("part2")), 0);
+  const std::string first_seen = bytes(tmp / "part2" / "labels.json");
+  BOOST_TEST(read_json(tmp / "part2" / "labels.json").get<std::vector<std::string>>() != listed);
+  fs::copy_file(kData / "fac" / "relations.txt", tmp / "nolist" / "relations.txt");
+  BOOST_REQUIRE_EQUAL(run(nolist + " --resume" + out("part2")), 0);
+  BOOST_TEST(bytes(tmp / "part2" / "labels.json") == first_seen);
+  BOOST_TEST(fs::exists(tmp / "part2" / "model.safetensors"));
+
+  // Other encoder weights (one value changed) under another --model: refused by evaluate,
+  // --resume and finetune --adapter-dirs. The same weights under another path are accepted.
+  for (const char* name : {"changed", "same"}) {
+    fs::create_directories(tmp / name);
+    for (const auto& e : fs::directory_iterator(kModel))
+      if (e.is_regular_file()) fs::copy_file(e.path(), tmp / name / e.path().filename());
+  }
+  {
+    const fs::path file = tmp / "changed" / "model.safetensors";
+    const kadapter::io::TensorInfo info = kadapter::io::SafetensorsFile(file).info("embeddings.LayerNorm.weight");
+    std::fstream f(file, std::ios::binary | std::ios::in | std::ios::out);
+    std::uint64_t header = 0;
+    f.read(reinterpret_cast<char*>(&header), 8);
+    f.seekp(static_cast<std::streamoff>(8 + header + info.begin));
+    const float v = 0.5f;
+    f.write(reinterpret_cast<const char*>(&v), 4);
+  }
+  const std::string changed = " --model '" + (tmp / "changed").string() + "'";
+  fails("evaluate --task fac" + changed + data(kData / "fac") + out("fac"), "was trained on an encoder with other weights");
+  BOOST_REQUIRE_EQUAL(run("evaluate --task fac --model '" + (tmp / "same").string() + "'" + data(kData / "fac") + out("fac")), 0);
+  // A run of an older version, without a "backbone", is evaluated on the --model given.
+  fs::copy(tmp / "fac", tmp / "old", fs::copy_options::recursive);
+  {
+    nlohmann::json cfg = read_json(tmp / "old" / "adapter_config.json");
+    BOOST_TEST(cfg.erase("backbone") == 1u);
+    write(tmp / "old" / "adapter_config.json", cfg);
+  }
+  BOOST_TEST(run("evaluate --task fac" + changed + data(kData / "fac") + out("old")) == 0);
+  fs::remove(tmp / "grow" / "relations.txt");
+  fs::copy_file(kData / "fac" / "relations.txt", tmp / "grow" / "relations.txt");
+  fails("pretrain --task fac" + changed + data(tmp / "grow") + " --resume" + out("part"),
+        "--resume: the checkpoint " + (tmp / "part" / "checkpoint" / "optimizer.safetensors").string() +
+            " was trained on an encoder with other weights");
+  fails("finetune --task relation" + changed + data(tmp / "rel") + sizes + " --adapters fac --adapter-dirs '" + (tmp / "fac").string() + "'" +
+            out("x"),
+        "(" + (tmp / "fac" / "adapter_config.json").string() + ") was trained on an encoder with other weights");
+  BOOST_TEST(!fs::exists(tmp / "x"));
+
+  // Linguistic data from CoNLL-U files trains as the same sentences in find_head JSON.
+  fs::create_directories(tmp / "conllu");
+  for (const char* split : {"train", "dev", "test"})
+    fs::copy_file(kData / "lin" / (std::string(split) + ".conllu"), tmp / "conllu" / (std::string(split) + ".conllu"));
+  BOOST_REQUIRE_EQUAL(run(pretrain("lin", kData / "lin") + out("lin_json")), 0);
+  BOOST_REQUIRE_EQUAL(run(pretrain("lin", tmp / "conllu") + out("lin_conllu")), 0);
+  BOOST_TEST(step_losses(tmp / "lin_conllu" / "metrics.jsonl") == step_losses(tmp / "lin_json" / "metrics.jsonl"));
+  BOOST_TEST(eval_lines(tmp / "lin_conllu" / "metrics.jsonl").back()["eval"] == eval_lines(tmp / "lin_json" / "metrics.jsonl").back()["eval"]);
+  fs::create_directories(tmp / "empty");
+  fails(pretrain("lin", tmp / "empty") + out("x"), "--data " + (tmp / "empty").string() + ": no train.jsonl, train.json or train.conllu");
+  BOOST_TEST(!fs::exists(tmp / "x"));
+
+  // Combinations that run, but likely not as meant, are warned about.
+  {
+    write_subset(kData / "fac", tmp / "small", 24);  // 6 batches of 4
+    const auto [code, text] = run_output(pretrain("fac", tmp / "small") + " --warmup-steps 2 --stop-after 3 --gradient-accumulation-steps 8" +
+                                             out("warn"), tmp / "log.txt");
+    BOOST_TEST(code == 0, text);
+    BOOST_TEST(text.find("warning: --warmup-steps 2 is not less than the run's 2 steps") != std::string::npos, text);
+    BOOST_TEST(text.find("warning: --stop-after 3 is beyond the run's 2 steps") != std::string::npos, text);
+    BOOST_TEST(text.find("warning: --gradient-accumulation-steps 8 is more than the 6 batches of an epoch") != std::string::npos, text);
+    const auto [quiet_code, quiet] = run_output(pretrain("fac", tmp / "small") + " --warmup-steps 1 --stop-after 2 --gradient-accumulation-steps 6" +
+                                                    out("warn"), tmp / "log.txt");
+    BOOST_TEST(quiet_code == 0, quiet);
+    BOOST_TEST(quiet.find("warning:") == std::string::npos, quiet);
+  }
+  fs::remove_all(tmp);
+}

@@ -423,3 +423,27 @@ BOOST_AUTO_TEST_CASE(label_map) {
   BOOST_CHECK_THROW(LabelMap(std::vector<std::string>{"a", "a"}), Error);
   BOOST_TEST(LabelMap(open_entity_types()).id("person") == 7);
 }
+
+// Label lists (relations.txt, types.txt): names in line order, descriptions after a tab
+// ignored; a nameless line, a repeated name and an empty list are errors naming the line.
+BOOST_AUTO_TEST_CASE(label_list) {
+  BOOST_TEST(parse_label_list("P17\tcountry\r\n\n  P30 \tcontinent\nno_relation\n", "r.txt") ==
+             (std::vector<std::string>{"P17", "P30", "no_relation"}));
+  BOOST_TEST(parse_label_list("a\nb", "r.txt") == (std::vector<std::string>{"a", "b"}));
+  BOOST_TEST(parse_label_list("\xEF\xBB\xBF" "a\tfirst\n", "r.txt") == (std::vector<std::string>{"a"}));
+  auto fails = [](std::string_view text, const std::string& words) {
+    try {
+      (void)parse_label_list(text, "r.txt");
+      BOOST_ERROR("no error for: " << text);
+    } catch (const Error& e) {
+      BOOST_TEST(std::string(e.what()).find(words) != std::string::npos, e.what());
+    }
+  };
+  fails("a\n\tdescription\n", "r.txt: line 2: no label name before the tab");
+  fails("a\nb\n\na\tagain\n", "r.txt: line 4: label \"a\" is listed again (first on line 1)");
+  fails("\n \n", "r.txt: lists no labels");
+  TempDir dir;
+  std::ofstream(dir.path / "types.txt") << "person\nlocation\n";
+  BOOST_TEST(read_label_list(dir.path / "types.txt") == (std::vector<std::string>{"person", "location"}));
+  BOOST_CHECK_THROW((void)read_label_list(dir.path / "missing.txt"), Error);
+}

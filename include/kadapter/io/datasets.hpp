@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <istream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
@@ -848,6 +849,46 @@ inline std::vector<std::string> relation_labels(const std::vector<RelationExampl
   LabelMap m;
   for (const auto& x : xs) m.add(x.relation);
   return m.names();
+}
+
+/// @brief Parse a label list: one label per line, in id order. Text after a tab is a
+/// description and ignored (`P17<TAB>country`); spaces around the name and blank lines are
+/// ignored, and a `\r` before the newline and a UTF-8 byte-order mark are dropped.
+/// @param text the file's text
+/// @param file the file name used in messages
+/// @throws Error naming the file and line for a line with no name before its tab or a name
+/// listed twice, and for a list with no label
+inline std::vector<std::string> parse_label_list(std::string_view text, const std::string& file) {
+  std::vector<std::string> names;
+  std::map<std::string, std::size_t, std::less<>> line_of;
+  std::size_t line = 0, pos = 0;
+  if (text.starts_with("\xEF\xBB\xBF")) pos = 3;
+  while (pos < text.size()) {
+    std::size_t end = text.find('\n', pos);
+    if (end == std::string_view::npos) end = text.size();
+    ++line;
+    std::string_view l = text.substr(pos, end - pos);
+    pos = end + 1;
+    if (!l.empty() && l.back() == '\r') l.remove_suffix(1);
+    if (l.find_first_not_of(" \t") == std::string_view::npos) continue;
+    std::string_view name = l.substr(0, l.find('\t'));
+    const auto b = name.find_first_not_of(' ');
+    name = b == std::string_view::npos ? std::string_view{} : name.substr(b, name.find_last_not_of(' ') - b + 1);
+    if (name.empty())
+      throw Error(file + ": line " + std::to_string(line) + ": no label name before the tab (expected NAME or NAME<TAB>description)");
+    if (const auto it = line_of.find(name); it != line_of.end())
+      throw Error(file + ": line " + std::to_string(line) + ": label \"" + std::string(name) + "\" is listed again (first on line " +
+                  std::to_string(it->second) + ")");
+    line_of.emplace(std::string(name), line);
+    names.emplace_back(name);
+  }
+  if (names.empty()) throw Error(file + ": lists no labels (expected one label name per line)");
+  return names;
+}
+
+/// @brief Read a label list file (`relations.txt`, `types.txt`). @see parse_label_list
+inline std::vector<std::string> read_label_list(const std::filesystem::path& path) {
+  return parse_label_list(detail::datasets::read_all(path, "label list"), path.string());
 }
 
 // ---- multiple choice: CosmosQA ----------------------------------------------------------
