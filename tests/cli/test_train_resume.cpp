@@ -39,6 +39,19 @@ std::pair<int, std::string> run_output(const std::string& args, const fs::path& 
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1,
           std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>())};
 }
+// A fresh, empty scratch directory for one test case's runs (named with the process id).
+fs::path scratch(const std::string& name) {
+  const fs::path tmp = fs::temp_directory_path() / (name + "_" + std::to_string(::getpid()));
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  return tmp;
+}
+// A run that must fail: exit code 2 and an error containing @p words (the output goes to @p log).
+void expect_failure(const std::string& args, const std::string& words, const fs::path& log) {
+  const auto [code, text] = run_output(args, log);
+  BOOST_TEST(code == 2, args << " ->\n" << text);
+  BOOST_TEST(text.find(words) != std::string::npos, args << " ->\n" << text);
+}
 std::string bytes(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
   return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
@@ -647,18 +660,12 @@ BOOST_AUTO_TEST_CASE(gradient_accumulation_equals_the_larger_batch) {
 // Bad run inputs: a clear error (exit 2) naming the file or flag, before any work is lost,
 // and nothing of a finished run overwritten.
 BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
-  const fs::path tmp = fs::temp_directory_path() / ("kadapter_badrun_cli_" + std::to_string(::getpid()));
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
+  const fs::path tmp = scratch("kadapter_badrun_cli");
   const std::string model = " --model '" + kModel.string() + "'";
   const std::string sizes = " --batch-size 4 --max-seq-length 32 --adapter-size 16 --adapter-heads 2";
   auto data = [&](const fs::path& d) { return " --data '" + d.string() + "'"; };
   auto out = [&](const char* name) { return " --out '" + (tmp / name).string() + "'"; };
-  auto fails = [&](const std::string& args, const std::string& words) {
-    const auto [code, text] = run_output(args, tmp / "log.txt");
-    BOOST_TEST(code == 2, args << " ->\n" << text);
-    BOOST_TEST(text.find(words) != std::string::npos, args << " ->\n" << text);
-  };
+  auto fails = [&](const std::string& args, const std::string& words) { expect_failure(args, words, tmp / "log.txt"); };
   const std::string fac = "pretrain --task fac" + model + data(kData / "fac") + sizes;
   BOOST_REQUIRE_EQUAL(run(fac + " --max-steps 2" + out("run")), 0);
   const std::string labels = bytes(tmp / "run" / "labels.json");
@@ -827,19 +834,13 @@ BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
 // agree), refuses what only training reads, and writes per-example predictions whose scores
 // are those it logs.
 BOOST_AUTO_TEST_CASE(evaluate_reads_the_run_and_writes_predictions) {
-  const fs::path tmp = fs::temp_directory_path() / ("kadapter_predict_cli_" + std::to_string(::getpid()));
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
+  const fs::path tmp = scratch("kadapter_predict_cli");
   const std::string model = " --model '" + kModel.string() + "'";
   auto data = [&](const char* task) { return " --data '" + (kData / task).string() + "'"; };
   auto out = [&](const std::string& name) { return " --out '" + (tmp / name).string() + "'"; };
   // Sizes other than the defaults, and a length that drops some examples.
   const std::string sizes = " --batch-size 8 --max-seq-length 16 --adapter-size 16 --adapter-heads 2 --adapter-list 0,2";
-  auto fails = [&](const std::string& args, const std::string& words) {
-    const auto [code, text] = run_output(args, tmp / "log.txt");
-    BOOST_TEST(code == 2, args << " ->\n" << text);
-    BOOST_TEST(text.find(words) != std::string::npos, args << " ->\n" << text);
-  };
+  auto fails = [&](const std::string& args, const std::string& words) { expect_failure(args, words, tmp / "log.txt"); };
   for (const char* task : {"fac", "lin"}) {
     BOOST_TEST_CONTEXT(task) {
       BOOST_REQUIRE_EQUAL(run(std::string("pretrain --task ") + task + model + data(task) + sizes + " --max-steps 3" + out(task)), 0);
@@ -1077,19 +1078,13 @@ BOOST_AUTO_TEST_CASE(negative_sample_keeps_the_first_no_relation_examples) {
 // never evaluated, resumed or fine-tuned on other encoder weights than they were trained on;
 // linguistic data may be CoNLL-U; questionable flag combinations are warned about.
 BOOST_AUTO_TEST_CASE(label_lists_encoder_weights_and_conllu) {
-  const fs::path tmp = fs::temp_directory_path() / ("kadapter_labels_cli_" + std::to_string(::getpid()));
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
+  const fs::path tmp = scratch("kadapter_labels_cli");
   const std::string model = " --model '" + kModel.string() + "'";
   const std::string shape = " --batch-size 4 --max-seq-length 32 --adapter-size 16 --adapter-heads 2";
   const std::string sizes = shape + " --max-steps 2";
   auto data = [&](const fs::path& d) { return " --data '" + d.string() + "'"; };
   auto out = [&](const char* name) { return " --out '" + (tmp / name).string() + "'"; };
-  auto fails = [&](const std::string& args, const std::string& words) {
-    const auto [code, text] = run_output(args, tmp / "log.txt");
-    BOOST_TEST(code == 2, args << " ->\n" << text);
-    BOOST_TEST(text.find(words) != std::string::npos, args << " ->\n" << text);
-  };
+  auto fails = [&](const std::string& args, const std::string& words) { expect_failure(args, words, tmp / "log.txt"); };
   auto write = [](const fs::path& p, const nlohmann::json& j) { std::ofstream(p) << j.dump(); };
   auto pretrain = [&](const char* task, const fs::path& d) { return std::string("pretrain --task ") + task + model + data(d) + sizes; };
 
