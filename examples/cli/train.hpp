@@ -992,6 +992,26 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     std::sort(pick.begin(), pick.end());
     detail::keep_examples(train, pick);
   }
+  // Labels of the list that no training example has get an output that nothing trains.
+  if (!closed_by.empty() && !evaluate_only && train.count > 0) {
+    std::vector<char> seen(labels.size(), 0);
+    if (task == Task::entity_typing) {
+      const std::size_t L = labels.size();
+      for (std::size_t i = 0; i < train.targets.size(); ++i)
+        if (train.targets[i] != 0.0f) seen[i % L] = 1;
+    } else {
+      for (const std::int64_t y : train.labels)
+        if (y >= 0 && static_cast<std::size_t>(y) < seen.size()) seen[static_cast<std::size_t>(y)] = 1;
+    }
+    std::string unseen;
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < seen.size(); ++i)
+      if (!seen[i] && ++n <= 5) unseen += (n == 1 ? "\"" : ", \"") + labels.names()[i] + "\"";
+    if (n > 5) unseen += ", ...";
+    if (n > 0)
+      std::fprintf(stderr, "note: %zu label(s) of %s have no training example (%s); they get outputs that nothing trains\n", n,
+                   closed_by.string().c_str(), unseen.c_str());
+  }
   // Which training examples this run reads (their records, in order): a resumed run must read
   // the same ones, whatever could change them (data, --train-fraction, --seed,
   // --negative-sample, --max-seq-length).

@@ -1094,6 +1094,18 @@ BOOST_AUTO_TEST_CASE(label_lists_encoder_weights_and_conllu) {
   BOOST_TEST(read_json(tmp / "fac" / "labels.json").get<std::vector<std::string>>() == listed);
   BOOST_TEST(kadapter::io::relation_labels(kadapter::io::read_relations(kData / "fac" / "train.json").examples) != listed);
 
+  // A listed label without training examples gets an output, and a note.
+  fs::copy(kData / "fac", tmp / "extra");
+  std::ofstream(tmp / "extra" / "relations.txt", std::ios::app) << "P999\tunused\n";
+  {
+    const auto [code, text] = run_output(pretrain("fac", tmp / "extra") + out("extra"), tmp / "log.txt");
+    BOOST_TEST(code == 0, text);
+    BOOST_TEST(text.find("note: 1 label(s) of " + (tmp / "extra" / "relations.txt").string() + " have no training example (\"P999\")") !=
+                   std::string::npos,
+               text);
+    BOOST_TEST(read_json(tmp / "extra" / "labels.json").size() == listed.size() + 1);
+  }
+
   // A label the list does not name is an error naming the file and record; nothing is written.
   fs::copy(kData / "fac", tmp / "typo");
   const nlohmann::json train = read_json(kData / "fac" / "train.json"), dev = read_json(kData / "fac" / "dev.json");
