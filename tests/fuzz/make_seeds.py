@@ -45,6 +45,9 @@ def main():
     question = {"id": "q1", "context": "We went to Rome.", "question": "Where did we go?", "answer0": "Lima",
                 "answer1": "Rome", "answer2": "Oslo", "answer3": "Nairobi", "label": "1"}
     seed("data", "cosmosqa", [4, 20], json.dumps(question) + "\n" + json.dumps(question) + "\n")
+    for task, name in (("fac", "relations.txt"), ("entity_typing", "types.txt")):
+        with open(os.path.join(demo, task, name), encoding="utf-8") as f:
+            seed("data", task + "_label_list", [0, 20], "".join(f.readlines()[:6]))
 
     bpe = os.path.join(ROOT, "tests", "fixtures", "tokenizer", "bpe")
     with open(os.path.join(bpe, "tokenizer.json"), encoding="utf-8") as f:

@@ -100,7 +100,7 @@ void read_and_build(const Tok& tok, int kind, const std::string& body, std::int6
 
 /// Byte 0: the format (its low six bits modulo 5: relations, find_head, CoNLL-U, entity
 /// typing, CosmosQA), the tokenizer (0x80: BPE) and the convention (0x40: standard); byte 1:
-/// the maximum length; the rest: the file.
+/// the maximum length; the rest: the file, which is also read as a label list.
 inline void data(const std::uint8_t* bytes, std::size_t size) {
   if (size < 2) return;
   const std::uint8_t sel = bytes[0];
@@ -118,6 +118,10 @@ inline void data(const std::uint8_t* bytes, std::size_t size) {
     else if (kind == 2) (void)parse_conllu(in, "f.conllu");
     else if (kind == 3) (void)parse_entity_typing(body, "f.json");
     else (void)parse_multiple_choice(in, "f.jsonl");
+  });
+  refused_cleanly([&] {  // every input is also a label list (relations.txt, types.txt)
+    const auto names = parse_label_list(body, "relations.txt");
+    (void)LabelMap(names);
   });
 }
 
