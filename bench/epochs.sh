@@ -69,7 +69,7 @@ PY
   [ -z "$base" ] && [ "$name" = authors ] && base=$secs
   speed=$([ -n "$base" ] && /usr/bin/python3 -c "print(f'{$base / $secs:.2f}')" || echo -)
   printf '%-8s %10s %10d %16s %10s %8s\n' "$name" "$secs" $((kb / 1024)) "$loss" "$f1" "$speed"
-  grep -h "training sequences\|feature cache: [0-9]* sequences" "$tmp/$name.log" | sed 's/^/    /' || true
+  grep -h "training sequences\|feature cache ([a-z]*): [0-9]* sequences" "$tmp/$name.log" | sed 's/^/    /' || true
   [ "$name" = cache ] && cache_secs=$secs
 done
 if [ -n "$base" ] && [ -n "${cache_secs:-}" ]; then

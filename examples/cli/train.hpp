@@ -60,7 +60,7 @@ inline std::vector<OptionSpec> training_options(bool finetune) {
   std::vector<OptionSpec> o = {
       {"task", finetune ? "relation|entity-typing|multiple-choice" : "fac|lin", "what to train", true, ""},
       {"model", "DIR", "frozen encoder: config.json, model.safetensors and the tokenizer files", false, "models/all-MiniLM-L6-v2"},
-      {"data", "DIR", "train, dev, test as .json (or .jsonl) in the authors' formats (lin: find_head JSON, or .conllu; multiple choice: CosmosQA JSON lines); relations.txt or types.txt, when present, fixes the label ids", true, ""},
+      {"data", "DIR", "train, dev, test in the authors' formats: fac, relation: NAME.json (a JSON list); lin: NAME.json (find_head) or NAME.conllu; entity typing: NAME.jsonl or NAME.json (a JSON list or JSON lines); multiple choice: NAME.jsonl or NAME.json (CosmosQA JSON lines); relations.txt or types.txt, when present, fixes the label ids", true, ""},
       {"out", "DIR", "output: model.safetensors, metrics.jsonl, runs.jsonl (each invocation's options), checkpoint/", true, ""},
       {"max-seq-length", "T", "tokens per sequence", false, "64"},
       {"batch-size", "B", "examples per step (multiple choice: questions, each with all its answer choices; per micro-batch with --gradient-accumulation-steps)", false, "32"},
@@ -921,9 +921,11 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       closed_why = "the labels of the run, in " + labels_path.string() + ", which a resume keeps";
     }
   }
-  // A split's file: NAME.jsonl, else NAME.json, else (linguistic data) NAME.conllu.
+  // A split's file: NAME.jsonl, else NAME.json (fac, relation and lin data, which are JSON
+  // lists: NAME.json only), else (lin) NAME.conllu.
   auto split_file = [&](const std::string& name) {
     std::vector<std::string> kinds = {".jsonl", ".json"};
+    if (task == Task::fac || task == Task::relation || task == Task::lin) kinds = {".json"};
     if (task == Task::lin) kinds.push_back(".conllu");
     std::string looked;
     for (const auto& k : kinds) {
@@ -931,7 +933,9 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       looked += (looked.empty() ? "" : k == kinds.back() ? " or " : ", ") + name + k;
     }
     throw Error("--data " + data.string() + ": no " + looked + " (the " + name + " split" +
-                (task == Task::lin ? ": find_head JSON or CoNLL-U)" : ")"));
+                (task == Task::lin                                  ? ": find_head JSON or CoNLL-U)"
+                 : task == Task::fac || task == Task::relation ? ": a JSON list of relation records)"
+                                                                    : ")"));
   };
   const std::size_t run_labels = labels.size();  // those of labels.json, when there is one
   PackedSplit train = evaluate_only ? PackedSplit{}
@@ -1017,6 +1021,13 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   // --negative-sample, --max-seq-length).
   const std::string train_examples = io::hex64(io::fingerprint_of(std::span<const std::size_t>(train.records))) + ":" +
                                      std::to_string(train.count);
+  // ... and their contents: tokens, labels and marker rows (a training file edited in place,
+  // another tokenizer).
+  std::uint64_t content = io::fingerprint_of(std::span<const std::int64_t>(train.ids));
+  for (const auto* v : {&train.mask, &train.labels}) content = io::fingerprint_of(std::span<const std::int64_t>(*v), content);
+  for (const auto* v : {&train.targets, &train.subj, &train.obj, &train.start})
+    content = io::fingerprint_of(std::span<const float>(*v), content);
+  const std::string train_data = io::hex64(content);
   if (resume) {
     const fs::path opt = out / "checkpoint" / "optimizer.safetensors";
     const auto meta = io::SafetensorsFile(opt).metadata();
@@ -1032,6 +1043,9 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     if (const auto te = meta.find("train_examples"); te != meta.end() && te->second != train_examples)
       throw Error("--resume: the training examples differ from those of the checkpoint (" + opt.string() +
                   "): the training file, --seed with --train-fraction, --negative-sample or --max-seq-length changed");
+    if (const auto td = meta.find("train_data"); td != meta.end() && td->second != train_data)
+      throw Error("--resume: the training examples' tokens or labels differ from those of the checkpoint (" + opt.string() +
+                  "): " + split_file("train").string() + " or the tokenizer of --model changed");
   }
   if (!evaluate_only && train.count == 0)
     throw Error(split_file("train").string() + ": no usable example (" + std::to_string(train.read) + " read, " +
@@ -1169,16 +1183,17 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     // A fresh run: an earlier run's checkpoint would pass for this run's (a --resume after this
     // run stopped before its first save would continue the earlier run), its model for a
     // result of this run, its labels for this run's, and its log lines for this run's. They
-    // are kept as checkpoint.previous/ and FILE.previous until the next fresh run; the lines
+    // are kept as checkpoint.previous/, best.previous/ and FILE.previous until the next fresh
+    // run (its best model too: it may be the only copy of the model the run was for); the lines
     // its resumes removed go with its log. A .previous that the earlier run has no file for is
     // an older run's and goes, so that every .previous is of the same run. Leftovers of a run
     // that ended before it wrote its log (an empty checkpoint/, labels.json) are no earlier
     // run: the .previous files of the run before it stay.
-    const char* const run_files[] = {"checkpoint", "model.safetensors", "adapter_config.json", "labels.json", "train_records.json",
-                                     "metrics.jsonl", "metrics.jsonl.removed", "runs.jsonl"};
+    const char* const run_files[] = {"checkpoint", "best", "model.safetensors", "adapter_config.json", "labels.json",
+                                     "train_records.json", "metrics.jsonl", "metrics.jsonl.removed", "runs.jsonl"};
     auto present = [&](const fs::path& f) { return fs::symlink_status(f).type() != fs::file_type::not_found; };
     bool earlier_run = false;
-    for (const char* name : {"model.safetensors", "adapter_config.json", "metrics.jsonl", "metrics.jsonl.removed", "runs.jsonl"})
+    for (const char* name : {"best", "model.safetensors", "adapter_config.json", "metrics.jsonl", "metrics.jsonl.removed", "runs.jsonl"})
       earlier_run = earlier_run || present(out / name);
     std::error_code probe;
     earlier_run = earlier_run || (present(out / "checkpoint") &&
@@ -1276,6 +1291,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     std::map<std::string, std::string> meta = {{"step", std::to_string(trainer.steps())}, {"backbone", backbone}};
     if (train_fraction < 1.0) meta["train_fraction"] = args.get("train-fraction");
     meta["train_examples"] = train_examples;
+    meta["train_data"] = train_data;
     if (best_step >= 0) {
       char b[40];
       std::snprintf(b, sizeof b, "%.17g", best_metric);
@@ -1329,7 +1345,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   }
   // The tokenizer's identity for the cache key (its files; the token ids are keyed as well).
   std::string tokenizer_id;
-  for (const char* f : {"vocab.txt", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"}) {
+  for (const char* f : {"tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"}) {
     const fs::path fp = fs::path(args.get("model")) / f;
     if (!fs::exists(fp)) continue;
     std::ifstream in(fp, std::ios::binary);
@@ -1623,13 +1639,6 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     return first;
   };
 
-  // The best model of an earlier run in the same --out would otherwise pass for this one's.
-  if (!evaluate_only && !resume && fs::symlink_status(best_dir).type() != fs::file_type::not_found) {
-    std::error_code rm;
-    fs::remove_all(best_dir, rm);
-    if (rm) throw Error(best_dir.string() + ": cannot remove the best model of an earlier run (" + rm.message() + ")");
-    std::fprintf(stderr, "note: removed %s, the best model of an earlier run in --out\n", best_dir.string().c_str());
-  }
   // OUT/runs.jsonl: one line per invocation that trained into --out (a fresh run starts it over).
   if (!evaluate_only) {
     std::string text;
@@ -1654,13 +1663,18 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       rows.assign(order.begin() + first, order.begin() + std::min<index_t>(first + B, train.count));
       micro.push_back(make_batch(*slots[static_cast<std::size_t>(i)], train, rows, train_len, cache ? &*cache : nullptr));
     }
-    const StepReport r = trainer.step(std::span<const TaskBatch<T, Dev>>(micro));
+    StepReport r;
+    try {
+      r = trainer.step(std::span<const TaskBatch<T, Dev>>(micro));
+    } catch (const NonFiniteStep& e) {
+      r = e.report();  // nothing was updated (lr: the rate the step would have used); logged and reported below
+    }
     ++step;
     result.final_loss = r.loss;
     progress.step(r.loss);
     log.write({{"step", step}, {"epoch", epoch}, {"loss", r.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm}});
-    // A non-finite loss or gradient has already spoilt the weights: stop before anything is
-    // saved over the last good checkpoint.
+    // A non-finite loss or gradient: the Trainer updated nothing, but the run cannot go on
+    // as the uninterrupted run it stands for. Stop before anything is saved.
     if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm))
       throw Error("step " + std::to_string(step) + ": the loss (" + std::to_string(r.loss) + ") or gradient norm (" +
                   std::to_string(r.grad_norm) + ") is not finite; stopped without saving" +
@@ -1756,7 +1770,7 @@ inline int run_train_command(const std::string& name, const std::vector<std::str
                  "not the defaults shown below (those apply to runs without the file); one given must agree with the run";
       if (o.name == "eval-split") o.help = "split(s) to score";
       if (o.name == "model") o.help = "the frozen encoder the run was trained on (default: the run's --model, from OUT/runs.jsonl)";
-      if (o.name == "data") o.help = "the split(s) to score as .json (or .jsonl; lin: or .conllu) in the authors' formats (dev.json, test.json, ...)";
+      if (o.name == "data") o.help = "the split(s) to score, NAME.json (dev.json, test.json, ...) in the authors' formats; lin: or NAME.conllu; entity typing and multiple choice: or NAME.jsonl";
     }
     options.push_back({"predictions", "DIR", "also write DIR/predictions_SPLIT.jsonl: per example of the split's file, its "
                        "record number, the gold and the predicted answer (dropped examples: the reason)", false, ""});

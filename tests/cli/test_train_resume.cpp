@@ -486,13 +486,18 @@ BOOST_AUTO_TEST_CASE(evaluation_during_training_keeps_the_best) {
   BOOST_TEST(read_json(tmp / "late" / "best" / "eval.json")["step"].get<std::int64_t>() == 12);
   BOOST_TEST(eval_lines(tmp / "late" / "metrics.jsonl").size() == 1u);
 
-  // A fresh run into the same --out removes the earlier run's best model, and starts the
-  // log and the list of runs over, keeping the earlier ones as FILE.previous.
+  // A fresh run into the same --out starts the log and the list of runs over, keeping the
+  // earlier ones as FILE.previous, and the earlier run's best model as best.previous/.
   const std::string log_before = bytes(tmp / "part" / "metrics.jsonl"), runs_before = bytes(tmp / "part" / "runs.jsonl");
   const std::string removed_before = bytes(tmp / "part" / "metrics.jsonl.removed");
+  const std::string best_before = bytes(tmp / "part" / "best" / "model.safetensors");
+  const std::string best_eval_before = bytes(tmp / "part" / "best" / "eval.json");
   BOOST_REQUIRE(!removed_before.empty());
+  BOOST_REQUIRE(!best_before.empty());
   BOOST_REQUIRE_EQUAL(run(common + out("part") + " --max-steps 1"), 0);
   BOOST_TEST(!fs::exists(tmp / "part" / "best"));
+  BOOST_TEST(bytes(tmp / "part" / "best.previous" / "model.safetensors") == best_before);
+  BOOST_TEST(bytes(tmp / "part" / "best.previous" / "eval.json") == best_eval_before);
   BOOST_TEST(bytes(tmp / "part" / "metrics.jsonl.previous") == log_before);
   BOOST_TEST(bytes(tmp / "part" / "runs.jsonl.previous") == runs_before);
   BOOST_TEST(bytes(tmp / "part" / "metrics.jsonl.removed.previous") == removed_before);
@@ -506,10 +511,12 @@ BOOST_AUTO_TEST_CASE(evaluation_during_training_keeps_the_best) {
     BOOST_REQUIRE_EQUAL(runs.size(), 1u);
     BOOST_TEST(runs[0]["args"]["max-steps"].get<std::string>() == "1");
   }
-  // The next fresh run had no removed lines to keep: the older run's go, so that no
-  // metrics.jsonl.removed.previous sits beside a metrics.jsonl.previous of another run.
+  // The next fresh run had no removed lines and no best model to keep: the older run's go, so
+  // that no metrics.jsonl.removed.previous or best.previous/ sits beside a
+  // metrics.jsonl.previous of another run.
   BOOST_REQUIRE_EQUAL(run(common + out("part") + " --max-steps 1"), 0);
   BOOST_TEST(!fs::exists(tmp / "part" / "metrics.jsonl.removed.previous"));
+  BOOST_TEST(!fs::exists(tmp / "part" / "best.previous"));  // nor a best model of another run
   BOOST_TEST(json_lines(tmp / "part" / "metrics.jsonl.previous").size() == 2u);
 
   // --eval-steps epoch: after each of the 3 epochs of 4 steps (the last is the final one).
@@ -1173,6 +1180,21 @@ BOOST_AUTO_TEST_CASE(label_lists_encoder_weights_and_conllu) {
   std::ofstream(tmp / "grow" / "relations.txt", std::ios::app) << "P999\tnew\n";
   fails(grow + " --resume" + out("part"),
         "--resume: " + (tmp / "grow" / "relations.txt").string() + " names 12 labels, not the 11 labels of the run");
+  // A resume whose training file was edited in place (the same records, another word) is
+  // refused; with the file as it was, it goes on.
+  fs::copy(kData / "fac", tmp / "edit");
+  const std::string edit = "pretrain --task fac" + model + data(tmp / "edit") + shape + " --max-steps 4 --save-steps 2";
+  BOOST_REQUIRE_EQUAL(run(edit + " --stop-after 2" + out("part3")), 0);
+  {
+    nlohmann::json edited = train;
+    edited[0]["token"][0] = "Zebra";
+    write(tmp / "edit" / "train.json", edited);
+  }
+  fails(edit + " --resume" + out("part3"), "--resume: the training examples' tokens or labels differ from those of the checkpoint (" +
+                                              (tmp / "part3" / "checkpoint" / "optimizer.safetensors").string() + "): " +
+                                              (tmp / "edit" / "train.json").string() + " or the tokenizer of --model changed");
+  write(tmp / "edit" / "train.json", train);
+  BOOST_REQUIRE_EQUAL(run(edit + " --resume" + out("part3")), 0);
   // A run numbered without a list resumes with its own ids when a list of the same labels
   // (in another order) has appeared.
   fs::create_directories(tmp / "nolist");
@@ -1233,7 +1255,12 @@ BOOST_AUTO_TEST_CASE(label_lists_encoder_weights_and_conllu) {
   BOOST_TEST(step_losses(tmp / "lin_conllu" / "metrics.jsonl") == step_losses(tmp / "lin_json" / "metrics.jsonl"));
   BOOST_TEST(eval_lines(tmp / "lin_conllu" / "metrics.jsonl").back()["eval"] == eval_lines(tmp / "lin_json" / "metrics.jsonl").back()["eval"]);
   fs::create_directories(tmp / "empty");
-  fails(pretrain("lin", tmp / "empty") + out("x"), "--data " + (tmp / "empty").string() + ": no train.jsonl, train.json or train.conllu");
+  fails(pretrain("lin", tmp / "empty") + out("x"), "--data " + (tmp / "empty").string() + ": no train.json or train.conllu (the train split: find_head JSON or CoNLL-U)");
+  // Relation data is a JSON list: a train.jsonl is not taken for it.
+  fs::create_directories(tmp / "lines");
+  fs::copy_file(kData / "fac" / "train.json", tmp / "lines" / "train.jsonl");
+  fails(pretrain("fac", tmp / "lines") + out("x"),
+        "--data " + (tmp / "lines").string() + ": no train.json (the train split: a JSON list of relation records)");
   BOOST_TEST(!fs::exists(tmp / "x"));
 
   // Combinations that run, but likely not as meant, are warned about.

@@ -225,3 +225,50 @@ BOOST_AUTO_TEST_CASE(filled_states_equal_a_direct_pass) {
   BOOST_TEST(k1.at("model") == k2.at("model"));
   BOOST_TEST(k2.at("model") != k3.at("model"));
 }
+
+// Misuse of the public functions is a kadapter::Error (also in builds without assertions),
+// never a read or write out of bounds.
+BOOST_AUTO_TEST_CASE(misuse_is_an_error) {
+  auto refused = [](auto&& f, const std::string& words) {
+    try {
+      f();
+      BOOST_ERROR("accepted: " << words);
+    } catch (const Error& e) {
+      BOOST_TEST(std::string(e.what()).find(words) != std::string::npos, e.what());
+    }
+  };
+  auto cache = io::FeatureCache::in_memory(spec(DType::F32));
+  std::vector<float> rows(5 * 6, 1.0f), out(5 * 6);
+  refused([&] { cache.store(4, 0, rows.data()); }, "sequence 4 is not in 0..3");
+  refused([&] { cache.store(-1, 0, rows.data()); }, "sequence -1 is not in 0..3");
+  refused([&] { cache.store(0, 1, rows.data()); }, "hidden state 1 is not kept (kept: 0, 2, 4)");
+  fill(cache);
+  refused([&] { cache.store(0, 0, rows.data()); }, "store() on a complete cache");
+  refused([&] { cache.load(2, 0, out.data(), 4); }, "sequence 2 has 5 stored rows, more than the 4 asked for");
+  refused([&] { cache.load(0, 3, out.data(), 5); }, "hidden state 3 is not kept");
+  refused([&] { (void)cache.length(9); }, "sequence 9 is not in 0..3");
+
+  const EncoderConfig c{Family::roberta, 50, 20, 1, 6, 3, 2, 12, 1e-5, 1};
+  FrozenEncoder<dynamic_encoder, float> enc(c);
+  const std::vector<std::int64_t> ids(4 * 5, 3), mask(4 * 5, 1);
+  auto fresh = [&] {
+    io::FeatureCacheSpec s = spec(DType::F32);
+    s.states = {0, 1};
+    return io::FeatureCache::in_memory(s);
+  };
+  auto none = [](index_t) {};
+  refused([&] { auto f = fresh(); io::fill_feature_cache(f, enc, std::span(ids).first(19), mask, 5, EncodeOptions{}, 2, none); },
+          "ids and mask must each hold rows() * seq = 4 * 5 values, got 19 and 20");
+  refused([&] { auto f = fresh(); io::fill_feature_cache(f, enc, ids, mask, 5, EncodeOptions{}, 0, none); }, "batch must be positive");
+  const std::vector<std::int64_t> short_ids(4 * 4, 3), short_mask(4 * 4, 1);
+  refused([&] { auto f = fresh(); io::fill_feature_cache(f, enc, short_ids, short_mask, 4, EncodeOptions{}, 2, none); },
+          "sequence 2 has length 5 beyond seq = 4");
+  refused([&] { io::fill_feature_cache(cache, enc, ids, mask, 5, EncodeOptions{}, 2, none); }, "the cache is already complete");
+  const EncoderConfig wide{Family::roberta, 50, 20, 1, 8, 4, 2, 12, 1e-5, 1};
+  FrozenEncoder<dynamic_encoder, float> other(wide);
+  refused([&] { auto f = fresh(); io::fill_feature_cache(f, other, ids, mask, 5, EncodeOptions{}, 2, none); },
+          "the encoder's hidden size 8 is not the cache's 6");
+  auto f = fresh();
+  io::fill_feature_cache(f, enc, ids, mask, 5, EncodeOptions{}, 3, none);
+  BOOST_TEST(f.complete());
+}

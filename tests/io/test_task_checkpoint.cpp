@@ -99,10 +99,38 @@ BOOST_AUTO_TEST_CASE(round_trip_and_pretrained_adapter) {
       BOOST_TEST(std::equal(s.data, s.data + s.size(), before.begin() + s.offset), s.name);
     }
   }
-  // The lin head's checkpoint works as well, and a file without adapters is refused.
-  BOOST_CHECK_THROW(io::load_pretrained_adapter(et.parameters(),
-                                                io::SafetensorsFile(tmp.path / "fac.safetensors"), "et"),
-                    Error);
+  // Any pre-training checkpoint fills any adapter slot (here the fac one into lin, read by
+  // path); an adapter name the model does not have is refused, naming the model's adapters,
+  // and so is a file without adapter tensors.
+  io::load_pretrained_adapter(et.parameters(), tmp.path / "fac.safetensors", "lin");
+  for (const auto& s : et.parameters().table())
+    if (s.name.rfind("lin_adapter.adapter.", 0) == 0) {
+      const auto* src = fac.parameters().find(s.name.substr(std::string("lin_adapter.").size()));
+      BOOST_REQUIRE(src);
+      BOOST_TEST(std::equal(s.data, s.data + s.size(), src->data), s.name);
+    }
+  TaskModel<dynamic_adapter, float> head_only(task(Task::relation, 5, {}), adapter());
+  io::save_parameters(head_only.parameters(), tmp.path / "head.safetensors");
+  try {
+    io::load_pretrained_adapter(et.parameters(), tmp.path / "head.safetensors", "fac");
+    BOOST_ERROR("a file without adapters was loaded");
+  } catch (const Error& e) {
+    BOOST_TEST(std::string(e.what()).find("no adapter.* tensors") != std::string::npos, e.what());
+  }
+  try {
+    io::load_pretrained_adapter(et.parameters(), io::SafetensorsFile(tmp.path / "fac.safetensors"), "et");
+    BOOST_ERROR("an adapter the model does not have was loaded");
+  } catch (const Error& e) {
+    BOOST_TEST(std::string(e.what()).find("the model has no adapter \"et\" to load it into (its adapters: fac, lin)") !=
+                   std::string::npos,
+               e.what());
+  }
+  // load_parameters reads a path as well as an open file.
+  TaskModel<dynamic_adapter, float> reloaded(task(Task::entity_typing, 9, {"fac", "lin"}), adapter());
+  io::save_parameters(et.parameters(), tmp.path / "et.safetensors");
+  io::load_parameters(reloaded.parameters(), tmp.path / "et.safetensors");
+  BOOST_TEST(std::equal(reloaded.parameters().values().begin(), reloaded.parameters().values().end(),
+                        et.parameters().values().begin()));
 }
 
 BOOST_AUTO_TEST_CASE(mismatches_are_reported_together) {

@@ -238,6 +238,7 @@ BOOST_AUTO_TEST_CASE(bpe_special_tokens_truncation_and_padding) {
       io::RobertaTokenizer::from_files(kBpe / "vocab.json", kBpe / "merges.txt");
   BOOST_TEST(tok.cls_id() == 0);
   BOOST_TEST(tok.pad_id() == 1);
+  BOOST_TEST(tok.pad_token() == "<pad>");
   BOOST_TEST(tok.sep_id() == 2);
   const io::Encoding empty = tok.encode("");
   BOOST_TEST(empty.ids == (std::vector<std::int64_t>{0, 2}));
@@ -262,7 +263,7 @@ BOOST_AUTO_TEST_CASE(bpe_special_tokens_truncation_and_padding) {
   BOOST_TEST(padded.attention_mask.front() == 1);
 
   std::vector<io::Encoding> batch{tok.encode("a"), tok.encode("a longer text here")};
-  io::pad_batch(batch, tok.pad_id(), "<pad>");
+  io::pad_batch(batch, tok.pad_id(), tok.pad_token());
   BOOST_TEST(batch[0].size() == batch[1].size());
 
   io::EncodeOptions too_short;

@@ -87,6 +87,7 @@ BOOST_AUTO_TEST_CASE(bert_vocab_txt_matches_huggingface_on_the_corpus) {
   BOOST_TEST(tok.cls_id() == 101);
   BOOST_TEST(tok.sep_id() == 102);
   BOOST_TEST(tok.pad_id() == 0);
+  BOOST_TEST(tok.pad_token() == "[PAD]");
   BOOST_TEST(tok.unk_id() == 100);
   BOOST_TEST(tok.mask_id() == 103);
   BOOST_TEST(corpus_mismatches(tok, "BERT vocab.txt") == 0u);

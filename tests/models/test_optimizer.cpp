@@ -87,6 +87,13 @@ BOOST_AUTO_TEST_CASE(schedule_values) {
   BOOST_TEST(s.factor(7) == 0.5);
   BOOST_TEST(s.factor(10) == 0.0);
   BOOST_TEST(s.factor(12) == 0.0);
+  // The default (total 0) does not decay: a TrainConfig left as it is trains at the peak.
+  const WarmupLinearSchedule constant{}, warm{2, 0};
+  BOOST_TEST(constant.factor(0) == 1.0);
+  BOOST_TEST(constant.factor(1000) == 1.0);
+  BOOST_TEST(warm.factor(1) == 0.5);
+  BOOST_TEST(warm.factor(5) == 1.0);
+  BOOST_TEST(TrainConfig{}.schedule.factor(3) == 1.0);
 }
 
 BOOST_AUTO_TEST_CASE(no_decay_rule_matches_the_authors) {

@@ -4,12 +4,16 @@
 #define BOOST_TEST_MODULE training
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <new>
 #include <random>
+#include <span>
+#include <string>
 #include <unistd.h>
 #include <vector>
 
@@ -249,4 +253,105 @@ BOOST_AUTO_TEST_CASE(static_and_dynamic_adapter_configs_agree) {
   BOOST_CHECK_THROW((TaskModel<kStaticAdapter, double>(relation({"fac"}),
                                                        AdapterConfig{kH, 4, 1, 2, 16, 0, 2, {0, 2}, 1e-5})),
                     Error);
+}
+
+// A step whose loss or gradient is not finite updates nothing: the Trainer throws
+// NonFiniteStep and the next good step gives what it gives without the bad one.
+BOOST_AUTO_TEST_CASE(a_non_finite_step_updates_nothing) {
+  const Data data(8);
+  Data broken(8);
+  broken.states.slot(kL)[3] = std::numeric_limits<double>::quiet_NaN();  // a plug-in point's state
+  const TaskBatch<double> good = data.batch(), bad = broken.batch();
+  const auto one = [](const TaskBatch<double>& b) { return std::span<const TaskBatch<double>>(&b, 1); };
+  TaskModel<dynamic_adapter, double> model(relation({"fac"}, 0.1f), adapter()), reference(relation({"fac"}, 0.1f), adapter());
+  init_parameters(model.parameters(), 4);
+  init_parameters(reference.parameters(), 4);
+  Trainer<dynamic_adapter, double> trainer(model, train_config(5)), straight(reference, train_config(5));
+  straight.step(one(good));
+  trainer.step(one(good));
+  const std::vector<double> before(model.parameters().values().begin(), model.parameters().values().end());
+  const std::vector<double> moments(trainer.optimizer().first_moment().begin(), trainer.optimizer().first_moment().end());
+  try {
+    trainer.step(one(bad));
+    BOOST_FAIL("a NaN in the backbone's states gave a finite step");
+  } catch (const NonFiniteStep& e) {
+    BOOST_TEST(e.step() == 1);
+    BOOST_TEST(!std::isfinite(e.report().loss));
+    BOOST_TEST(e.report().lr == 3e-3 * train_config(5).schedule.factor(1));  // what step 2 would have used
+    BOOST_TEST(std::string(e.what()).find("training step 2: the loss (") != std::string::npos, e.what());
+  }
+  const auto after = model.parameters().values();
+  BOOST_TEST(std::equal(before.begin(), before.end(), after.begin(), after.end()));
+  const auto& m = trainer.optimizer().first_moment();
+  BOOST_TEST(std::equal(m.begin(), m.end(), moments.begin(), moments.end()));
+  BOOST_TEST(trainer.steps() == 1);
+  BOOST_TEST(trainer.optimizer().steps() == 1);
+  straight.step(one(good));
+  trainer.step(one(good));
+  const auto a = model.parameters().values(), b = reference.parameters().values();
+  BOOST_TEST(std::equal(a.begin(), a.end(), b.begin(), b.end()));
+  // Without the check the update happens, as in PyTorch, and spoils the weights.
+  TrainConfig unchecked = train_config(5);
+  unchecked.stop_on_non_finite = false;
+  Trainer<dynamic_adapter, double> careless(model, unchecked);
+  BOOST_TEST(!std::isfinite(careless.step(one(bad)).loss));
+  const auto spoilt = model.parameters().values();
+  BOOST_TEST(std::any_of(spoilt.begin(), spoilt.end(), [](double v) { return !std::isfinite(v); }));
+}
+
+// What a TaskModel refuses before it trains: adapter names that collide or are empty, a
+// dropout outside [0, 1), plug-in points that do not increase, entity-typing targets outside
+// [0, 1].
+BOOST_AUTO_TEST_CASE(bad_model_settings_and_targets_are_errors) {
+  auto refused = [](const TaskConfig& tc, const AdapterConfig& ac, const std::string& words) {
+    try {
+      TaskModel<dynamic_adapter, double> m(tc, ac);
+      BOOST_ERROR("accepted: " << words);
+    } catch (const Error& e) {
+      BOOST_TEST(std::string(e.what()).find(words) != std::string::npos, e.what());
+    }
+  };
+  refused(relation({"fac", "fac"}), adapter(), "adapter \"fac\" is named twice");
+  refused(relation({"fac", ""}), adapter(), "adapter 2 has no name");
+  refused(relation({"fac"}, 1.5f), adapter(), "dropout must be in [0, 1)");
+  refused(relation({"fac"}, -0.1f), adapter(), "dropout must be in [0, 1)");
+  refused(relation({"fac"}, std::numeric_limits<float>::quiet_NaN()), adapter(), "dropout must be in [0, 1)");
+  AdapterConfig down = adapter();
+  down.plug_in[0] = 2;
+  down.plug_in[1] = 0;
+  refused(relation({"fac"}), down, "plug-in points that increase");
+  down.plug_in[0] = 2;
+  down.plug_in[1] = 2;
+  refused(relation({"fac"}), down, "plug-in points that increase");
+
+  TaskConfig typing;
+  typing.task = Task::entity_typing;
+  typing.num_labels = 2;
+  typing.adapters = {"fac"};
+  TaskModel<dynamic_adapter, double> model(typing, adapter());
+  init_parameters(model.parameters(), 2);
+  const Data data(2);
+  std::vector<double> targets{1, 0, 0, 1}, start(data.subj);
+  TaskBatch<double> b = data.batch();
+  b.labels = {};
+  b.subj = b.obj = {};
+  b.start = start;
+  b.targets = targets;
+  BOOST_TEST(std::isfinite(model.forward(b, StepInfo{})));
+  for (double wrong : {2.0, -0.5, std::numeric_limits<double>::quiet_NaN()}) {
+    targets[2] = wrong;
+    try {
+      (void)model.forward(b, StepInfo{});
+      BOOST_ERROR("target " << wrong << " accepted");
+    } catch (const Error& e) {
+      BOOST_TEST(std::string(e.what()).find("targets must be in [0, 1]: element 2 (row 1)") != std::string::npos, e.what());
+    }
+  }
+  b.targets = std::span<const double>(targets).first(3);
+  try {
+    (void)model.forward(b, StepInfo{});
+    BOOST_ERROR("3 targets accepted");
+  } catch (const Error& e) {
+    BOOST_TEST(std::string(e.what()).find("targets must be (B, 2) in [0, 1], got 3 values") != std::string::npos, e.what());
+  }
 }

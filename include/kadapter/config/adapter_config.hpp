@@ -30,14 +30,17 @@ struct AdapterConfig {
 
   /// @brief True for the run-time-sized placeholder `dynamic_adapter`.
   constexpr bool is_dynamic() const noexcept { return size == 0; }
-  /// @brief Whether the sizes are consistent.
+  /// @brief Whether the sizes are consistent: all positive, the adapter size divisible by the
+  /// heads, 1..kMaxPlugPoints plug-in points that increase.
   constexpr bool valid() const noexcept {
     if (hidden <= 0 || size <= 0 || layers < 0 || heads <= 0 || ffn <= 0 || size % heads != 0 ||
         count <= 0 || count > static_cast<index_t>(kMaxPlugPoints) || skip_layers < 0 ||
         layer_norm_eps <= 0)
       return false;
     for (index_t k = 0; k < count; ++k)
-      if (plug_in[static_cast<std::size_t>(k)] < 0) return false;
+      if (plug_in[static_cast<std::size_t>(k)] < 0 ||
+          (k > 0 && plug_in[static_cast<std::size_t>(k)] <= plug_in[static_cast<std::size_t>(k - 1)]))
+        return false;
     return true;
   }
   /// @brief Parameters of one adapter layer (down, N inner layers, up).

@@ -375,6 +375,9 @@ class RobertaTokenizer {
   std::int64_t sep_id() const noexcept { return sep_id_; }
   /// @brief Id of `<pad>`.
   std::int64_t pad_id() const noexcept { return pad_.id; }
+  /// @brief Text of the padding token (`<pad>` unless the tokenizer names another), for
+  /// pad_batch(batch, pad_id(), pad_token()).
+  const std::string& pad_token() const noexcept { return options_.pad_token; }
 
  private:
   // added / processor unset: those of vocab.json + merges.txt (RoBERTa's special tokens).

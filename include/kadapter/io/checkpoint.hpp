@@ -111,6 +111,13 @@ std::vector<std::string> load_parameters(ParameterStore<T>& store, const Safeten
   return loaded;
 }
 
+/// @brief load_parameters from the safetensors file at @p path (as save_parameters writes it).
+template <class T>
+std::vector<std::string> load_parameters(ParameterStore<T>& store, const std::filesystem::path& path,
+                                         const LoadOptions& opt = {}) {
+  return load_parameters(store, SafetensorsFile(path), opt);
+}
+
 /// @brief Load a pre-trained adapter (a fac or lin pre-training checkpoint) into the
 /// downstream adapter named @p adapter_name: keeps only `adapter.*` tensors and reads them
 /// as `NAME_adapter.adapter.*`; the pre-training head (com_dense, self_attention, dense,
@@ -119,6 +126,18 @@ template <class T>
 void load_pretrained_adapter(ParameterStore<T>& store, const SafetensorsFile& file,
                              const std::string& adapter_name) {
   const std::string target = adapter_name + "_adapter.adapter.";
+  bool has_adapter = false;
+  std::set<std::string> adapters;  // the model's downstream adapters, for the error
+  for (const auto& s : store.table()) {
+    has_adapter = has_adapter || s.name.rfind(target, 0) == 0;
+    if (const auto at = s.name.find("_adapter.adapter."); at != std::string::npos) adapters.insert(s.name.substr(0, at));
+  }
+  if (!has_adapter) {
+    std::string names;
+    for (const auto& a : adapters) names += (names.empty() ? "" : ", ") + a;
+    throw Error(file.path().string() + ": the model has no adapter \"" + adapter_name + "\" to load it into (its adapters: " +
+                (names.empty() ? "none" : names) + ")");
+  }
   LoadOptions opt;
   opt.only_prefixes = {"adapter."};
   opt.rename = {{"adapter.", target}};
@@ -133,6 +152,13 @@ void load_pretrained_adapter(ParameterStore<T>& store, const SafetensorsFile& fi
     throw Error(file.path().string() + ": no adapter.* tensors (expected a fac or lin "
                                        "pre-training checkpoint)");
   load_parameters(store, file, opt);
+}
+
+/// @brief load_pretrained_adapter from the safetensors file at @p path (a pre-training run's
+/// `model.safetensors`).
+template <class T>
+void load_pretrained_adapter(ParameterStore<T>& store, const std::filesystem::path& path, const std::string& adapter_name) {
+  load_pretrained_adapter(store, SafetensorsFile(path), adapter_name);
 }
 
 /// @brief Save AdamW's moments and step count (`adamw.m.NAME`, `adamw.v.NAME`, metadata

@@ -156,14 +156,20 @@ class FeatureCache {
   /// @brief Number of sequences.
   index_t rows() const noexcept { return static_cast<index_t>(spec_.lengths.size()); }
   /// @brief Stored rows of sequence @p r.
-  index_t length(index_t r) const { return spec_.lengths[static_cast<std::size_t>(r)]; }
+  /// @throws Error when @p r is not in 0..rows() - 1
+  index_t length(index_t r) const {
+    if (r < 0 || r >= rows())
+      throw Error("feature cache: sequence " + std::to_string(r) + " is not in 0.." + std::to_string(rows() - 1));
+    return spec_.lengths[static_cast<std::size_t>(r)];
+  }
   /// @brief Bytes of hidden states held.
   std::size_t bytes() const noexcept { return state_bytes_ * spec_.states.size(); }
 
   /// @brief Store state @p state of sequence @p r: length(r) rows of H floats, row-major.
-  /// @throws Error when a value does not fit the cache's dtype (fp16 beyond ±65504).
+  /// @throws Error when a value does not fit the cache's dtype (fp16 beyond ±65504), when
+  /// the cache is complete, or when @p r or @p state is not one of the cache's.
   void store(index_t r, index_t state, const float* rows) {
-    KA_ASSERT(!complete_);
+    if (complete_) throw Error("feature cache: store() on a complete cache (after finish(), or reopened)");
     const std::size_t n = static_cast<std::size_t>(length(r) * spec_.hidden);
     std::byte* dst = slot(state) + offsets_[static_cast<std::size_t>(r)] * elem();
     switch (spec_.dtype) {
@@ -203,9 +209,15 @@ class FeatureCache {
 
   /// @brief Write state @p state of sequence @p r into @p out as @p seq rows of H floats: the
   /// stored rows, then zero rows up to @p seq (padding, which correct masks ignore).
+  ///
+  /// To fill a batch of HiddenStates (prepared for (B, T, H)) from rows `rows[i]`:
+  /// `cache.load(rows[i], k, states.slot(k) + i * T * H, T)` for each kept state k.
+  /// @throws Error when @p r or @p state is not one of the cache's, or @p seq < length(r)
   void load(index_t r, index_t state, float* out, index_t seq) const {
     const index_t len = length(r), h = spec_.hidden;
-    KA_ASSERT(seq >= len);
+    if (seq < len)
+      throw Error("feature cache: sequence " + std::to_string(r) + " has " + std::to_string(len) +
+                  " stored rows, more than the " + std::to_string(seq) + " asked for");
     const std::size_t n = static_cast<std::size_t>(len * h);
     const std::byte* src = slot(state) + offsets_[static_cast<std::size_t>(r)] * elem();
     switch (spec_.dtype) {
@@ -249,7 +261,11 @@ class FeatureCache {
   std::size_t elem() const noexcept { return dtype_size(spec_.dtype); }
   std::size_t state_index(index_t state) const {
     auto it = std::lower_bound(spec_.states.begin(), spec_.states.end(), state);
-    KA_ASSERT(it != spec_.states.end() && *it == state);
+    if (it == spec_.states.end() || *it != state) {
+      std::string kept;
+      for (index_t k : spec_.states) kept += (kept.empty() ? "" : ", ") + std::to_string(k);
+      throw Error("feature cache: hidden state " + std::to_string(state) + " is not kept (kept: " + kept + ")");
+    }
     return static_cast<std::size_t>(it - spec_.states.begin());
   }
   std::byte* slot(index_t state) const { return base_ + state_index(state) * state_bytes_; }
@@ -424,15 +440,29 @@ std::map<std::string, std::string> feature_cache_key(Enc& enc, std::span<const s
 /// Sequences are encoded in batches of @p batch, sorted by stored length and padded only to
 /// the longest stored length of the batch (the stored lengths decide: full `seq` when the
 /// authors' padding is kept).
+/// Every sequence is encoded with token_type_ids 0 (RoBERTa; BERT single sentences).
 /// @param ids, mask (n, seq) token ids and attention masks, n = cache.rows()
 /// @param report called after each batch with the number of sequences done
+/// @throws Error when the sizes do not fit the cache (ids or mask not n·seq values, a stored
+/// length beyond @p seq, another hidden size than the encoder's, @p batch < 1), or the cache
+/// is complete
 template <class Enc, class Report>
 void fill_feature_cache(FeatureCache& cache, Enc& enc, std::span<const std::int64_t> ids,
                         std::span<const std::int64_t> mask, index_t seq, const kadapter::EncodeOptions& eo,
                         index_t batch, const Report& report) {
   const index_t n = cache.rows(), H = cache.spec().hidden;
-  KA_ASSERT(static_cast<index_t>(ids.size()) == n * seq && ids.size() == mask.size() && batch > 0);
-  KA_ASSERT(enc.config().hidden == H);
+  if (seq < 1 || static_cast<index_t>(ids.size()) != n * seq || mask.size() != ids.size())
+    throw Error("fill_feature_cache: ids and mask must each hold rows() * seq = " + std::to_string(n) + " * " +
+                std::to_string(seq) + " values, got " + std::to_string(ids.size()) + " and " + std::to_string(mask.size()));
+  if (batch < 1) throw Error("fill_feature_cache: batch must be positive, got " + std::to_string(batch));
+  if (enc.config().hidden != H)
+    throw Error("fill_feature_cache: the encoder's hidden size " + std::to_string(enc.config().hidden) +
+                " is not the cache's " + std::to_string(H));
+  if (cache.complete()) throw Error("fill_feature_cache: the cache is already complete");
+  for (index_t r = 0; r < n; ++r)
+    if (cache.length(r) > seq)
+      throw Error("fill_feature_cache: sequence " + std::to_string(r) + " has length " + std::to_string(cache.length(r)) +
+                  " beyond seq = " + std::to_string(seq));
   std::vector<index_t> order(static_cast<std::size_t>(n));
   std::iota(order.begin(), order.end(), index_t{0});
   std::stable_sort(order.begin(), order.end(), [&](index_t a, index_t b) { return cache.length(a) < cache.length(b); });

@@ -305,7 +305,8 @@ class SafetensorsFile {
     for (int i = 7; i >= 0; --i) header_length = (header_length << 8) | file_bytes[i];
     if (header_length > kMaxSafetensorsHeaderBytes) {
       fail("header length " + std::to_string(header_length) + " exceeds the limit of " +
-           std::to_string(kMaxSafetensorsHeaderBytes) + " bytes");
+           std::to_string(kMaxSafetensorsHeaderBytes) +
+           " bytes (is it a safetensors file? one starts with its header's length, 8 bytes little-endian)");
     }
     if (header_length > mapping_size_ - 8) {
       fail("header length " + std::to_string(header_length) +

@@ -88,7 +88,8 @@ inline void pad_encoding(Encoding& encoding, std::size_t length, std::int64_t pa
   encoding.tokens.insert(encoding.tokens.end(), extra, pad_token);
 }
 
-/// @brief Pad every encoding of a batch to the longest one. @see pad_encoding
+/// @brief Pad every encoding of a batch to the longest one, with a tokenizer's `pad_id()` and
+/// `pad_token()`. @see pad_encoding
 inline void pad_batch(std::vector<Encoding>& batch, std::int64_t pad_id,
                       const std::string& pad_token) {
   std::size_t longest = 0;
@@ -736,6 +737,9 @@ class BertTokenizer {
   std::int64_t sep_id() const noexcept { return sep_id_; }
   /// @brief Id of [PAD].
   std::int64_t pad_id() const noexcept { return pad_.id; }
+  /// @brief Text of the padding token ([PAD] unless the tokenizer names another), for
+  /// pad_batch(batch, pad_id(), pad_token()).
+  const std::string& pad_token() const noexcept { return options_.pad_token; }
   /// @brief Id of [UNK].
   std::int64_t unk_id() const noexcept { return unk_id_; }
   /// @brief Id of [MASK].

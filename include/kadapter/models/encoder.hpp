@@ -50,9 +50,9 @@ struct EncodeOptions {
 struct TokenBatch {
   index_t batch = 0;                               ///< B
   index_t seq = 0;                                 ///< T
-  std::span<const std::int64_t> input_ids;         // (B, T)
-  std::span<const std::int64_t> attention_mask;    // (B, T) 1 = real token, 0 = padding
-  std::span<const std::int64_t> token_type_ids;    // (B, T), or empty for all zeros
+  std::span<const std::int64_t> input_ids;         ///< (B, T) token ids, row-major
+  std::span<const std::int64_t> attention_mask;    ///< (B, T) 1 = real token, 0 = padding
+  std::span<const std::int64_t> token_type_ids;    ///< (B, T), or empty for all zeros
 };
 
 /// @brief All parameters of an encoder, as views into one allocation.
@@ -121,12 +121,14 @@ class HiddenStates {
   }
   /// @brief The stored indices, ascending.
   const std::vector<index_t>& kept() const noexcept { return keep_; }
+  /// @brief L, the encoder's layer count (states are numbered 0..L).
   index_t num_layers() const noexcept { return num_layers_; }
-  index_t batch() const noexcept { return batch_; }
-  index_t seq() const noexcept { return seq_; }
-  index_t hidden() const noexcept { return hidden_; }
+  index_t batch() const noexcept { return batch_; }    ///< B of the last prepare()
+  index_t seq() const noexcept { return seq_; }        ///< T of the last prepare()
+  index_t hidden() const noexcept { return hidden_; }  ///< H of the last prepare()
 
-  /// @brief State @p k as a (B, T, H) view; it must be one of kept().
+  /// @brief State @p k as a (B, T, H) view.
+  /// @throws Error when @p k is not one of kept()
   TensorView<const T, dynamic, dynamic, dynamic> operator[](index_t k) const {
     return {slot_const(k), batch_, seq_, hidden_};
   }
@@ -166,8 +168,13 @@ class HiddenStates {
   const T* slot_const(index_t k) const {
     auto it = std::lower_bound(keep_.begin(), keep_.end(), k);
     if (it == keep_.end() || *it != k)
-      throw std::out_of_range("hidden state " + std::to_string(k) + " was not kept");
+      throw Error("hidden state " + std::to_string(k) + " was not kept (kept: " + kept_list() + ")");
     return storage_.data() + (it - keep_.begin()) * batch_ * seq_ * hidden_;
+  }
+  std::string kept_list() const {
+    std::string s;
+    for (index_t k : keep_) s += (s.empty() ? "" : ", ") + std::to_string(k);
+    return s;
   }
   index_t num_layers_;
   std::vector<index_t> keep_;
@@ -329,8 +336,11 @@ class FrozenEncoder {
 
  private:
   void validate(const TokenBatch& in) const {
+    if (in.batch < 0 || in.seq < 0)
+      throw Error("token batch: B = " + std::to_string(in.batch) + " and T = " + std::to_string(in.seq) +
+                  " must not be negative");
     const std::size_t n = static_cast<std::size_t>(in.batch * in.seq);
-    if (in.batch < 0 || in.seq < 0 || in.input_ids.size() != n || in.attention_mask.size() != n ||
+    if (in.input_ids.size() != n || in.attention_mask.size() != n ||
         (!in.token_type_ids.empty() && in.token_type_ids.size() != n))
       throw Error("token batch: input_ids, attention_mask and token_type_ids must each hold B*T = " +
                   std::to_string(n) + " values");

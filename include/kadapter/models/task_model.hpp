@@ -92,20 +92,26 @@ struct TaskBatch {
   /// Backbone hidden states (HuggingFace numbering); must hold the plug-in points and `last`.
   const HiddenStates<T, B>* hidden = nullptr;
   index_t last = 0;                               ///< index of the backbone's last state (L)
-  std::span<const std::int64_t> attention_mask;   // (B, T)
-  std::span<const std::int64_t> labels;           // fac, relation: (B); lin: (B, T); mc: (B / choices)
-  std::span<const T> targets;                     // entity typing: (B, num_labels) in [0, 1]
-  std::span<const T> subj;                        // (B, T) fac, relation: weights of the `@` row
-  std::span<const T> obj;                         // (B, T) fac, relation: weights of the `#` row
-  std::span<const T> start;                       // (B, T) entity typing: weights of the `@` row
+  std::span<const std::int64_t> attention_mask;   ///< (B, T): 1 for a token, 0 for padding
+  /// fac, relation: (B) class ids; lin: (B, T) head positions; multiple choice: (B / choices)
+  /// the right choice of each question. -100 leaves a row out of the loss (PyTorch's
+  /// ignore_index): to predict without labels, pass -100 everywhere (the logits do not
+  /// depend on the labels).
+  std::span<const std::int64_t> labels;
+  std::span<const T> targets;  ///< entity typing: (B, num_labels) multi-hot targets in [0, 1]
+  /// fac, relation: (B, T) weights of the rows whose states make the subject's feature (the
+  /// authors' one-hot `subj_special_start_id`: 1 at the `@` marker, 0 elsewhere).
+  std::span<const T> subj;
+  std::span<const T> obj;    ///< fac, relation: (B, T) the same for the object (`#` marker)
+  std::span<const T> start;  ///< entity typing: (B, T) the same for the entity (`@` marker)
 };
 
 /// @brief Training-step identity for dropout streams; `training = false` disables dropout.
 struct StepInfo {
-  bool training = false;
-  std::uint64_t seed = 0;
-  std::uint64_t step = 0;
-  std::uint64_t micro = 0;
+  bool training = false;   ///< apply dropout (a training forward pass)
+  std::uint64_t seed = 0;  ///< the run's dropout seed
+  std::uint64_t step = 0;  ///< optimizer step (0-based)
+  std::uint64_t micro = 0; ///< micro-batch within the step
 };
 
 /// @brief A K-Adapter task model: parameters (one allocation), forward, loss and backward.
@@ -384,7 +390,7 @@ class TaskModel {
       throw Error("adapter config is inconsistent: sizes must be positive, adapter size (" +
                   std::to_string(acfg_.size) + ") divisible by heads (" +
                   std::to_string(acfg_.heads) + "), 1.." + std::to_string(kMaxPlugPoints) +
-                  " plug-in points");
+                  " plug-in points that increase");
     validate_skip(acfg_, skip_rule());
     if (task_.num_labels <= 0)
       throw Error("task " + task_name(task_.task) + " needs a positive number of labels");
@@ -392,6 +398,14 @@ class TaskModel {
       throw Error("pre-training task " + task_name(task_.task) + " trains exactly one adapter");
     if (!task_.adapter_trainable.empty() && task_.adapter_trainable.size() != task_.adapters.size())
       throw Error("adapter_trainable needs one entry per adapter");
+    for (std::size_t j = 0; j < task_.adapters.size(); ++j) {
+      if (task_.adapters[j].empty()) throw Error("adapter " + std::to_string(j + 1) + " has no name");
+      for (std::size_t i = 0; i < j; ++i)
+        if (task_.adapters[i] == task_.adapters[j])
+          throw Error("adapter \"" + task_.adapters[j] + "\" is named twice (its tensors are NAME_adapter.*)");
+    }
+    if (!(task_.dropout >= 0.0f && task_.dropout < 1.0f))
+      throw Error("dropout must be in [0, 1), got " + std::to_string(task_.dropout));
   }
 
   /// The authors' CosmosQA adapter models fuse each adapter with the backbone first.
@@ -590,7 +604,7 @@ class TaskModel {
       if (!b.hidden->has(acfg_.plug_in[static_cast<std::size_t>(k)]))
         fail("hidden state " + std::to_string(acfg_.plug_in[static_cast<std::size_t>(k)]) +
              " (an adapter plug-in point) was not kept");
-    if (!b.hidden->has(b.last)) fail("the last hidden state was not kept");
+    if (!b.hidden->has(b.last)) fail("hidden state " + std::to_string(b.last) + " (TaskBatch::last) was not kept");
     if (b.attention_mask.size() != n) fail("attention_mask must hold B*T values");
     const std::size_t Bn = static_cast<std::size_t>(b.batch);
     switch (task_.task) {
@@ -598,7 +612,7 @@ class TaskModel {
       case Task::relation:
         if (b.labels.size() != Bn) fail("labels must hold B values");
         if (b.subj.size() != n || b.obj.size() != n)
-          fail("subj_special_start_id and obj_special_start_id must be (B, T)");
+          fail("subj and obj (the authors' subj_special_start_id, obj_special_start_id) must be (B, T)");
         break;
       case Task::lin:
         if (b.labels.size() != n) fail("labels must be (B, T) head positions");
@@ -612,8 +626,14 @@ class TaskModel {
         break;
       case Task::entity_typing:
         if (b.targets.size() != Bn * static_cast<std::size_t>(task_.num_labels))
-          fail("labels must be (B, " + std::to_string(task_.num_labels) + ") in [0, 1]");
-        if (b.start.size() != n) fail("start_id must be (B, T)");
+          fail("targets must be (B, " + std::to_string(task_.num_labels) + ") in [0, 1], got " +
+               std::to_string(b.targets.size()) + " values");
+        for (std::size_t i = 0; i < b.targets.size(); ++i)
+          if (!(b.targets[i] >= T(0) && b.targets[i] <= T(1)))
+            fail("targets must be in [0, 1]: element " + std::to_string(i) + " (row " +
+                 std::to_string(i / static_cast<std::size_t>(task_.num_labels)) + ") is " +
+                 std::to_string(static_cast<double>(b.targets[i])));
+        if (b.start.size() != n) fail("start (the authors' start_id) must be (B, T)");
         break;
       case Task::multiple_choice:
         if (b.batch % task_.num_labels != 0)

@@ -33,13 +33,15 @@ struct AdamWConfig {
 };
 
 /// @brief Linear warmup from 0 to the peak over `warmup` steps, then linear decay to 0 at
-/// `total` steps (pytorch_transformers' WarmupLinearSchedule).
+/// `total` steps (pytorch_transformers' WarmupLinearSchedule). The default, `total = 0`,
+/// does not decay: the peak learning rate from the end of the warmup on.
 struct WarmupLinearSchedule {
-  std::int64_t warmup = 0;
-  std::int64_t total = 1;
+  std::int64_t warmup = 0;  ///< steps of linear warmup from 0
+  std::int64_t total = 0;   ///< the step at which the decay reaches 0 (0: no decay)
   /// @brief The multiplier of the peak learning rate after @p step scheduler steps.
   double factor(std::int64_t step) const noexcept {
     if (step < warmup) return static_cast<double>(step) / static_cast<double>(std::max<std::int64_t>(1, warmup));
+    if (total <= 0) return 1.0;
     return std::max(0.0, static_cast<double>(total - step) /
                              static_cast<double>(std::max<std::int64_t>(1, total - warmup)));
   }

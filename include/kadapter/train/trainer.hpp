@@ -3,8 +3,10 @@
 /// global-norm clipping, the warmup/decay schedule and AdamW.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -16,9 +18,12 @@ namespace kadapter {
 /// @brief Settings of the training loop (the authors' defaults where they have one).
 struct TrainConfig {
   AdamWConfig adam;                    ///< learning rate, betas, eps, weight decay
-  WarmupLinearSchedule schedule;       ///< warmup steps and total steps
+  WarmupLinearSchedule schedule;       ///< warmup steps and total steps (default: constant)
   double max_grad_norm = 1.0;          ///< clip_grad_norm_ threshold (<= 0 disables)
   std::uint64_t seed = 42;             ///< dropout seed
+  /// Trainer::step throws NonFiniteStep, before anything is updated, when the step's loss or
+  /// gradient norm is not finite (false: update anyway, as PyTorch does).
+  bool stop_on_non_finite = true;
   /// The authors' pre-training scripts call scheduler.step() before optimizer.step(), so
   /// optimizer step n uses the schedule's value at n; their fine-tuning scripts step the
   /// optimizer first (value at n - 1).
@@ -28,25 +33,52 @@ struct TrainConfig {
 /// @brief What one optimizer step did.
 struct StepReport {
   double loss = 0;       ///< mean loss over the micro-batches
-  double grad_norm = 0;  ///< global gradient norm before clipping
+  double grad_norm = 0;  ///< global gradient norm before clipping (0 when not computed: no clipping and no finite check)
   double lr = 0;         ///< learning rate used
 };
 
-/// @brief The update that follows the backward passes of optimizer step @p step (0-based):
-/// clip the global gradient norm, take the schedule's learning rate, one AdamW step.
+/// @brief Thrown by Trainer::step when the loss or the gradient norm of a step is not finite
+/// (a learning rate too high, a NaN or infinity in the inputs). Nothing was updated: the
+/// parameters, the optimizer state and the step count are those from before the step.
+class NonFiniteStep : public Error {
+ public:
+  NonFiniteStep(std::int64_t step, const StepReport& r)
+      : Error("training step " + std::to_string(step + 1) + ": the loss (" + std::to_string(r.loss) +
+              ") or the gradient norm (" + std::to_string(r.grad_norm) +
+              ") is not finite; the parameters and the optimizer state were not updated"),
+        step_(step),
+        report_(r) {}
+  /// @brief The optimizer step (0-based) that was not taken.
+  std::int64_t step() const noexcept { return step_; }
+  /// @brief Its loss, gradient norm, and the learning rate it would have used.
+  const StepReport& report() const noexcept { return report_; }
+
+ private:
+  std::int64_t step_;
+  StepReport report_;
+};
+
+/// @brief The update that follows the backward passes of optimizer step @p step (0-based),
+/// given the global gradient norm @p grad_norm: clip, take the schedule's learning rate,
+/// one AdamW step. The report's grad_norm is @p grad_norm.
 template <class T>
-StepReport apply_update(ParameterStore<T>& store, AdamW<T>& adam, const TrainConfig& cfg,
-                        std::int64_t step) {
+StepReport apply_update(ParameterStore<T>& store, AdamW<T>& adam, const TrainConfig& cfg, std::int64_t step,
+                        double grad_norm) {
   StepReport r;
-  double scale = 1.0;
-  if (cfg.max_grad_norm > 0) {
-    r.grad_norm = global_grad_norm(store);
-    scale = clip_coefficient(r.grad_norm, cfg.max_grad_norm);
-  }
+  r.grad_norm = grad_norm;
+  const double scale = cfg.max_grad_norm > 0 ? clip_coefficient(grad_norm, cfg.max_grad_norm) : 1.0;
   const std::int64_t sched = cfg.scheduler_before_optimizer ? step + 1 : step;
   r.lr = cfg.adam.lr * cfg.schedule.factor(sched);
   adam.step(store, r.lr, scale);  // clipping applied as AdamW reads the gradients
   return r;
+}
+
+/// @brief apply_update with the gradient norm computed here when clipping needs it
+/// (StepReport::grad_norm is 0 otherwise).
+template <class T>
+StepReport apply_update(ParameterStore<T>& store, AdamW<T>& adam, const TrainConfig& cfg,
+                        std::int64_t step) {
+  return apply_update(store, adam, cfg, step, cfg.max_grad_norm > 0 ? global_grad_norm(store) : 0.0);
 }
 
 /// @brief The optimizer of a Trainer on backend @p B: the gradient scaling of accumulation,
@@ -72,9 +104,17 @@ class BackendOptimizer {
     scale_copy(B{}, view, MatrixView<const T>(view), static_cast<T>(factor));
   }
 
-  /// @brief Clip, schedule and one AdamW step of optimizer step @p step, as apply_update.
+  /// @brief The global L2 norm of the model's gradients.
   template <class Model>
-  StepReport update(Model& model, const TrainConfig& cfg, std::int64_t step) {
+  double gradient_norm(Model& model) const {
+    const std::span<T> grads = model.backend_gradients();
+    return grad_norm(B{}, std::span<const T>(grads));
+  }
+
+  /// @brief Clip, schedule and one AdamW step of optimizer step @p step, as apply_update,
+  /// given the gradient norm.
+  template <class Model>
+  StepReport update(Model& model, const TrainConfig& cfg, std::int64_t step, double norm) {
     const std::span<T> values = model.backend_values();
     const std::span<T> grads = model.backend_gradients();
     const std::size_t n = values.size();
@@ -85,11 +125,8 @@ class BackendOptimizer {
     }
     if (!on_device_) upload_moments(n);
     StepReport r;
-    double scale = 1.0;
-    if (cfg.max_grad_norm > 0) {
-      r.grad_norm = grad_norm(B{}, std::span<const T>(grads));
-      scale = clip_coefficient(r.grad_norm, cfg.max_grad_norm);
-    }
+    r.grad_norm = norm;
+    const double scale = cfg.max_grad_norm > 0 ? clip_coefficient(norm, cfg.max_grad_norm) : 1.0;
     const std::int64_t sched = cfg.scheduler_before_optimizer ? step + 1 : step;
     r.lr = cfg.adam.lr * cfg.schedule.factor(sched);
     host_.set_steps(host_.steps() + 1);
@@ -160,10 +197,15 @@ class BackendOptimizer<T, Cpu> {
   void scale(Model& model, double factor) {
     scale_gradients(model.parameters(), factor);
   }
+  /// @brief The global L2 norm of the model's gradients (global_grad_norm).
+  template <class Model>
+  double gradient_norm(Model& model) const {
+    return global_grad_norm(std::as_const(model).parameters());
+  }
   /// @brief Clip, schedule and one AdamW step (apply_update) of optimizer step @p step.
   template <class Model>
-  StepReport update(Model& model, const TrainConfig& cfg, std::int64_t step) {
-    return apply_update(model.parameters(), adam_, cfg, step);
+  StepReport update(Model& model, const TrainConfig& cfg, std::int64_t step, double norm) {
+    return apply_update(model.parameters(), adam_, cfg, step, norm);
   }
   /// @brief The AdamW state (moments and step count), for checkpoints.
   AdamW<T>& state() noexcept { return adam_; }
@@ -185,6 +227,9 @@ class Trainer {
 
   /// @brief One optimizer step over @p micro_batches (gradient accumulation: the gradient of
   /// the mean of their losses).
+  /// @throws NonFiniteStep when the loss or the gradient norm is not finite (with
+  /// TrainConfig::stop_on_non_finite); nothing is then updated and steps() stays
+  /// @throws Error when a batch does not fit the model
   StepReport step(std::span<const TaskBatch<T, B>> micro_batches) {
     if (micro_batches.empty()) throw Error("a training step needs at least one micro-batch");
     model_.zero_grad();
@@ -196,8 +241,18 @@ class Trainer {
     }
     const double k = static_cast<double>(micro_batches.size());
     if (micro_batches.size() > 1) opt_.scale(model_, 1.0 / k);
-    StepReport r = opt_.update(model_, cfg_, step_);
-    r.loss = loss / k;
+    const double mean = loss / k;
+    const bool check = cfg_.stop_on_non_finite;
+    const double norm = cfg_.max_grad_norm > 0 || check ? opt_.gradient_norm(model_) : 0.0;
+    if (check && (!std::isfinite(mean) || !std::isfinite(norm))) {
+      StepReport bad;
+      bad.loss = mean;
+      bad.grad_norm = norm;
+      bad.lr = cfg_.adam.lr * cfg_.schedule.factor(cfg_.scheduler_before_optimizer ? step_ + 1 : step_);
+      throw NonFiniteStep(step_, bad);
+    }
+    StepReport r = opt_.update(model_, cfg_, step_, norm);
+    r.loss = mean;
     ++step_;
     return r;
   }
@@ -211,6 +266,8 @@ class Trainer {
   AdamW<T>& optimizer() { return opt_.state(); }
   /// @brief The AdamW state, read-only (for saving: on Cuda nothing is copied back).
   const AdamW<T>& optimizer() const { return opt_.state(); }
+  /// @brief The settings, as copied at construction (later changes to the caller's copy do
+  /// not reach the Trainer).
   const TrainConfig& config() const noexcept { return cfg_; }
 
  private:
