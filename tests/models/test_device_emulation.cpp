@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -167,6 +168,48 @@ BOOST_AUTO_TEST_CASE(host_writes_reach_the_device_and_back) {
   copy_to_host(Emulated{}, std::span<float>(logits), straight.logits().data());
   const auto rlog = reference.logits();
   BOOST_TEST(logits == std::vector<float>(rlog.data(), rlog.data() + rlog.size()));
+}
+
+BOOST_AUTO_TEST_CASE(a_non_finite_step_updates_nothing_on_the_device) {
+  // The device optimizer computes the gradient norm before its update: a NaN in the states
+  // stops the step with NonFiniteStep, and the device parameters and moments stay; the run
+  // then goes on as one that never saw the bad batch.
+  const cases::ModelCase c = cases::model_cases().at(0);  // fac
+  const CaseBatches b(c);
+  CaseBatches broken(c);
+  {
+    // A plug-in point's state: the adapter attends over every row of it.
+    std::vector<float> poisoned(c.hidden.front().begin(), c.hidden.front().end());
+    poisoned[1] = std::numeric_limits<float>::quiet_NaN();
+    copy_from_host(Emulated{}, broken.states.slot(c.keep.front()), std::span<const float>(poisoned));
+  }
+  TrainConfig tc;
+  tc.adam.lr = 1e-3;
+  tc.schedule = WarmupLinearSchedule{0, 6};
+  TaskModel<dynamic_adapter, float, Emulated> model(c.task, c.adapter), reference(c.task, c.adapter);
+  init_parameters(model.parameters(), 5, 0.05);
+  init_parameters(reference.parameters(), 5, 0.05);
+  Trainer<dynamic_adapter, float, Emulated> trainer(model, tc), straight(reference, tc);
+  const auto one = [](const auto& x) { return std::span(&x, 1); };
+  trainer.step(one(b.device));
+  straight.step(one(b.device));
+  const std::vector<float> before(std::as_const(model).parameters().values().begin(),
+                                  std::as_const(model).parameters().values().end());
+  BOOST_CHECK_THROW(trainer.step(one(broken.device)), NonFiniteStep);
+  BOOST_TEST(trainer.steps() == 1);
+  const auto after = std::as_const(model).parameters().values();
+  BOOST_TEST(std::vector<float>(after.begin(), after.end()) == before);
+  for (int s = 0; s < 2; ++s) {
+    trainer.step(one(b.device));
+    straight.step(one(b.device));
+  }
+  const auto mv = std::as_const(model).parameters().values(), rv = std::as_const(reference).parameters().values();
+  BOOST_TEST(std::vector<float>(mv.begin(), mv.end()) == std::vector<float>(rv.begin(), rv.end()));
+  const AdamW<float>& mo = std::as_const(trainer).optimizer();
+  const AdamW<float>& ro = std::as_const(straight).optimizer();
+  BOOST_TEST(mo.steps() == ro.steps());
+  BOOST_TEST(std::vector<float>(mo.second_moment().begin(), mo.second_moment().end()) ==
+             std::vector<float>(ro.second_moment().begin(), ro.second_moment().end()));
 }
 
 BOOST_AUTO_TEST_CASE(read_only_access_copies_nothing_back) {
