@@ -187,10 +187,14 @@ GradsResult<T> compute_grads(const GradsRequest& req) {
     if (ac.hidden != ec.hidden)
       throw Error(adapter_file.path().string() + ": adapters project from H = " +
                   std::to_string(ac.hidden) + " but the backbone has H = " + std::to_string(ec.hidden));
-    for (long long p : plug_in)
-      if (p > ec.layers)
-        throw Error("--adapter-list names hidden state " + std::to_string(p) +
+    for (std::size_t k = 0; k < plug_in.size(); ++k) {
+      if (plug_in[k] > ec.layers)
+        throw Error("--adapter-list names hidden state " + std::to_string(plug_in[k]) +
                     " but the backbone has states 0.." + std::to_string(ec.layers));
+      if (k > 0 && plug_in[k] <= plug_in[k - 1])
+        throw Error("--adapter-list: the plug-in points must increase (" + std::to_string(plug_in[k - 1]) +
+                    " is followed by " + std::to_string(plug_in[k]) + "), as the adapter chain runs up the encoder");
+    }
     TaskModel<dynamic_adapter, T, B> model(tc, ac);
     io::load_parameters(model.parameters(), adapter_file);
 

@@ -159,6 +159,9 @@ BOOST_AUTO_TEST_CASE(grads_writes_loss_logits_and_every_gradient) {
   std::string wrong_list = args;
   wrong_list.replace(wrong_list.find("--adapter-list 0,2"), 18, "--adapter-list 0,1,2");
   fails(wrong_list, "holds 2 adapter layers under fac_adapter.adapter. but --adapter-list names 3");
+  std::string down_list = args;
+  down_list.replace(down_list.find("--adapter-list 0,2"), 18, "--adapter-list 2,0");
+  fails(down_list, "--adapter-list: the plug-in points must increase (2 is followed by 0)");
   std::string wrong_heads = args;
   wrong_heads.replace(wrong_heads.find("--adapter-heads 2"), 17, "--adapter-heads 5");
   fails(wrong_heads, "--adapter-heads 5 does not divide the adapter width 16");
