@@ -13,6 +13,7 @@
 
 #include "kadapter/kadapter.hpp"
 #include "support/compare.hpp"
+#include "support/run_program.hpp"
 
 namespace fs = std::filesystem;
 using namespace kadapter;
@@ -21,26 +22,13 @@ namespace {
 
 const fs::path kEnc = fs::path(KA_FIXTURE_DIR) / "encoder";
 
-struct Run {
-  int code;
-  std::string output;  // stdout and stderr together
+using test::Run;
+
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("kadapter_cli_") {}
 };
 
-struct TempDir {
-  fs::path path = fs::temp_directory_path() / ("kadapter_cli_" + std::to_string(::getpid()));
-  TempDir() { fs::create_directories(path); }
-  ~TempDir() { fs::remove_all(path); }
-};
-
-Run run(const std::string& args, const fs::path& tmp) {
-  const fs::path log = tmp / "log.txt";
-  const std::string cmd = std::string("'") + KA_CLI + "' " + args + " > '" + log.string() + "' 2>&1";
-  const int status = std::system(cmd.c_str());
-  std::ifstream f(log);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ss.str()};
-}
+Run run(const std::string& args, const fs::path& tmp) { return test::run_program(KA_CLI, args, tmp); }
 
 void compare_outputs(const fs::path& out, const fs::path& expected, const std::string& prefix,
                      index_t layers) {
