@@ -624,30 +624,6 @@ inline std::int64_t checkpoint_step(const std::map<std::string, std::string>& me
   return x;
 }
 
-/// The identity of the frozen encoder a run trains on: a fingerprint of its weights (as fp32,
-/// whatever --dtype computes in) and their count. Kept in the checkpoint and in
-/// adapter_config.json, so that adapters are never resumed, evaluated or fine-tuned on other
-/// weights than they were trained on.
-template <class Enc>
-std::string backbone_id(const Enc& enc) {
-  using T = typename Enc::scalar_type;
-  const std::span<const T> params = enc.parameters();
-  constexpr std::size_t chunk = std::size_t{1} << 20;
-  std::vector<float> buf;
-  std::uint64_t h = 0;
-  for (std::size_t i = 0; i < params.size(); i += chunk) {
-    const auto part = params.subspan(i, std::min(chunk, params.size() - i));
-    if constexpr (std::is_same_v<T, float>) {
-      h = io::fingerprint_of(part, h);
-    } else {
-      buf.resize(part.size());
-      for (std::size_t k = 0; k < part.size(); ++k) buf[k] = static_cast<float>(part[k]);
-      h = io::fingerprint_of(std::span<const float>(buf), h);
-    }
-  }
-  return io::hex64(h) + ":" + std::to_string(params.size());
-}
-
 /// Throws when @p recorded (a run's "backbone", empty when the run predates it) is not @p ours.
 inline void check_backbone(const std::string& recorded, const std::string& ours, const std::string& where,
                            const std::string& model, const std::string& advice) {
@@ -696,7 +672,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   }
   if (evaluate_only && !fs::exists(out / "model.safetensors"))
     throw Error((out / "model.safetensors").string() + ": not found (evaluate reads a finished pretrain or finetune run)");
-  const std::string backbone = detail::backbone_id(enc);
+  const std::string backbone = io::backbone_id(enc);
   // A string field of a run's adapter_config.json ("" when absent: runs of older versions).
   auto config_string = [](const nlohmann::json& rc, const char* field, const fs::path& file) {
     const auto it = rc.find(field);

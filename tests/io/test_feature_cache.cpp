@@ -34,6 +34,25 @@ io::FeatureCacheSpec spec(DType dtype) {
   return s;
 }
 
+// Encoder weights drawn from N(0, 0.3^2).
+template <class Enc>
+void randomize(Enc& enc, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 0.3f);
+  for (auto& v : enc.parameters()) v = normal(rng);
+}
+
+// @p f throws a kadapter::Error whose message contains @p words.
+template <class F>
+void refused(F&& f, const std::string& words) {
+  try {
+    f();
+    BOOST_ERROR("accepted: " << words);
+  } catch (const Error& e) {
+    BOOST_TEST(std::string(e.what()).find(words) != std::string::npos, e.what());
+  }
+}
+
 // Deterministic values of state k, sequence r, row t, column c.
 float value(index_t k, index_t r, index_t t, index_t c) {
   return std::sin(0.37f * static_cast<float>(1 + k * 131 + r * 17 + t * 7 + c)) * 3.0f;
@@ -145,16 +164,20 @@ BOOST_AUTO_TEST_CASE(mismatched_or_damaged_file_is_an_error) {
   w.set_metadata("data", "d1");
   w.set_metadata("max_seq_length", "5");
   w.set_metadata("model", "another");
-  w.write(path);
-  try {
-    io::FeatureCache::open_or_create(dir, spec(DType::F32));
-    BOOST_FAIL("expected an error");
-  } catch (const Error& e) {
-    const std::string m = e.what();
-    BOOST_TEST_INFO(m);
-    BOOST_TEST(m.find(path.string()) != std::string::npos);
-    BOOST_TEST(m.find("__metadata__.model") != std::string::npos);
-  }
+  auto refused_open = [&](const std::string& words) {
+    w.write(path);
+    try {
+      io::FeatureCache::open_or_create(dir, spec(DType::F32));
+      BOOST_ERROR("expected an error: " << words);
+    } catch (const Error& e) {
+      BOOST_TEST(std::string(e.what()).find(path.string() + ": " + words) != std::string::npos, e.what());
+    }
+  };
+  refused_open("__metadata__.model is 'another', expected 'm1'");
+  // A file whose key has a field this data's key lacks (token type ids, say).
+  w.set_metadata("model", "m1");
+  w.set_metadata("token_types", "0123");
+  refused_open("__metadata__.token_types is '0123', expected none");
   // A truncated file.
   fs::resize_file(path, 20);
   BOOST_CHECK_THROW(io::FeatureCache::open_or_create(dir, spec(DType::F32)), Error);
@@ -172,9 +195,7 @@ BOOST_AUTO_TEST_CASE(fp16_overflow_is_an_error) {
 BOOST_AUTO_TEST_CASE(filled_states_equal_a_direct_pass) {
   const EncoderConfig c{Family::roberta, 50, 20, 1, 16, 3, 2, 32, 1e-5, 1};
   FrozenEncoder<dynamic_encoder, float> enc(c);
-  std::mt19937_64 rng(5);
-  std::normal_distribution<float> normal(0.0f, 0.3f);
-  for (auto& v : enc.parameters()) v = normal(rng);
+  randomize(enc, 5);
   const index_t n = 7, S = 9;
   const index_t lengths[n] = {4, 9, 2, 6, 9, 3, 5};
   std::vector<std::int64_t> ids, mask;
@@ -226,17 +247,104 @@ BOOST_AUTO_TEST_CASE(filled_states_equal_a_direct_pass) {
   BOOST_TEST(k2.at("model") != k3.at("model"));
 }
 
+// BERT sentence pairs: the token type ids reach the cached states (equal to a direct pass with
+// them, unequal to one without) and the key; all-zero types are the same as none.
+BOOST_AUTO_TEST_CASE(token_types_reach_the_states_and_the_key) {
+  const EncoderConfig c{Family::bert, 50, 20, 2, 16, 2, 2, 32, 1e-12, 0};
+  FrozenEncoder<dynamic_encoder, float> enc(c);
+  randomize(enc, 9);
+  const index_t n = 5, S = 8;
+  const index_t lengths[n] = {8, 3, 6, 5, 8};
+  std::vector<std::int64_t> ids, mask, types;
+  for (index_t r = 0; r < n; ++r)
+    for (index_t t = 0; t < S; ++t) {
+      ids.push_back(t < lengths[r] ? 2 + (r * 7 + t * 3) % 45 : c.pad_id);
+      mask.push_back(t < lengths[r]);
+      types.push_back(t < lengths[r] && t >= lengths[r] / 2);  // second segment: the second half
+    }
+  io::FeatureCacheSpec s;
+  s.states = {1, 2};
+  s.hidden = c.hidden;
+  s.dtype = DType::F32;
+  s.lengths = io::cache_lengths(mask, S, true);
+  auto none = [](index_t) {};
+  auto with_types = io::FeatureCache::in_memory(s);
+  io::fill_feature_cache(with_types, enc, ids, mask, types, S, EncodeOptions{}, 2, none);
+  auto without = io::FeatureCache::in_memory(s);
+  io::fill_feature_cache(without, enc, ids, mask, S, EncodeOptions{}, 2, none);
+  HiddenStates<float> direct(c.layers);
+  enc.forward(direct, TokenBatch{n, S, ids, mask, types}, EncodeOptions{});
+  double worst = 0, scale = 0, apart = 0;
+  std::vector<float> a(static_cast<std::size_t>(S * c.hidden)), b(a.size());
+  for (index_t k : s.states)
+    for (index_t r = 0; r < n; ++r) {
+      with_types.load(r, k, a.data(), S);
+      without.load(r, k, b.data(), S);
+      for (index_t t = 0; t < lengths[r]; ++t)
+        for (index_t j = 0; j < c.hidden; ++j) {
+          const std::size_t at = static_cast<std::size_t>(t * c.hidden + j);
+          const float want = direct[k].data()[(r * S + t) * c.hidden + j];
+          scale = std::max(scale, static_cast<double>(std::fabs(want)));
+          worst = std::max(worst, static_cast<double>(std::fabs(a[at] - want)));
+          apart = std::max(apart, static_cast<double>(std::fabs(a[at] - b[at])));
+        }
+    }
+  BOOST_TEST(worst <= 1e-6 * scale);
+  BOOST_TEST(apart > 1e-2 * scale);
+  // All-zero types store what no types store.
+  const std::vector<std::int64_t> zeros(types.size(), 0);
+  auto zero_types = io::FeatureCache::in_memory(s);
+  io::fill_feature_cache(zero_types, enc, ids, mask, zeros, S, EncodeOptions{}, 2, none);
+  for (index_t k : s.states)
+    for (index_t r = 0; r < n; ++r) {
+      zero_types.load(r, k, a.data(), S);
+      without.load(r, k, b.data(), S);
+      BOOST_TEST((a == b));
+    }
+
+  const auto plain = io::feature_cache_key(enc, ids, mask, S, EncodeOptions{});
+  BOOST_TEST((io::feature_cache_key(enc, ids, mask, zeros, S, EncodeOptions{}) == plain));
+  const auto typed = io::feature_cache_key(enc, ids, mask, types, S, EncodeOptions{});
+  BOOST_TEST(typed.count("token_types") == 1u);
+  BOOST_TEST(plain.count("token_types") == 0u);
+  auto flipped = types;
+  flipped[3] = 1 - flipped[3];
+  BOOST_TEST(io::feature_cache_key(enc, ids, mask, flipped, S, EncodeOptions{}).at("token_types") != typed.at("token_types"));
+
+  refused([&] { auto f = io::FeatureCache::in_memory(s); io::fill_feature_cache(f, enc, ids, mask, std::span(types).first(7), S, EncodeOptions{}, 2, none); },
+          "types must be empty or hold rows() * seq = 5 * 8 values, got 7");
+  auto bad = types;
+  bad[2 * S + 4] = 2;
+  refused([&] { auto f = io::FeatureCache::in_memory(s); io::fill_feature_cache(f, enc, ids, mask, bad, S, EncodeOptions{}, 2, none); },
+          "token type id 2 of sequence 2 at position 4 is outside the encoder's 0..1");
+  refused([&] { (void)io::feature_cache_key(enc, ids, mask, std::span(zeros).first(39), S, EncodeOptions{}); },
+          "types must be empty or hold as many values as ids (40), got 39");
+  // RoBERTa has one token type.
+  const EncoderConfig rc{Family::roberta, 50, 20, 1, 16, 2, 2, 32, 1e-5, 1};
+  FrozenEncoder<dynamic_encoder, float> roberta(rc);
+  refused([&] { auto f = io::FeatureCache::in_memory(s); io::fill_feature_cache(f, roberta, ids, mask, types, S, EncodeOptions{}, 2, none); },
+          "token type id 1 of sequence 0 at position 4 is outside the encoder's 0..0");
+}
+
+// backbone_id: the same weights give the same id, in fp32 or fp64; one changed weight changes it.
+BOOST_AUTO_TEST_CASE(backbone_id_follows_the_weights) {
+  const EncoderConfig c{Family::roberta, 50, 20, 1, 8, 1, 2, 16, 1e-5, 1};
+  FrozenEncoder<dynamic_encoder, float> f(c);
+  FrozenEncoder<dynamic_encoder, double> d(c);
+  std::mt19937_64 rng(3);
+  std::normal_distribution<float> normal(0.0f, 0.3f);
+  for (std::size_t i = 0; i < f.parameters().size(); ++i) d.parameters()[i] = f.parameters()[i] = normal(rng);
+  const std::string id = io::backbone_id(f);
+  BOOST_TEST(id.size() == 17 + std::to_string(f.parameters().size()).size());
+  BOOST_TEST(id.substr(16) == ":" + std::to_string(c.parameter_count()));
+  BOOST_TEST(io::backbone_id(d) == id);
+  f.parameters()[5] += 1e-3f;
+  BOOST_TEST(io::backbone_id(f) != id);
+}
+
 // Misuse of the public functions is a kadapter::Error (also in builds without assertions),
 // never a read or write out of bounds.
 BOOST_AUTO_TEST_CASE(misuse_is_an_error) {
-  auto refused = [](auto&& f, const std::string& words) {
-    try {
-      f();
-      BOOST_ERROR("accepted: " << words);
-    } catch (const Error& e) {
-      BOOST_TEST(std::string(e.what()).find(words) != std::string::npos, e.what());
-    }
-  };
   auto cache = io::FeatureCache::in_memory(spec(DType::F32));
   std::vector<float> rows(5 * 6, 1.0f), out(5 * 6);
   refused([&] { cache.store(4, 0, rows.data()); }, "sequence 4 is not in 0..3");

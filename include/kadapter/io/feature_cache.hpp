@@ -32,6 +32,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -73,6 +74,32 @@ inline std::string hex64(std::uint64_t v) {
   std::string s(16, '0');
   for (int i = 15; i >= 0; --i, v >>= 4) s[static_cast<std::size_t>(i)] = digits[v & 15];
   return s;
+}
+
+/// @brief The identity of a frozen encoder's weights: a fingerprint of its parameters (as
+/// fp32, whatever type it computes in) and their count, `"<16 hex digits>:<count>"`.
+///
+/// `kadapter pretrain` and `finetune` record it as `"backbone"` in a run's
+/// adapter_config.json and checkpoint, so that an adapter is never used on other weights than
+/// it was trained on.
+template <class Enc>
+std::string backbone_id(const Enc& enc) {
+  using T = typename Enc::scalar_type;
+  const std::span<const T> params = enc.parameters();
+  constexpr std::size_t chunk = std::size_t{1} << 20;
+  std::vector<float> buf;
+  std::uint64_t h = 0;
+  for (std::size_t i = 0; i < params.size(); i += chunk) {
+    const auto part = params.subspan(i, std::min(chunk, params.size() - i));
+    if constexpr (std::is_same_v<T, float>) {
+      h = fingerprint_of(part, h);
+    } else {
+      buf.resize(part.size());
+      for (std::size_t k = 0; k < part.size(); ++k) buf[k] = static_cast<float>(part[k]);
+      h = fingerprint_of(std::span<const float>(buf), h);
+    }
+  }
+  return hex64(h) + ":" + std::to_string(params.size());
 }
 
 /// @brief What a feature cache holds and what it is keyed by.
@@ -341,6 +368,11 @@ class FeatureCache {
     expect("format", "kadapter-feature-cache");
     expect("version", "1");
     for (const auto& [k, v] : spec_.key) expect(k, v);
+    // Both ways: a file made with more to its key (token type ids, say) is another data set.
+    for (const auto& [k, v] : meta)
+      if (k != "format" && k != "version" && !spec_.key.contains(k))
+        throw Error(path_.string() + ": __metadata__." + k + " is '" + v + "', expected none (the key of this data has no " + k +
+                    "); delete the file to rebuild the cache");
     const std::vector<std::int32_t> lengths = file_->read<std::int32_t>("lengths");
     if (lengths != spec_.lengths)
       throw Error(path_.string() + ": tensor 'lengths' does not match the sequences of the data; delete the file to rebuild the cache");
@@ -414,11 +446,15 @@ inline std::vector<std::int32_t> cache_lengths(std::span<const std::int64_t> mas
 }
 
 /// @brief The identity of the encoder's states of a data set: the model's weights and sizes,
-/// the token ids and masks (which capture the data, the tokenizer and the max length) and the
-/// encode options.
+/// the token ids and masks (which capture the data, the tokenizer and the max length), the
+/// token type ids when any is not 0, and the encode options.
+/// @param types (n, seq) token type ids (BERT sentence pairs), or empty for all zeros; all
+/// zeros give the same key as none
+/// @throws Error when @p types is neither empty nor as long as @p ids
 template <class Enc>
 std::map<std::string, std::string> feature_cache_key(Enc& enc, std::span<const std::int64_t> ids,
-                                                     std::span<const std::int64_t> mask, index_t seq,
+                                                     std::span<const std::int64_t> mask,
+                                                     std::span<const std::int64_t> types, index_t seq,
                                                      const kadapter::EncodeOptions& eo) {
   const EncoderConfig& c = enc.config();
   using T = typename Enc::scalar_type;
@@ -427,12 +463,27 @@ std::map<std::string, std::string> feature_cache_key(Enc& enc, std::span<const s
                             std::to_string(c.layers) + "," + std::to_string(c.heads) + "," +
                             std::to_string(c.ffn) + "," + std::to_string(c.layer_norm_eps) + "," +
                             std::to_string(c.pad_id);
+  if (!types.empty() && types.size() != ids.size())
+    throw Error("feature_cache_key: types must be empty or hold as many values as ids (" + std::to_string(ids.size()) +
+                "), got " + std::to_string(types.size()));
   const auto params = std::as_const(enc).parameters();
-  return {{"model", hex64(fingerprint_of(std::span<const T>(params.data(), params.size()))) + ":" + sizes},
-          {"data", hex64(fingerprint_of(mask, fingerprint_of(ids)))},
-          {"max_seq_length", std::to_string(seq)},
-          {"positions", eo.positions == PositionScheme::official ? "official" : "huggingface"},
-          {"mask_fill", eo.mask_fill == MaskFill::lowest ? "lowest" : "-10000"}};
+  std::map<std::string, std::string> key{
+      {"model", hex64(fingerprint_of(std::span<const T>(params.data(), params.size()))) + ":" + sizes},
+      {"data", hex64(fingerprint_of(mask, fingerprint_of(ids)))},
+      {"max_seq_length", std::to_string(seq)},
+      {"positions", eo.positions == PositionScheme::official ? "official" : "huggingface"},
+      {"mask_fill", eo.mask_fill == MaskFill::lowest ? "lowest" : "-10000"}};
+  if (std::any_of(types.begin(), types.end(), [](std::int64_t t) { return t != 0; }))
+    key["token_types"] = hex64(fingerprint_of(types));
+  return key;
+}
+
+/// @brief feature_cache_key() of sequences encoded with token type 0 everywhere.
+template <class Enc>
+std::map<std::string, std::string> feature_cache_key(Enc& enc, std::span<const std::int64_t> ids,
+                                                     std::span<const std::int64_t> mask, index_t seq,
+                                                     const kadapter::EncodeOptions& eo) {
+  return feature_cache_key(enc, ids, mask, {}, seq, eo);
 }
 
 /// @brief Run @p enc over every sequence and store the cache's states.
@@ -440,20 +491,30 @@ std::map<std::string, std::string> feature_cache_key(Enc& enc, std::span<const s
 /// Sequences are encoded in batches of @p batch, sorted by stored length and padded only to
 /// the longest stored length of the batch (the stored lengths decide: full `seq` when the
 /// authors' padding is kept).
-/// Every sequence is encoded with token_type_ids 0 (RoBERTa; BERT single sentences).
 /// @param ids, mask (n, seq) token ids and attention masks, n = cache.rows()
+/// @param types (n, seq) token type ids (BERT sentence pairs: 0 for the first segment, 1 for
+/// the second), or empty for token type 0 everywhere (RoBERTa; BERT single sentences)
 /// @param report called after each batch with the number of sequences done
-/// @throws Error when the sizes do not fit the cache (ids or mask not n·seq values, a stored
-/// length beyond @p seq, another hidden size than the encoder's, @p batch < 1), or the cache
-/// is complete
+/// @throws Error when the sizes do not fit the cache (ids or mask not n·seq values, types
+/// neither empty nor n·seq values, a stored length beyond @p seq, another hidden size than
+/// the encoder's, @p batch < 1), a token type id is outside the encoder's table, or the
+/// cache is complete
 template <class Enc, class Report>
 void fill_feature_cache(FeatureCache& cache, Enc& enc, std::span<const std::int64_t> ids,
-                        std::span<const std::int64_t> mask, index_t seq, const kadapter::EncodeOptions& eo,
-                        index_t batch, const Report& report) {
+                        std::span<const std::int64_t> mask, std::span<const std::int64_t> types, index_t seq,
+                        const kadapter::EncodeOptions& eo, index_t batch, const Report& report) {
   const index_t n = cache.rows(), H = cache.spec().hidden;
   if (seq < 1 || static_cast<index_t>(ids.size()) != n * seq || mask.size() != ids.size())
     throw Error("fill_feature_cache: ids and mask must each hold rows() * seq = " + std::to_string(n) + " * " +
                 std::to_string(seq) + " values, got " + std::to_string(ids.size()) + " and " + std::to_string(mask.size()));
+  if (!types.empty() && types.size() != ids.size())
+    throw Error("fill_feature_cache: types must be empty or hold rows() * seq = " + std::to_string(n) + " * " +
+                std::to_string(seq) + " values, got " + std::to_string(types.size()));
+  for (std::size_t i = 0; i < types.size(); ++i)
+    if (types[i] < 0 || types[i] >= enc.config().token_types)
+      throw Error("fill_feature_cache: token type id " + std::to_string(types[i]) + " of sequence " +
+                  std::to_string(static_cast<index_t>(i) / seq) + " at position " + std::to_string(static_cast<index_t>(i) % seq) +
+                  " is outside the encoder's 0.." + std::to_string(enc.config().token_types - 1));
   if (batch < 1) throw Error("fill_feature_cache: batch must be positive, got " + std::to_string(batch));
   if (enc.config().hidden != H)
     throw Error("fill_feature_cache: the encoder's hidden size " + std::to_string(enc.config().hidden) +
@@ -471,19 +532,21 @@ void fill_feature_cache(FeatureCache& cache, Enc& enc, std::span<const std::int6
   static_assert(std::is_same_v<T, float>, "the feature cache stores float encoders' states");
   HiddenStates<T, B> states(enc.config().layers, cache.spec().states);
   HiddenStates<T> host(enc.config().layers, cache.spec().states);  // device encoders' states, copied back
-  std::vector<std::int64_t> bid, bmask;
+  std::vector<std::int64_t> bid, bmask, btypes;
   for (index_t first = 0; first < n; first += batch) {
     const index_t m = std::min(batch, n - first);
     index_t len = 1;
     for (index_t i = 0; i < m; ++i) len = std::max(len, cache.length(order[static_cast<std::size_t>(first + i)]));
     bid.resize(static_cast<std::size_t>(m * len));
     bmask.resize(bid.size());
+    btypes.resize(types.empty() ? 0 : bid.size());
     for (index_t i = 0; i < m; ++i) {
       const std::size_t src = static_cast<std::size_t>(order[static_cast<std::size_t>(first + i)] * seq);
       std::copy_n(ids.begin() + static_cast<std::ptrdiff_t>(src), len, bid.begin() + i * len);
       std::copy_n(mask.begin() + static_cast<std::ptrdiff_t>(src), len, bmask.begin() + i * len);
+      if (!types.empty()) std::copy_n(types.begin() + static_cast<std::ptrdiff_t>(src), len, btypes.begin() + i * len);
     }
-    enc.forward(states, TokenBatch{m, len, bid, bmask, {}}, eo);
+    enc.forward(states, TokenBatch{m, len, bid, bmask, btypes}, eo);
     const HiddenStates<T>* out = nullptr;
     if constexpr (std::is_same_v<B, Cpu>) {
       out = &states;
@@ -497,6 +560,14 @@ void fill_feature_cache(FeatureCache& cache, Enc& enc, std::span<const std::int6
     report(first + m);
   }
   cache.finish();
+}
+
+/// @brief fill_feature_cache() with token type 0 everywhere (RoBERTa; BERT single sentences).
+template <class Enc, class Report>
+void fill_feature_cache(FeatureCache& cache, Enc& enc, std::span<const std::int64_t> ids,
+                        std::span<const std::int64_t> mask, index_t seq, const kadapter::EncodeOptions& eo,
+                        index_t batch, const Report& report) {
+  fill_feature_cache(cache, enc, ids, mask, {}, seq, eo, batch, report);
 }
 
 }  // namespace kadapter::io
