@@ -48,6 +48,9 @@ class Args {
       if (!spec) throw Error(command_ + ": unknown option --" + name + "\n" + usage());
       if (!spec->refused.empty()) throw Error(command_ + ": --" + name + " " + spec->refused);
       if (spec->value_name.empty()) {
+        if (eq != std::string::npos)
+          throw Error(command_ + ": option --" + name + " takes no value (given --" + name + "=" + value +
+                      "; leave the flag out to turn it off)");
         values_[name] = "1";
         continue;
       }
@@ -58,7 +61,12 @@ class Args {
       if (values_.count(name)) throw Error(command_ + ": option --" + name + " given twice");
       values_[name] = value;
     }
-    if (help_) return;
+    // Under --resume the run's own record may still supply them: the command checks then.
+    if (!help_ && !values_.count("resume")) require();
+  }
+
+  /// Throws for a required option that has no value.
+  void require() const {
     for (const auto& s : specs_)
       if (s.required && s.refused.empty() && !values_.count(s.name))
         throw Error(command_ + ": missing required option --" + s.name + " " + s.value_name + "\n" + usage());

@@ -70,6 +70,8 @@ inline std::vector<OptionSpec> training_options(bool finetune) {
       {"learning-rate", "LR", "peak learning rate", false, "5e-5"},
       {"warmup-steps", "N", "linear warmup steps", false, "0"},
       {"weight-decay", "W", "AdamW weight decay", false, "0"},
+      {"adam-epsilon", "EPS", "AdamW epsilon (the authors' CosmosQA run: 1e-6)", false, "1e-8"},
+      {"max-grad-norm", "auto|N", "clip the gradient's global norm at N (0: no clipping); auto: 1, or 0 for multiple-choice, as the authors' scripts", false, "auto"},
       {"adapter-list", "LIST", "plug-in points (hidden-state indices)", false, "0,3,6"},
       {"adapter-size", "HA", "adapter width", false, "192"},
       {"adapter-transformer-layers", "N", "transformer layers per adapter layer", false, "1"},
@@ -79,7 +81,7 @@ inline std::vector<OptionSpec> training_options(bool finetune) {
       {"compat", "standard|official", "official: the authors' quirks", false, "standard"},
       {"seed", "S", "data order and dropout seed", false, "42"},
       {"save-steps", "N", "checkpoint every N steps (0: only at the end)", false, "0"},
-      {"resume", "", "continue from OUT/checkpoint exactly, with the run's settings (OUT/runs.jsonl): a flag left out takes the run's value", false, ""},
+      {"resume", "", "continue from OUT/checkpoint exactly, with the run's settings (OUT/runs.jsonl): a flag left out takes the run's value (--task and --data included)", false, ""},
       {"stop-after", "N", "stop after N steps without the final save (to test --resume)", false, "0"},
       {"eval-split", "dev|test|dev,test", "split(s) evaluated at the end (and during training with --eval-steps); the first one chooses the best model", false, "dev"},
       {"eval-steps", "N|epoch", "also evaluate every N steps, or after every epoch (as the authors' fine-tuning scripts), and keep the best model in OUT/best (0: only at the end)", false, "0"},
@@ -423,7 +425,7 @@ inline void adopt_run_config(Args& args) {
   const nlohmann::json j = read_run_config(path);
   // The encoder the run was trained on (its last invocation's --model, in runs.jsonl) unless
   // --model names one.
-  if (const nlohmann::json rec = last_run_record(run / "runs.jsonl"); !args.has("model") && !rec.is_null()) {
+  if (const nlohmann::json rec = args.has("model") ? nlohmann::json() : last_run_record(run / "runs.jsonl"); !rec.is_null()) {
     const auto m = rec["args"].find("model");
     if (m != rec["args"].end() && m->is_string())
       args.fill("model", run_path(rec, m->get<std::string>()), (run / "runs.jsonl").string() + " (the run's --model)");
@@ -537,10 +539,10 @@ inline void adopt_resume_flags(Args& args) {
       "task", "compat", "max-seq-length", "batch-size", "gradient-accumulation-steps", "seed", "adapter-list", "adapter-size",
       "adapter-transformer-layers", "adapter-heads", "adapter-skip-layers", "adapters", "fusion", "freeze-adapters",
       "train-fraction", "negative-sample"};
-  static const std::set<std::string> noted = {"learning-rate", "weight-decay", "warmup-steps", "epochs", "max-steps",
-                                              "dropout", "device", "dtype", "bucketing"};
-  static const std::set<std::string> quiet = {"model", "save-steps", "eval-steps", "eval-split", "feature-cache", "cache-dtype",
-                                              "adapter-dirs"};
+  static const std::set<std::string> noted = {"learning-rate", "weight-decay", "adam-epsilon", "max-grad-norm", "warmup-steps",
+                                              "epochs", "max-steps", "dropout", "device", "dtype", "bucketing"};
+  static const std::set<std::string> quiet = {"model", "data", "save-steps", "eval-steps", "eval-split", "feature-cache",
+                                              "cache-dtype", "adapter-dirs"};
   // Equal as text, as numbers ("1e-3" and "0.001") or as lists of those ("0, 3,6" and "0,3,6").
   auto canonical = [](const std::string& v) {
     std::string outv;
@@ -575,8 +577,15 @@ inline void adopt_resume_flags(Args& args) {
       value = it->get<std::string>();
     }
     if (!args.has(o.name)) {
-      if (o.name == "model" || (o.name == "feature-cache" && value != "auto" && value != "off" && value != "memory"))
+      // Paths relative to the run's working directory.
+      if (o.name == "model" || o.name == "data" ||
+          (o.name == "feature-cache" && value != "auto" && value != "off" && value != "memory"))
         value = run_path(rec, value);
+      if (o.name == "adapter-dirs") {
+        std::string dirs;
+        for (const std::string& d : split_list(value)) dirs += (dirs.empty() ? "" : ",") + run_path(rec, d);
+        value = dirs;
+      }
       args.fill(o.name, value, source);
       continue;
     }
@@ -588,6 +597,15 @@ inline void adopt_resume_flags(Args& args) {
     std::fprintf(stderr, "note: --%s %s differs from the run's %s (%s): the resumed run continues with %s, so its result is not that of an uninterrupted run\n",
                  o.name.c_str(), given.c_str(), value.c_str(), source.c_str(), given.c_str());
   }
+  // Versions without --max-grad-norm clipped multiple choice at 1 and stepped its optimizer
+  // before the scheduler; now it follows the authors' CosmosQA script.
+  const auto task_it = was.find("task");
+  if (!was.contains("max-grad-norm") && task_it != was.end() && *task_it == "multiple-choice")
+    std::fprintf(stderr,
+                 "note: the run was started by a version that clipped multiple-choice gradients at 1 and stepped the optimizer "
+                 "before the learning-rate schedule (%s); the resumed run steps the schedule first, as the authors' CosmosQA "
+                 "script, and clips at --max-grad-norm %s, so its result is not that of an uninterrupted run\n",
+                 source.c_str(), args.has("max-grad-norm") ? args.get("max-grad-norm").c_str() : "auto (no clipping)");
 }
 
 /// One line of `OUT/runs.jsonl`: the command, the library version, when it started (UTC), the
@@ -619,8 +637,11 @@ inline std::int64_t checkpoint_step(const std::map<std::string, std::string>& me
   long long x = -1;
   const auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
   if (ec != std::errc() || p != v.data() + v.size() || x < 0 || x > total)
-    throw Error(file.string() + ": metadata \"" + field + "\" = \"" + v + "\" is not an integer in [0, " + std::to_string(total) +
-                "]" + (field == "step" ? " (the run's total steps)" : " (the checkpoint's step)"));
+    throw Error(file.string() + ": metadata \"" + field + "\" = \"" + v + "\" is not " +
+                (total == std::numeric_limits<std::int64_t>::max()
+                     ? std::string("a non-negative integer")
+                     : "an integer in [0, " + std::to_string(total) + "]" +
+                           (field == "step" ? " (the run's total steps)" : " (the checkpoint's step)")));
   return x;
 }
 
@@ -699,6 +720,16 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     const auto it = meta.find("backbone");
     detail::check_backbone(it == meta.end() ? std::string() : it->second, backbone, "--resume: the checkpoint " + opt.string(),
                            args.get("model"), "resume with the --model the run started with");
+    // The weights file records its step too (checkpoints of earlier versions: not): a run that
+    // stopped between the two writes left files of different steps.
+    const fs::path weights = out / "checkpoint" / "model.safetensors";
+    if (!fs::exists(weights)) throw Error("--resume: " + weights.string() + " not found (the checkpoint is incomplete)");
+    const auto wmeta = io::SafetensorsFile(weights).metadata();
+    const std::int64_t opt_step = detail::checkpoint_step(meta, opt, std::numeric_limits<std::int64_t>::max());
+    if (const auto ws = wmeta.find("step");
+        ws != wmeta.end() && detail::checkpoint_step(wmeta, weights, std::numeric_limits<std::int64_t>::max()) != opt_step)
+      throw Error("--resume: " + weights.string() + " is of step " + ws->second + " but " + opt.string() + " of step " +
+                  std::to_string(opt_step) + ": the run stopped while it saved its checkpoint, which cannot be continued exactly");
   }
   // The model's sizes, checked before anything is written to --out.
   AdapterConfig ac;
@@ -816,6 +847,12 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   const std::int64_t max_steps = args.integer("max-steps", 0, 1LL << 40);
   const double learning_rate = args.number("learning-rate", 0.0, 1e3);
   const double weight_decay = args.number("weight-decay", 0.0, 1e3);
+  const double adam_epsilon = args.number("adam-epsilon", 0.0, 1.0);
+  if (adam_epsilon == 0.0)
+    throw Error(args.command() + ": --adam-epsilon 0 divides by zero where a gradient is 0 (expected a number in (0, 1])");
+  // The authors' CosmosQA script never clips; their other scripts clip at 1.
+  const double max_grad_norm = args.get("max-grad-norm") == "auto" ? (task == Task::multiple_choice ? 0.0 : 1.0)
+                                                                   : args.number("max-grad-norm", 0.0, 1e6);
   const std::int64_t warmup_steps = args.integer("warmup-steps", 0, 1LL << 40);
   const std::uint64_t seed = static_cast<std::uint64_t>(args.integer("seed", 0, 1LL << 62));
   const std::int64_t save_steps = args.integer("save-steps", 0, 1LL << 40);
@@ -1038,7 +1075,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
                 (e.data.dropped > 0 ? " (" + std::to_string(e.data.dropped) + " dropped)" : std::string());
     if (named_labels) counts += ", " + std::to_string(labels.size()) + " labels";
     std::fprintf(stderr, "%s: %s\n", args.get("task").c_str(), counts.c_str());
-    if (train.count != usable)
+    if (train_fraction < 1.0)
       std::fprintf(stderr, "--train-fraction %s: training on %lld of the %lld examples (their records: %s)\n",
                    args.get("train-fraction").c_str(), static_cast<long long>(train.count), static_cast<long long>(usable),
                    (out / "train_records.json").string().c_str());
@@ -1050,6 +1087,14 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   const std::int64_t per_epoch = (batches_per_epoch + accumulation - 1) / accumulation;
   std::int64_t total = per_epoch * epochs;
   if (max_steps > 0) total = max_steps;
+  if (args.has("resume") && !evaluate_only) {
+    const fs::path opt = out / "checkpoint" / "optimizer.safetensors";
+    const std::int64_t at = detail::checkpoint_step(io::SafetensorsFile(opt).metadata(), opt, std::numeric_limits<std::int64_t>::max());
+    if (at > total)
+      throw Error("--resume: the checkpoint is at step " + std::to_string(at) + " but --epochs " + args.get("epochs") +
+                  " and --max-steps " + args.get("max-steps") + " give the run " + std::to_string(total) +
+                  " steps (give the run's values, or more)");
+  }
   // Combinations that run, but likely not as meant.
   if (!evaluate_only) {
     if (accumulation > batches_per_epoch)
@@ -1127,6 +1172,15 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       eval_cache_mode = "off";
     }
   }
+  // A --feature-cache DIR that cannot be a directory is an error before --out is touched.
+  for (const std::string& mode : {cache_mode, eval_cache_mode}) {
+    if (mode == "off" || mode == "memory") continue;
+    std::error_code mk;
+    fs::create_directories(mode, mk);
+    if (mk || !fs::is_directory(mode))
+      throw Error("--feature-cache " + mode + ": cannot create the directory (" +
+                  (mk ? mk.message() : std::string("a file is in the way")) + ")");
+  }
   index_t choices = train.rows_per_example;
   for (const auto& e : evals) choices = std::max(choices, e.data.rows_per_example);
   tc.num_labels = task == Task::lin ? S : task == Task::multiple_choice ? choices : static_cast<index_t>(labels.size());
@@ -1174,6 +1228,14 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     std::error_code probe;
     earlier_run = earlier_run || (present(out / "checkpoint") &&
                                   (!fs::is_directory(out / "checkpoint") || !fs::is_empty(out / "checkpoint", probe)));
+    // An earlier run without a model would send the model of the run before it (NAME.previous)
+    // away with its other files: refused, as the only copy of a finished run's result.
+    for (const char* name : {"model.safetensors.previous", "best.previous"}) {
+      if (earlier_run && !present(out / "model.safetensors") && present(out / name))
+        throw Error("--out " + out.string() + ": holds a run that did not finish (it has no model.safetensors) and, as " + name +
+                    ", the model of the run before it, which a fresh run here would remove; --resume the unfinished run, "
+                    "give another --out, or move " + (out / name).string() + " away");
+    }
     std::string moved, dropped;
     for (const char* name : run_files) {
       if (!earlier_run) break;
@@ -1208,7 +1270,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
                   (mk ? mk.message() : std::string("a file is in the way")) + ")");
     detail::write_text_file(labels_path, nlohmann::json(labels.names()).dump(1) + "\n");
     // Which examples a few-shot run trains on (1-based records of the training file).
-    if (train.count != usable) {
+    if (train_fraction < 1.0) {
       detail::write_text_file(out / "train_records.json", nlohmann::json(train.records).dump() + "\n");
     } else {
       std::error_code rm;  // an earlier few-shot run's list would pass for this run's
@@ -1227,9 +1289,14 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   TrainConfig cfg;
   cfg.adam.lr = learning_rate;
   cfg.adam.weight_decay = weight_decay;
+  cfg.adam.eps = adam_epsilon;
+  cfg.max_grad_norm = max_grad_norm;
   cfg.schedule = WarmupLinearSchedule{warmup_steps, total};
   cfg.seed = seed;
-  cfg.scheduler_before_optimizer = !finetune;  // as the authors' pre-training scripts
+  // As the authors' scripts: the pre-training ones and the CosmosQA one step the scheduler
+  // first (the first step runs at the schedule's value after one step), the other
+  // fine-tuning ones the optimizer (the first step runs at the value before any step).
+  cfg.scheduler_before_optimizer = !finetune || task == Task::multiple_choice;
   Trainer<dynamic_adapter, T, Dev> trainer(model, cfg);
 
   // The best model so far (evaluations during training): the first split's headline metric.
@@ -1248,7 +1315,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     const fs::path opt = out / "checkpoint" / "optimizer.safetensors";  // exists: checked above
     io::load_parameters(model.parameters(), io::SafetensorsFile(out / "checkpoint" / "model.safetensors"));
     const auto meta = io::load_optimizer(model.parameters(), trainer.optimizer(), opt);
-    step = detail::checkpoint_step(meta, opt, total);
+    step = detail::checkpoint_step(meta, opt, total);  // in range: checked before --out was written
     trainer.set_steps(step);
     const auto of = meta.find("best_of");
     if (const auto it = meta.find("best_metric"); it != meta.end() && of != meta.end() && of->second != best_of) {
@@ -1275,7 +1342,10 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
       meta["best_step"] = std::to_string(best_step);
       meta["best_of"] = best_of;
     }
-    io::save_parameters(std::as_const(model).parameters(), out / "checkpoint" / "model.safetensors");
+    // Both files carry the step: a run that stopped between the two writes leaves a pair that
+    // --resume refuses.
+    io::save_parameters(std::as_const(model).parameters(), out / "checkpoint" / "model.safetensors",
+                        {{"step", meta["step"]}});
     io::save_optimizer(std::as_const(model).parameters(), std::as_const(trainer).optimizer(),
                        out / "checkpoint" / "optimizer.safetensors", meta);
   };
@@ -1729,7 +1799,7 @@ inline int run_train_command(const std::string& name, const std::vector<std::str
     // What only training reads is not offered; the model flags default to the run's.
     static const std::set<std::string> training_only = {
         "gradient-accumulation-steps", "epochs", "max-steps", "learning-rate", "warmup-steps", "weight-decay",
-        "dropout", "seed", "save-steps", "resume", "stop-after", "eval-steps", "feature-cache", "cache-dtype",
+        "adam-epsilon", "max-grad-norm", "dropout", "seed", "save-steps", "resume", "stop-after", "eval-steps", "feature-cache", "cache-dtype",
         "adapter-dirs", "freeze-adapters", "train-fraction", "negative-sample"};
     for (auto& o : options) {
       if (training_only.count(o.name))
@@ -1757,7 +1827,11 @@ inline int run_train_command(const std::string& name, const std::vector<std::str
     return 0;
   }
   if (evaluate) detail::adopt_run_config(args);
-  else if (args.has("resume")) detail::adopt_resume_flags(args);
+  else if (args.has("resume")) {
+    if (!args.has("out")) throw Error(args.command() + ": --resume needs --out (the run's directory, whose runs.jsonl has its settings)");
+    detail::adopt_resume_flags(args);
+  }
+  args.require();  // under --resume, after the run's record has given what it holds
   const std::string task = args.choice(
       "task", evaluate ? std::set<std::string>{"fac", "lin", "relation", "entity-typing", "multiple-choice"}
               : finetune ? std::set<std::string>{"relation", "entity-typing", "multiple-choice"}

@@ -5,11 +5,13 @@
 #include "support/skippable_main.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <sstream>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -29,6 +31,11 @@ const fs::path kData = fs::path(KA_FIXTURE_DIR).parent_path().parent_path() / "d
 
 int run(const std::string& args) {
   const std::string cmd = std::string("'") + KA_CLI + "' " + args + " > /dev/null 2>&1";
+  return std::system(cmd.c_str());
+}
+// A run from the working directory @p dir (relative paths in @p args are relative to it).
+int run_in(const fs::path& dir, const std::string& args) {
+  const std::string cmd = "cd '" + dir.string() + "' && '" + KA_CLI + "' " + args + " > /dev/null 2>&1";
   return std::system(cmd.c_str());
 }
 // Exit code and output (stdout and stderr) of a run.
@@ -68,13 +75,18 @@ BOOST_AUTO_TEST_CASE(resume_gives_the_same_weights) {
   const fs::path tmp = fs::temp_directory_path() / ("kadapter_resume_cli_" + std::to_string(::getpid()));
   fs::remove_all(tmp);
   for (const char* task : {"lin", "fac"}) {
-    const std::string common = std::string("pretrain --task ") + task + " --model '" + kModel.string() +
-                               "' --data '" + (kData / task).string() +
-                               "' --max-steps 6 --save-steps 2 --batch-size 4 --max-seq-length 32"
-                               " --adapter-size 32 --adapter-heads 2 --dropout 0.1 --learning-rate 1e-3";
+    const std::string flags = std::string(" --model '") + kModel.string() +
+                              "' --max-steps 6 --save-steps 2 --batch-size 4 --max-seq-length 32"
+                              " --adapter-size 32 --adapter-heads 2 --dropout 0.1 --learning-rate 1e-3";
+    const std::string common = std::string("pretrain --task ") + task + " --data '" + (kData / task).string() + "'" + flags;
     const fs::path a = tmp / (std::string(task) + "_straight"), b = tmp / (std::string(task) + "_resumed");
     BOOST_REQUIRE_EQUAL(run(common + " --out '" + a.string() + "'"), 0);
-    BOOST_REQUIRE_EQUAL(run(common + " --out '" + b.string() + "' --stop-after 3"), 0);
+    // The interrupted run names its data relative to its working directory.
+    fs::create_directories(tmp / "cwd");
+    if (!fs::exists(tmp / "cwd" / "data")) fs::create_directory_symlink(kData, tmp / "cwd" / "data");
+    BOOST_REQUIRE_EQUAL(run_in(tmp / "cwd", std::string("pretrain --task ") + task + " --data data/" + task + flags + " --out '" +
+                                                b.string() + "' --stop-after 3"),
+                        0);
     BOOST_TEST(!fs::exists(b / "model.safetensors"));  // interrupted before the end
     // As if the process had been killed while writing a line.
     std::ofstream(b / "metrics.jsonl", std::ios::app) << "{\"step\":4,\"epo";
@@ -83,7 +95,9 @@ BOOST_AUTO_TEST_CASE(resume_gives_the_same_weights) {
       fs::rename(b / "metrics.jsonl", tmp / "fac_log.jsonl");
       fs::create_symlink(tmp / "fac_log.jsonl", b / "metrics.jsonl");
     }
-    BOOST_REQUIRE_EQUAL(run(common + " --out '" + b.string() + "' --resume"), 0);
+    // The resume, from another directory, takes every flag from the run's record (its --task,
+    // and its --data relative to the run's directory).
+    BOOST_REQUIRE_EQUAL(run("pretrain --out '" + b.string() + "' --resume"), 0);
     BOOST_TEST(fs::is_symlink(b / "metrics.jsonl") == linked);
     BOOST_TEST(bytes(a / "model.safetensors") == bytes(b / "model.safetensors"), task);
     // The resume removed step 3 (after the checkpoint of step 2) and the cut line, then logged
@@ -130,6 +144,20 @@ BOOST_AUTO_TEST_CASE(multiple_choice_finetunes_and_evaluates) {
   const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
   BOOST_TEST(text.find("\"accuracy\"") != std::string::npos);
   BOOST_TEST(text.find("\"examples\":6") != std::string::npos);
+  {
+    // As the authors' CosmosQA script, the scheduler steps before the optimizer: step k runs
+    // at the schedule's value after k scheduler steps (2 steps, no warmup: 1/2, then 0).
+    std::vector<double> lrs;
+    std::istringstream lines(text);
+    for (std::string line; std::getline(lines, line);) {
+      const auto j = nlohmann::json::parse(line);
+      if (j.contains("lr")) lrs.push_back(j["lr"].get<double>());
+    }
+    const kadapter::WarmupLinearSchedule schedule{0, 2};
+    BOOST_REQUIRE_EQUAL(lrs.size(), 2u);
+    BOOST_TEST(lrs[0] == 5e-5 * schedule.factor(1), boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(lrs[1] == 5e-5 * schedule.factor(2), boost::test_tools::tolerance(1e-12));
+  }
 
   // An unlabelled test file (as CosmosQA's): evaluate predicts every question and scores none.
   {
@@ -401,8 +429,8 @@ BOOST_AUTO_TEST_CASE(evaluation_during_training_keeps_the_best) {
   // The best so far travels in the checkpoint: a resumed run compares with it, not with
   // nothing. A checkpoint claiming an unbeatable best keeps OUT/best as it was.
   const fs::path opt = tmp / "part" / "checkpoint" / "optimizer.safetensors";
-  auto set_meta = [&](const std::string& key, const std::string& value) {
-    kadapter::io::SafetensorsFile in(opt);
+  auto set_file_meta = [&](const std::string& key, const std::string& value, const fs::path& file) {
+    kadapter::io::SafetensorsFile in(file);
     kadapter::io::SafetensorsWriter w;
     for (const auto& name : in.names()) {
       const std::vector<float> v = in.read<float>(name);
@@ -411,8 +439,13 @@ BOOST_AUTO_TEST_CASE(evaluation_during_training_keeps_the_best) {
     for (const auto& [k, v] : in.metadata()) w.set_metadata(k, v);
     w.set_metadata(key, value);
     w.set_metadata("step", "4");
-    w.write(tmp / "opt.safetensors");
-    fs::rename(tmp / "opt.safetensors", opt);
+    w.write(tmp / "meta.safetensors");
+    fs::rename(tmp / "meta.safetensors", file);
+  };
+  // Both files of the checkpoint say step 4 (the weights file too, or --resume refuses them).
+  auto set_meta = [&](const std::string& key, const std::string& value) {
+    set_file_meta(key, value, opt);
+    set_file_meta("step", "4", tmp / "part" / "checkpoint" / "model.safetensors");
   };
   BOOST_REQUIRE(kadapter::io::SafetensorsFile(opt).metadata().count("best_metric") == 1u);
   set_meta("best_metric", "2");
@@ -676,6 +709,17 @@ BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
   const std::string fac = "pretrain --task fac" + model + data(kData / "fac") + sizes;
   BOOST_REQUIRE_EQUAL(run(fac + " --max-steps 2" + out("run")), 0);
   const std::string labels = bytes(tmp / "run" / "labels.json");
+  {
+    // The optimizer flags reach the optimizer: --max-grad-norm auto is 1 for pre-training, and
+    // another clipping threshold or epsilon gives other weights.
+    const std::string model_bytes = bytes(tmp / "run" / "model.safetensors");
+    BOOST_REQUIRE_EQUAL(run(fac + " --max-steps 2 --max-grad-norm 1 --adam-epsilon 1e-8" + out("same")), 0);
+    BOOST_TEST((bytes(tmp / "same" / "model.safetensors") == model_bytes));
+    BOOST_REQUIRE_EQUAL(run(fac + " --max-steps 2 --max-grad-norm 1e-9" + out("clip")), 0);
+    BOOST_TEST((bytes(tmp / "clip" / "model.safetensors") != model_bytes));
+    BOOST_REQUIRE_EQUAL(run(fac + " --max-steps 2 --adam-epsilon 1" + out("eps")), 0);
+    BOOST_TEST((bytes(tmp / "eps" / "model.safetensors") != model_bytes));
+  }
 
   // evaluate on data with a relation the run was not trained with: an error, and the run's
   // labels.json stays as it was.
@@ -701,6 +745,9 @@ BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
   fails(fac + " --dropout 1" + out("x"), "--dropout '1' is not a number in [0, 1)");
   fails(fac + " --learning-rate -1" + out("x"), "--learning-rate '-1' is not a number in [0, 1000]");
   fails(fac + " --warmup-steps 1.5" + out("x"), "--warmup-steps");
+  fails(fac + " --adam-epsilon 0" + out("x"), "--adam-epsilon 0 divides by zero");
+  fails(fac + " --max-grad-norm -1" + out("x"), "--max-grad-norm '-1' is not a number in [0, 1e+06]");
+  fails(fac + " --max-grad-norm none" + out("x"), "--max-grad-norm 'none' is not a number");
   fails(fac + " --eval-split train" + out("x"), "--eval-split");
   fails(fac + " --cache-dtype fp8" + out("x"), "--cache-dtype");
   fails(fac + " --compat official --bucketing sort" + out("x"), "--bucketing sort needs --compat standard");
@@ -749,15 +796,20 @@ BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
         "--adapter-size 10 is not divisible by --adapter-heads 4");
   BOOST_TEST(!fs::exists(tmp / "heads"));
   fails(fac + " --resume" + out("y"), "--resume: ");
+  fails(fac + " --resume=false" + out("y"), "option --resume takes no value (given --resume=false");
   BOOST_TEST(!fs::exists(tmp / "y"));  // a mistyped --out is not created
   fails("finetune --task relation" + model + data(kData / "relation") + sizes + out("x") +
             " --adapters fac,fac --adapter-dirs '" + (tmp / "run").string() + "','" + (tmp / "run").string() + "'",
         "--adapters names \"fac\" twice");
   fails(fac + " --max-steps 1 --out '" + (tmp / "run" / "labels.json").string() + "'", "cannot create the directory");
 
-  // A checkpoint whose step metadata is not an integer in [0, total steps] is named.
+  // A checkpoint whose step metadata is not an integer, or whose two files are of different
+  // steps (a run that stopped while saving), is named.
   BOOST_REQUIRE_EQUAL(run(fac + " --max-steps 4 --save-steps 2 --stop-after 2" + out("part")), 0);
   const fs::path opt = tmp / "part" / "checkpoint" / "optimizer.safetensors";
+  // Resumed with fewer steps than the checkpoint has: the flags are named, not the file.
+  fails(fac + " --max-steps 1 --save-steps 2 --resume" + out("part"),
+        "--resume: the checkpoint is at step 2 but --epochs 1 and --max-steps 1 give the run 1 steps");
   for (const std::string bad : {"abc", "-3", "2.5", "12abc", "99999"}) {
     {
       kadapter::io::SafetensorsFile in(opt);
@@ -772,7 +824,9 @@ BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
     }
     fs::rename(tmp / "opt.safetensors", opt);
     fails(fac + " --max-steps 4 --save-steps 2 --resume" + out("part"),
-          "optimizer.safetensors: metadata \"step\" = \"" + bad + "\" is not an integer in [0, 4]");
+          bad == "99999" ? "model.safetensors is of step 2 but " + opt.string() +
+                               " of step 99999: the run stopped while it saved its checkpoint"
+                         : "optimizer.safetensors: metadata \"step\" = \"" + bad + "\" is not a non-negative integer");
   }
 
   // A fresh run moves an earlier run's checkpoint and model aside: stopped before its own
@@ -785,6 +839,19 @@ BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
   BOOST_TEST(fs::exists(tmp / "stale" / "adapter_config.json.previous"));
   BOOST_TEST(!fs::exists(tmp / "stale" / "model.safetensors"));
   fails(fac + " --max-steps 4 --save-steps 3 --resume" + out("stale"), "checkpoint/optimizer.safetensors not found (no checkpoint");
+  // A second fresh run would send the finished run's model (now NAME.previous) away with the
+  // unfinished run's files: refused, and nothing moves.
+  const std::string unfinished_runs = bytes(tmp / "stale" / "runs.jsonl");
+  fails(fac + " --max-steps 4" + out("stale"), "holds a run that did not finish (it has no model.safetensors) and, as "
+                                                "model.safetensors.previous, the model of the run before it");
+  BOOST_TEST(bytes(tmp / "stale" / "model.safetensors.previous") == earlier);
+  BOOST_TEST(bytes(tmp / "stale" / "runs.jsonl") == unfinished_runs);
+  BOOST_TEST(fs::exists(tmp / "stale" / "checkpoint.previous" / "optimizer.safetensors"));
+  // A --feature-cache DIR that cannot be one is an error before --out is touched.
+  fails(fac + " --max-steps 4 --feature-cache '" + (tmp / "stale" / "runs.jsonl").string() + "'" + out("stale"),
+        "--feature-cache " + (tmp / "stale" / "runs.jsonl").string() + ": cannot create the directory");
+  BOOST_TEST(bytes(tmp / "stale" / "runs.jsonl") == unfinished_runs);
+  BOOST_TEST(bytes(tmp / "stale" / "model.safetensors.previous") == earlier);
   fails("evaluate --task fac" + model + data(kData / "fac") + out("stale"), "model.safetensors: not found (evaluate reads a finished");
 
   // --resume continues with the run's settings (the last line of runs.jsonl): those that
@@ -1018,6 +1085,17 @@ BOOST_AUTO_TEST_CASE(train_fraction_trains_on_the_listed_examples) {
   BOOST_REQUIRE_EQUAL(run(common(tmp / "data") + " --resume" + out("resumed")), 0);
   BOOST_TEST(bytes(tmp / "resumed" / "model.safetensors") == bytes(tmp / "few" / "model.safetensors"));
   BOOST_TEST(json_lines(tmp / "resumed" / "runs.jsonl").back()["args"]["train-fraction"].get<std::string>() == "0.25");
+  // A share that rounds to every example still lists them.
+  {
+    const auto [code, text] = run_output(common(tmp / "data") + " --train-fraction 0.999 --max-steps 1" + out("nearly"), tmp / "log.txt");
+    BOOST_REQUIRE_MESSAGE(code == 0, text);
+    long long used = -1, usable = -2;
+    const auto at = text.find("--train-fraction 0.999: training on ");
+    BOOST_REQUIRE_MESSAGE(at != std::string::npos, text);
+    BOOST_REQUIRE(std::sscanf(text.c_str() + at, "--train-fraction 0.999: training on %lld of the %lld", &used, &usable) == 2);
+    BOOST_TEST(used == usable);
+    BOOST_TEST(read_json(tmp / "nearly" / "train_records.json").size() == static_cast<std::size_t>(usable));
+  }
   // A full run into the same --out drops the list; bad values are named.
   BOOST_REQUIRE_EQUAL(run(common(tmp / "data") + " --max-steps 1" + out("few")), 0);
   BOOST_TEST(!fs::exists(tmp / "few" / "train_records.json"));
@@ -1148,13 +1226,21 @@ BOOST_AUTO_TEST_CASE(label_lists_encoder_weights_and_conllu) {
     BOOST_TEST(read_json(tmp / "mix" / "labels.json").get<std::vector<std::string>>() == kadapter::io::relation_labels(seen));
   }
   BOOST_TEST(bytes(tmp / "mix" / "labels.json.previous") == bytes(tmp / "fac" / "labels.json"));
-  // A .previous file of a run older than the earlier one goes: the interrupted run below has
-  // no model, so the relation run's model does not stay as if it were that run's.
+  // Behind the interrupted run below, which has no model, the relation run's model is
+  // model.safetensors.previous: a fresh run, which would remove it, is refused until it has
+  // been moved away. Then a .previous file of a run older than the earlier one goes, so that
+  // none stays as if it were the interrupted run's.
   BOOST_REQUIRE(fs::exists(tmp / "mix" / "model.safetensors"));
   BOOST_REQUIRE_EQUAL(run(pretrain("fac", kData / "fac") + " --stop-after 1" + out("mix")), 0);
-  BOOST_REQUIRE(fs::exists(tmp / "mix" / "model.safetensors.previous"));
+  const std::string relation_model = bytes(tmp / "mix" / "model.safetensors.previous");
+  BOOST_REQUIRE(!relation_model.empty());
+  fails(pretrain("fac", kData / "fac") + out("mix"), "holds a run that did not finish (it has no model.safetensors)");
+  BOOST_TEST(bytes(tmp / "mix" / "model.safetensors.previous") == relation_model);
+  fs::rename(tmp / "mix" / "model.safetensors.previous", tmp / "relation_model.safetensors");
+  BOOST_REQUIRE(fs::exists(tmp / "mix" / "adapter_config.json.previous"));  // the relation run's
   BOOST_REQUIRE_EQUAL(run(pretrain("fac", kData / "fac") + out("mix")), 0);
   BOOST_TEST(!fs::exists(tmp / "mix" / "model.safetensors.previous"));
+  BOOST_TEST(!fs::exists(tmp / "mix" / "adapter_config.json.previous"));
   BOOST_TEST(bytes(tmp / "mix" / "labels.json.previous") == bytes(tmp / "fac" / "labels.json"));
 
   // What a fresh run left when it failed before writing its log (an empty checkpoint/ and its

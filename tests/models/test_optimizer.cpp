@@ -4,6 +4,7 @@
 #define BOOST_TEST_MODULE optimizer
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -146,4 +147,25 @@ BOOST_AUTO_TEST_CASE(clipping_inside_the_update_is_the_same_as_clipping_first) {
   std::size_t moved = 0;
   for (std::size_t i = 0; i < initial.size(); ++i) moved += fused.values()[i] != initial[i];
   BOOST_TEST(moved > initial.size() / 2);  // the steps did update the parameters
+}
+
+BOOST_AUTO_TEST_CASE(fp32_moments_use_one_minus_beta_rounded_once) {
+  // torch's AdamW computes `1.0 - beta` as a Python (double) scalar and rounds it to float
+  // once: m = b1 m + float(1 - b1) g. In fp32, 1 - 0.999f is 0.00099998713, 1.3e-5 off.
+  ParameterStore<float> store;
+  store.build([](ParamLayout<float>& lay) {
+    lay.vector("w", 4);
+    return 0;
+  });
+  const float g[4] = {0.3f, -1.7f, 2.5e-3f, 41.0f};
+  for (const auto& s : store.table()) std::copy(g, g + 4, s.grad);
+  AdamWConfig c;
+  AdamW<float> adam(c);
+  adam.step(store, 1e-3);
+  const float c1 = static_cast<float>(1.0 - c.beta1), c2 = static_cast<float>(1.0 - c.beta2);
+  BOOST_TEST(c2 != 1.0f - static_cast<float>(c.beta2));  // the case the rule is about
+  for (int i = 0; i < 4; ++i) {
+    BOOST_TEST(adam.first_moment()[i] == c1 * g[i]);
+    BOOST_TEST(adam.second_moment()[i] == c2 * g[i] * g[i]);
+  }
 }

@@ -124,14 +124,15 @@ template <class T>
 void adamw_update(Emulated, std::span<T> p, std::span<const T> grad, std::span<T> m, std::span<T> v,
                   const std::uint8_t* mask, const AdamWConfig& cfg, double lr, std::int64_t t, double grad_scale) {
   const T b1 = static_cast<T>(cfg.beta1), b2 = static_cast<T>(cfg.beta2), eps = static_cast<T>(cfg.eps);
+  const T c1 = static_cast<T>(1.0 - cfg.beta1), c2 = static_cast<T>(1.0 - cfg.beta2);  // as torch
   const T ss = static_cast<T>(adamw_step_size(cfg, lr, t));
   const T decay = static_cast<T>(lr * cfg.weight_decay);
   for (std::size_t i = 0; i < p.size(); ++i) {
     if (mask[i] == kAdamWFrozen) continue;
     KA_ASSERT(mask[i] == kAdamWNoDecay || mask[i] == kAdamWDecay);
     const T g = grad_scale == 1.0 ? grad[i] : static_cast<T>(grad[i] * grad_scale);
-    m[i] = b1 * m[i] + (T(1) - b1) * g;
-    v[i] = b2 * v[i] + (T(1) - b2) * g * g;
+    m[i] = b1 * m[i] + c1 * g;
+    v[i] = b2 * v[i] + c2 * g * g;
     p[i] -= ss * (m[i] / (std::sqrt(v[i]) + eps));
     if (mask[i] == kAdamWDecay && decay != T(0)) p[i] -= decay * p[i];
   }

@@ -211,6 +211,9 @@ class AdamW {
     ++t_;
     const double step_size = adamw_step_size(cfg_, lr, t_);
     const T b1 = static_cast<T>(cfg_.beta1), b2 = static_cast<T>(cfg_.beta2);
+    // 1 - beta in double, rounded once, as torch turns the Python scalar `1.0 - beta` into
+    // the tensor's type (in fp32, 1 - 0.999f is 0.00099998713, 1.3e-5 off 0.001f).
+    const T c1 = static_cast<T>(1.0 - cfg_.beta1), c2 = static_cast<T>(1.0 - cfg_.beta2);
     const T eps = static_cast<T>(cfg_.eps), ss = static_cast<T>(step_size);
     for (const auto& s : store.table()) {
       if (!s.trainable || !s.grad) continue;
@@ -228,8 +231,8 @@ class AdamW {
           const index_t b_end = std::min(end, b0 + kBlock);
           for (index_t i = b0; i < b_end; ++i) {
             const T g = read(i);
-            m[i] = b1 * m[i] + (T(1) - b1) * g;
-            v[i] = b2 * v[i] + (T(1) - b2) * g * g;
+            m[i] = b1 * m[i] + c1 * g;
+            v[i] = b2 * v[i] + c2 * g * g;
           }
           detail::sqrt_into(v + b0, root, b_end - b0);
           for (index_t i = b0; i < b_end; ++i) {

@@ -24,9 +24,9 @@ struct TrainConfig {
   /// Trainer::step throws NonFiniteStep, before anything is updated, when the step's loss or
   /// gradient norm is not finite (false: update anyway, as PyTorch does).
   bool stop_on_non_finite = true;
-  /// The authors' pre-training scripts call scheduler.step() before optimizer.step(), so
-  /// optimizer step n uses the schedule's value at n; their fine-tuning scripts step the
-  /// optimizer first (value at n - 1).
+  /// The authors' pre-training scripts and their CosmosQA script call scheduler.step()
+  /// before optimizer.step(), so optimizer step n uses the schedule's value at n; their other
+  /// fine-tuning scripts step the optimizer first (value at n - 1).
   bool scheduler_before_optimizer = false;
 };
 

@@ -29,13 +29,13 @@ namespace detail {
 /// is multiplied by grad_scale (in double, as the CPU does) when it is not 1.
 template <int = 0>
 __global__ void adamw_kernel(float* p, const float* grad, float* m, float* v, const std::uint8_t* mask,
-                             std::int64_t n, float b1, float b2, float eps, float step_size, float decay,
+                             std::int64_t n, float b1, float b2, float c1, float c2, float eps, float step_size, float decay,
                              double grad_scale) {
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n || (mask && mask[i] == kFrozen)) return;
   const float g = grad_scale == 1.0 ? grad[i] : static_cast<float>(grad[i] * grad_scale);
-  const float mi = b1 * m[i] + (1.0f - b1) * g;
-  const float vi = b2 * v[i] + (1.0f - b2) * g * g;
+  const float mi = b1 * m[i] + c1 * g;
+  const float vi = b2 * v[i] + c2 * g * g;
   m[i] = mi;
   v[i] = vi;
   float pi = p[i] - step_size * (mi / (sqrtf(vi) + eps));
@@ -104,7 +104,8 @@ inline void adamw_update(std::span<float> params, std::span<const float> grads, 
   const auto decay = static_cast<float>(lr * cfg.weight_decay);
   detail::adamw_kernel<<<detail::blocks_for(n, 256), 256, 0, context().stream()>>>(
       params.data(), grads.data(), m.data(), v.data(), mask, n, static_cast<float>(cfg.beta1),
-      static_cast<float>(cfg.beta2), static_cast<float>(cfg.eps), step_size, decay, grad_scale);
+      static_cast<float>(cfg.beta2), static_cast<float>(1.0 - cfg.beta1), static_cast<float>(1.0 - cfg.beta2),
+      static_cast<float>(cfg.eps), step_size, decay, grad_scale);
   check_launch("adamw_kernel");
 }
 
