@@ -12,6 +12,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <map>
 #include <memory>
@@ -653,6 +654,54 @@ inline void check_backbone(const std::string& recorded, const std::string& ours,
               " (\"" + ours + "\"); " + advice);
 }
 
+/// The frozen encoder as train_with() uses it, whatever its compile-time preset, so that
+/// train_with() is compiled once per backend rather than once per preset and tokenizer.
+template <class T, class Dev>
+struct Backbone {
+  using Ids = std::span<const std::int64_t>;
+  EncoderConfig config;
+  std::string id;  ///< io::backbone_id()
+  /// io::feature_cache_key(encoder, ids, mask, seq, options)
+  std::function<std::map<std::string, std::string>(Ids, Ids, index_t, const EncodeOptions&)> cache_key;
+  /// io::fill_feature_cache(cache, encoder, ids, mask, seq, options, batch, report)
+  std::function<void(io::FeatureCache&, Ids, Ids, index_t, const EncodeOptions&, index_t,
+                     const std::function<void(index_t)>&)>
+      fill_cache;
+  /// encoder.forward(states, batch, options)
+  std::function<void(HiddenStates<T, Dev>&, const TokenBatch&, const EncodeOptions&)> forward;
+};
+
+template <class Enc>
+Backbone<typename Enc::scalar_type, typename Enc::backend_type> backbone_of(Enc& enc) {
+  using Ids = std::span<const std::int64_t>;
+  Backbone<typename Enc::scalar_type, typename Enc::backend_type> b;
+  b.config = enc.config();
+  b.id = io::backbone_id(enc);
+  b.cache_key = [&enc](Ids ids, Ids mask, index_t seq, const EncodeOptions& eo) {
+    return io::feature_cache_key(enc, ids, mask, seq, eo);
+  };
+  b.fill_cache = [&enc](io::FeatureCache& cache, Ids ids, Ids mask, index_t seq, const EncodeOptions& eo, index_t batch,
+                        const std::function<void(index_t)>& report) {
+    io::fill_feature_cache(cache, enc, ids, mask, seq, eo, batch, report);
+  };
+  b.forward = [&enc](HiddenStates<typename Enc::scalar_type, typename Enc::backend_type>& states, const TokenBatch& in,
+                     const EncodeOptions& eo) { enc.forward(states, in, eo); };
+  return b;
+}
+
+/// pack() with the run's tokenizer bound, whichever tokenizer it is.
+using Packer = std::function<PackedSplit(Task, const fs::path&, io::LabelMap&, index_t, io::Convention, bool,
+                                         std::int64_t, const fs::path&, const std::string&)>;
+
+template <class Tok>
+Packer packer_of(Tok tok) {
+  return [tok = std::make_shared<const Tok>(std::move(tok))](Task task, const fs::path& file, io::LabelMap& labels, index_t T, io::Convention conv,
+                                bool labels_required, std::int64_t negative_sample, const fs::path& closed_by,
+                                const std::string& closed_why) {
+    return pack(task, file, *tok, labels, T, conv, labels_required, negative_sample, closed_by, closed_why);
+  };
+}
+
 }  // namespace detail
 
 /// Results of one training run.
@@ -662,12 +711,16 @@ struct TrainResult {
   std::int64_t steps = 0;
 };
 
-/// Train (or evaluate) with the encoder @p enc; the task model runs on the encoder's backend.
-template <class Enc, class Tok>
-TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune,
+/// Train (or evaluate) with the encoder @p enc, packing the data with @p packer; the task
+/// model runs on the encoder's backend @p Dev.
+template <class T, class Dev>
+TrainResult train_with(const detail::Backbone<T, Dev>& enc, const detail::Packer& packer, const Args& args, bool finetune,
                        bool evaluate_only = false) {
-  using T = typename Enc::scalar_type;
-  using Dev = typename Enc::backend_type;  // (B is the batch size below)
+  // (B is the batch size below.)
+  auto pack = [&](Task t, const fs::path& file, io::LabelMap& labels, index_t len, io::Convention c, bool labels_required,
+                  std::int64_t negative_sample = 0, const fs::path& closed_by = {}, const std::string& closed_why = {}) {
+    return packer(t, file, labels, len, c, labels_required, negative_sample, closed_by, closed_why);
+  };
   const Task task = [&] {
     const std::string t = args.get("task");
     if (t == "fac") return Task::fac;
@@ -681,7 +734,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   const bool official = args.choice("compat", {"standard", "official"}) == "official";
   const io::Convention conv = official ? io::Convention::official : io::Convention::standard;
   const fs::path data = args.get("data"), out = args.get("out");
-  const EncoderConfig& ec = enc.config();
+  const EncoderConfig& ec = enc.config;
   {
     // Position ids of a sequence run from position_offset() (RoBERTa: pad_id + 1) under the
     // standard scheme; the model must have rows for all of them.
@@ -693,7 +746,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   }
   if (evaluate_only && !fs::exists(out / "model.safetensors"))
     throw Error((out / "model.safetensors").string() + ": not found (evaluate reads a finished pretrain or finetune run)");
-  const std::string backbone = io::backbone_id(enc);
+  const std::string& backbone = enc.id;
   // A string field of a run's adapter_config.json ("" when absent: runs of older versions).
   auto config_string = [](const nlohmann::json& rc, const char* field, const fs::path& file) {
     const auto it = rc.find(field);
@@ -952,7 +1005,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   };
   const std::size_t run_labels = labels.size();  // those of labels.json, when there is one
   PackedSplit train = evaluate_only ? PackedSplit{}
-                                    : detail::pack(task, split_file("train"), tok, labels, S, conv, true, negative_sample, closed_by, closed_why);
+                                    : pack(task, split_file("train"), labels, S, conv, true, negative_sample, closed_by, closed_why);
   const std::size_t train_labels = labels.size();
   // A resumed run has one output per label of its checkpoint: no split may add a label (and
   // labels.json must stay as it was when the checkpoint was written).
@@ -973,7 +1026,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     evals[j].name = eval_names[j];
     evals[j].file = split_file(eval_names[j]);
     const std::size_t before = labels.size();
-    evals[j].data = detail::pack(task, evals[j].file, tok, labels, S, conv, !evaluate_only, 0, closed_by, closed_why);
+    evals[j].data = pack(task, evals[j].file, labels, S, conv, !evaluate_only, 0, closed_by, closed_why);
     if (labels.size() == before) continue;
     std::string extra;
     for (std::size_t i = before; i < labels.size() && i < before + 5; ++i)
@@ -992,10 +1045,10 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
   // Entity typing keeps one target column per label: splits packed before the last new type
   // was seen are packed again, so that every row has a column for every type.
   if (task == Task::entity_typing && labels.size() > train_labels) {
-    train = detail::pack(task, split_file("train"), tok, labels, S, conv, true, negative_sample);
+    train = pack(task, split_file("train"), labels, S, conv, true, negative_sample);
     for (auto& e : evals)
       if (e.data.labels_per_row != static_cast<index_t>(labels.size()))
-        e.data = detail::pack(task, e.file, tok, labels, S, conv, !evaluate_only);
+        e.data = pack(task, e.file, labels, S, conv, !evaluate_only);
   }
   // Few-shot runs: a seeded random share of the usable training examples, in file order.
   const index_t usable = train.count;
@@ -1407,7 +1460,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     cs.hidden = ec.hidden;
     cs.dtype = cache_dtype == "fp16" ? DType::F16 : cache_dtype == "bf16" ? DType::BF16 : DType::F32;
     cs.lengths = lens;
-    cs.key = io::feature_cache_key(enc, p.ids, p.mask, S, eo);
+    cs.key = enc.cache_key(p.ids, p.mask, S, eo);
     cs.key["tokenizer"] = tokenizer_id;
     const auto t0 = std::chrono::steady_clock::now();
     io::FeatureCache cache = mode == "memory" ? io::FeatureCache::in_memory(std::move(cs))
@@ -1416,7 +1469,7 @@ TrainResult train_with(Enc& enc, const Tok& tok, const Args& args, bool finetune
     if (!reused) {
       const index_t rows_total = cache.rows();
       const bool tty = ::isatty(STDERR_FILENO) != 0;  // a live counter only on a terminal
-      io::fill_feature_cache(cache, enc, p.ids, p.mask, S, eo, std::max<index_t>(B, 32), [&](index_t done) {
+      enc.fill_cache(cache, p.ids, p.mask, S, eo, std::max<index_t>(B, 32), [&](index_t done) {
         if (tty) std::fprintf(stderr, "\rfeature cache (%s): %lld / %lld sequences", what.c_str(), static_cast<long long>(done), static_cast<long long>(rows_total));
       });
       if (tty) std::fputc('\n', stderr);
@@ -1764,8 +1817,10 @@ TrainResult run_training_on(const Args& args, bool finetune, bool evaluate_only)
       return tok;
     };
     if (enc.config().family == Family::bert)
-      return train_with(enc, checked(io::BertTokenizer::from_directory(dir)), args, finetune, evaluate_only);
-    return train_with(enc, checked(io::RobertaTokenizer::from_directory(dir)), args, finetune, evaluate_only);
+      return train_with(detail::backbone_of(enc), detail::packer_of(checked(io::BertTokenizer::from_directory(dir))), args,
+                        finetune, evaluate_only);
+    return train_with(detail::backbone_of(enc), detail::packer_of(checked(io::RobertaTokenizer::from_directory(dir))), args,
+                      finetune, evaluate_only);
   });
 }
 

@@ -701,12 +701,18 @@ BOOST_AUTO_TEST_CASE(gradient_accumulation_equals_the_larger_batch) {
 // and nothing of a finished run overwritten.
 BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
   const fs::path tmp = scratch("kadapter_badrun_cli");
+  // Small copies of the data: what is checked here does not depend on its size.
+  for (const std::string task : {"fac", "relation"}) {
+    write_subset(kData / task, tmp / (task + "_data"), 48);
+    fs::copy_file(kData / task / "relations.txt", tmp / (task + "_data") / "relations.txt");
+  }
+  const fs::path fac_data = tmp / "fac_data", relation_data = tmp / "relation_data";
   const std::string model = " --model '" + kModel.string() + "'";
   const std::string sizes = " --batch-size 4 --max-seq-length 32 --adapter-size 16 --adapter-heads 2";
   auto data = [&](const fs::path& d) { return " --data '" + d.string() + "'"; };
   auto out = [&](const char* name) { return " --out '" + (tmp / name).string() + "'"; };
   auto fails = [&](const std::string& args, const std::string& words) { expect_failure(args, words, tmp / "log.txt"); };
-  const std::string fac = "pretrain --task fac" + model + data(kData / "fac") + sizes;
+  const std::string fac = "pretrain --task fac" + model + data(fac_data) + sizes;
   BOOST_REQUIRE_EQUAL(run(fac + " --max-steps 2" + out("run")), 0);
   const std::string labels = bytes(tmp / "run" / "labels.json");
   {
@@ -723,9 +729,9 @@ BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
 
   // evaluate on data with a relation the run was not trained with: an error, and the run's
   // labels.json stays as it was.
-  fs::copy(kData / "fac", tmp / "fac2");
+  fs::copy(fac_data, tmp / "fac2");
   {
-    std::ifstream in(kData / "fac" / "test.json");
+    std::ifstream in(fac_data / "test.json");
     nlohmann::json j = nlohmann::json::parse(in);
     j[0]["relation"] = "P_NEW";
     std::ofstream(tmp / "fac2" / "test.json") << j.dump();
@@ -735,9 +741,9 @@ BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
   BOOST_TEST(bytes(tmp / "run" / "labels.json") == labels);
   // A damaged labels.json is named.
   std::ofstream(tmp / "run" / "labels.json") << "{bad";
-  fails("evaluate --task fac" + model + data(kData / "fac") + sizes + out("run"), "labels.json: not valid JSON");
+  fails("evaluate --task fac" + model + data(fac_data) + sizes + out("run"), "labels.json: not valid JSON");
   std::ofstream(tmp / "run" / "labels.json") << "{\"a\": 1}";
-  fails("evaluate --task fac" + model + data(kData / "fac") + sizes + out("run"),
+  fails("evaluate --task fac" + model + data(fac_data) + sizes + out("run"),
         "labels.json: expected a JSON list of label names");
 
   // Flags out of range, flags that cannot work together, and missing data fail before
@@ -753,7 +759,7 @@ BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
   fails(fac + " --compat official --bucketing sort" + out("x"), "--bucketing sort needs --compat standard");
   fails(fac + " --adapter-skip-layers 5" + out("x"), "--adapter-skip-layers 5 is more than the 3 adapter layers");
   fails("pretrain --task fac" + model + data(tmp / "no_such_data") + sizes + out("x"), "no_such_data");
-  fails("finetune --task relation" + model + data(kData / "relation") + sizes + out("x") + " --adapters fac --adapter-dirs '" +
+  fails("finetune --task relation" + model + data(relation_data) + sizes + out("x") + " --adapters fac --adapter-dirs '" +
             (tmp / "no_such_run").string() + "'",
         "no_such_run/model.safetensors not found");
   BOOST_TEST(!fs::exists(tmp / "x"));
@@ -761,7 +767,7 @@ BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
   // refused before --out exists (same-shaped tensors with other heads or plug-in points would
   // load without a word).
   {
-    const std::string ft_base = "finetune --task relation" + model + data(kData / "relation") + " --batch-size 4 --max-seq-length 32 --max-steps 1" + out("x");
+    const std::string ft_base = "finetune --task relation" + model + data(relation_data) + " --batch-size 4 --max-seq-length 32 --max-steps 1" + out("x");
     const std::string ft = ft_base + " --adapter-size 16 --adapter-heads 2";
     const std::string from_run = " --adapter-dirs '" + (tmp / "run").string() + "'";
     const std::string config = (tmp / "run" / "adapter_config.json").string();
@@ -786,19 +792,19 @@ BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
   }
   // Adapters far larger than any machine's memory are named before anything is allocated
   // (about 800 GiB of parameters alone).
-  fails("pretrain --task fac" + model + data(kData / "fac") +
+  fails("pretrain --task fac" + model + data(fac_data) +
             " --batch-size 4 --max-seq-length 32 --adapter-size 8192 --adapter-heads 2 --adapter-transformer-layers 64" +
             out("big"),
         "lower --adapter-size (8192), --adapter-transformer-layers (64)");
   BOOST_TEST(!fs::exists(tmp / "big"));  // checked before anything is written to --out
-  fails("pretrain --task fac" + model + data(kData / "fac") +
+  fails("pretrain --task fac" + model + data(fac_data) +
             " --batch-size 4 --max-seq-length 32 --adapter-size 10 --adapter-heads 4" + out("heads"),
         "--adapter-size 10 is not divisible by --adapter-heads 4");
   BOOST_TEST(!fs::exists(tmp / "heads"));
   fails(fac + " --resume" + out("y"), "--resume: ");
   fails(fac + " --resume=false" + out("y"), "option --resume takes no value (given --resume=false");
   BOOST_TEST(!fs::exists(tmp / "y"));  // a mistyped --out is not created
-  fails("finetune --task relation" + model + data(kData / "relation") + sizes + out("x") +
+  fails("finetune --task relation" + model + data(relation_data) + sizes + out("x") +
             " --adapters fac,fac --adapter-dirs '" + (tmp / "run").string() + "','" + (tmp / "run").string() + "'",
         "--adapters names \"fac\" twice");
   fails(fac + " --max-steps 1 --out '" + (tmp / "run" / "labels.json").string() + "'", "cannot create the directory");
@@ -852,7 +858,7 @@ BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
         "--feature-cache " + (tmp / "stale" / "runs.jsonl").string() + ": cannot create the directory");
   BOOST_TEST(bytes(tmp / "stale" / "runs.jsonl") == unfinished_runs);
   BOOST_TEST(bytes(tmp / "stale" / "model.safetensors.previous") == earlier);
-  fails("evaluate --task fac" + model + data(kData / "fac") + out("stale"), "model.safetensors: not found (evaluate reads a finished");
+  fails("evaluate --task fac" + model + data(fac_data) + out("stale"), "model.safetensors: not found (evaluate reads a finished");
 
   // --resume continues with the run's settings (the last line of runs.jsonl): those that
   // define the model or the examples may not change; those of the schedule may, with a note;
@@ -861,12 +867,12 @@ BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
   const std::string runs_before = bytes(tmp / "flags" / "runs.jsonl");
   fails(fac + " --compat official --resume" + out("flags"), "--resume: --compat official differs from the run's standard (" +
                                                                 (tmp / "flags" / "runs.jsonl").string());
-  fails("pretrain --task fac" + model + data(kData / "fac") + " --batch-size 8 --resume" + out("flags"), "--batch-size 8 differs from the run's 4");
+  fails("pretrain --task fac" + model + data(fac_data) + " --batch-size 8 --resume" + out("flags"), "--batch-size 8 differs from the run's 4");
   fails(fac + " --seed 4 --resume" + out("flags"), "--seed 4 differs from the run's 3");
-  fails("pretrain --task fac" + model + data(kData / "fac") + " --adapter-size 32 --resume" + out("flags"), "--adapter-size 32 differs from the run's 16");
+  fails("pretrain --task fac" + model + data(fac_data) + " --adapter-size 32 --resume" + out("flags"), "--adapter-size 32 differs from the run's 16");
   BOOST_TEST(bytes(tmp / "flags" / "runs.jsonl") == runs_before);
   {
-    const auto [code, text] = run_output("pretrain --task fac" + data(kData / "fac") + " --learning-rate 0.002 --resume" + out("flags"), tmp / "log.txt");
+    const auto [code, text] = run_output("pretrain --task fac" + data(fac_data) + " --learning-rate 0.002 --resume" + out("flags"), tmp / "log.txt");
     BOOST_REQUIRE_MESSAGE(code == 0, text);
     BOOST_TEST(text.find("note: --learning-rate 0.002 differs from the run's 1e-3") != std::string::npos, text);
     BOOST_TEST(text.find("resumed from " + (tmp / "flags" / "checkpoint").string() + " at step 2") != std::string::npos, text);
@@ -882,7 +888,7 @@ BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
   // --model it reads the run's encoder (runs.jsonl), not the default path.
   BOOST_REQUIRE(!fs::exists("models/all-MiniLM-L6-v2"));  // the default, relative to the working directory
   {
-    const auto [code, text] = run_output("evaluate --task fac" + data(kData / "fac") + out("flags"), tmp / "log.txt");
+    const auto [code, text] = run_output("evaluate --task fac" + data(fac_data) + out("flags"), tmp / "log.txt");
     BOOST_TEST(code == 0);
     BOOST_TEST(text.find("step 4: {") != std::string::npos, text);
   }
