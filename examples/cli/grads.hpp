@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <regex>
 #include <set>
@@ -177,8 +178,10 @@ GradsResult<T> compute_grads(const GradsRequest& req) {
   tc.num_labels = rows_of(adapter_file, task == Task::multiple_choice ? "classifier.weight" : "out_proj.weight");
   if (task == Task::multiple_choice) tc.num_labels = req.choices;
 
-  return io::with_encoder_dir<T, B>(req.model, [&](auto& enc, const io::EncoderLoadReport&) {
-    const EncoderConfig& ec = enc.config();
+  // The pass, given the encoder's config and forward: compiled once, not once per preset as
+  // the callable of with_encoder_dir is.
+  using Forward = std::function<void(HiddenStates<T, B>&, const TokenBatch&, const EncodeOptions&)>;
+  auto with_encoder = [&](const EncoderConfig& ec, const Forward& forward) -> GradsResult<T> {
     if (first_prefix.empty()) {  // head only: the adapter config only carries H
       ac.hidden = ec.hidden;
       ac.size = ac.heads = ac.ffn = 1;
@@ -246,7 +249,7 @@ GradsResult<T> compute_grads(const GradsRequest& req) {
       eo.mask_fill = MaskFill::minus_10000;
     }
     try {
-      enc.forward(states, TokenBatch{Bn, S, ids, mask, {}}, eo);
+      forward(states, TokenBatch{Bn, S, ids, mask, {}}, eo);
     } catch (const Error& e) {
       throw Error(batch_file.path().string() + ": " + e.what());
     }
@@ -275,6 +278,11 @@ GradsResult<T> compute_grads(const GradsRequest& req) {
         r.grads.push_back({s.name, std::vector<std::int64_t>(s.shape.begin(), s.shape.end()),
                            std::vector<T>(s.grad, s.grad + s.size())});
     return r;
+  };
+  return io::with_encoder_dir<T, B>(req.model, [&](auto& enc, const io::EncoderLoadReport&) {
+    return with_encoder(enc.config(), [&enc](HiddenStates<T, B>& states, const TokenBatch& batch, const EncodeOptions& eo) {
+      enc.forward(states, batch, eo);
+    });
   });
 }
 
