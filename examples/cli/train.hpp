@@ -660,7 +660,7 @@ template <class T, class Dev>
 struct Backbone {
   using Ids = std::span<const std::int64_t>;
   EncoderConfig config;
-  std::string id;  ///< io::backbone_id()
+  std::function<std::string()> id;  ///< io::backbone_id() (a hash of every weight: computed when asked)
   /// io::feature_cache_key(encoder, ids, mask, seq, options)
   std::function<std::map<std::string, std::string>(Ids, Ids, index_t, const EncodeOptions&)> cache_key;
   /// io::fill_feature_cache(cache, encoder, ids, mask, seq, options, batch, report)
@@ -676,7 +676,7 @@ Backbone<typename Enc::scalar_type, typename Enc::backend_type> backbone_of(Enc&
   using Ids = std::span<const std::int64_t>;
   Backbone<typename Enc::scalar_type, typename Enc::backend_type> b;
   b.config = enc.config();
-  b.id = io::backbone_id(enc);
+  b.id = [&enc] { return io::backbone_id(enc); };
   b.cache_key = [&enc](Ids ids, Ids mask, index_t seq, const EncodeOptions& eo) {
     return io::feature_cache_key(enc, ids, mask, seq, eo);
   };
@@ -746,7 +746,7 @@ TrainResult train_with(const detail::Backbone<T, Dev>& enc, const detail::Packer
   }
   if (evaluate_only && !fs::exists(out / "model.safetensors"))
     throw Error((out / "model.safetensors").string() + ": not found (evaluate reads a finished pretrain or finetune run)");
-  const std::string& backbone = enc.id;
+  const std::string backbone = enc.id();
   // A string field of a run's adapter_config.json ("" when absent: runs of older versions).
   auto config_string = [](const nlohmann::json& rc, const char* field, const fs::path& file) {
     const auto it = rc.find(field);
