@@ -15,7 +15,10 @@
 // --max-seq-length  longest sequence in tokens (default 64); longer examples are left out
 //           of training and of the dev scores, and their number is printed
 // --out     a file to save the trained task model's parameters in (safetensors, the
-//           authors' tensor names; default: not saved)
+//           authors' tensor names; default: not saved). Its metadata holds the task, the
+//           label names in logit order ("labels", a JSON list), the adapter's name and
+//           sizes ("adapter_config", the fields of kadapter's adapter_config.json),
+//           max_seq_length and the encoder's io::backbone_id ("backbone").
 //
 // The features follow the authors' OpenEntity conversion with this library's standard
 // tokenization (Convention::standard, docs/data.md). The backbone runs once per batch and
@@ -286,7 +289,19 @@ int run(const Options& o, const Tok& tok) {
   std::printf("dev: %zu entities, strict accuracy %.4f, loose micro F1 %.4f, loose macro F1 %.4f\n", s.examples,
               s.strict_accuracy, s.loose_micro.f1, s.loose_macro.f1);
   if (!o.out.empty()) {
-    io::save_parameters(model.parameters(), o.out);
+    // What the weights need to be used again travels in the file's metadata: the task, the
+    // label names in logit order, the adapter's sizes and the encoder it was trained on.
+    const nlohmann::json adapter_config = {{"hidden", ac.hidden}, {"adapter_size", ac.size},
+                                           {"adapter_transformer_layers", ac.layers}, {"adapter_heads", ac.heads},
+                                           {"adapter_list", std::vector<index_t>(ac.plug_in.begin(), ac.plug_in.begin() + ac.count)},
+                                           {"adapter_skip_layers", ac.skip_layers}};
+    io::save_parameters(model.parameters(), o.out,
+                        {{"task", "entity_typing"},
+                         {"labels", nlohmann::json(types.names()).dump()},
+                         {"adapter", name},
+                         {"adapter_config", adapter_config.dump()},
+                         {"max_seq_length", std::to_string(o.max_seq_length)},
+                         {"backbone", io::backbone_id(encoder)}});
     std::printf("saved %s\n", o.out.string().c_str());
   }
   return 0;

@@ -67,7 +67,7 @@ inline int run_encode(const std::vector<std::string>& argv) {
   if (batch_file.contains("token_type_ids"))
     types = detail::read_token_field(batch_file, "token_type_ids", B, T);
   const TokenBatch batch{B, T, ids, mask, types};
-  EncodeOptions opt;
+  ForwardOptions opt;
   opt.positions = positions == "official" ? PositionScheme::official : PositionScheme::huggingface;
   const std::string out_path = args.get("out");
 

@@ -180,7 +180,7 @@ GradsResult<T> compute_grads(const GradsRequest& req) {
 
   // The pass, given the encoder's config and forward: compiled once, not once per preset as
   // the callable of with_encoder_dir is.
-  using Forward = std::function<void(HiddenStates<T, B>&, const TokenBatch&, const EncodeOptions&)>;
+  using Forward = std::function<void(HiddenStates<T, B>&, const TokenBatch&, const ForwardOptions&)>;
   auto with_encoder = [&](const EncoderConfig& ec, const Forward& forward) -> GradsResult<T> {
     if (first_prefix.empty()) {  // head only: the adapter config only carries H
       ac.hidden = ec.hidden;
@@ -243,7 +243,7 @@ GradsResult<T> compute_grads(const GradsRequest& req) {
     std::vector<index_t> keep(plug_in.begin(), plug_in.end());
     keep.push_back(ec.layers);
     HiddenStates<T, B> states(ec.layers, keep);
-    EncodeOptions eo;
+    ForwardOptions eo;
     if (official) {
       eo.positions = PositionScheme::official;
       eo.mask_fill = MaskFill::minus_10000;
@@ -280,7 +280,7 @@ GradsResult<T> compute_grads(const GradsRequest& req) {
     return r;
   };
   return io::with_encoder_dir<T, B>(req.model, [&](auto& enc, const io::EncoderLoadReport&) {
-    return with_encoder(enc.config(), [&enc](HiddenStates<T, B>& states, const TokenBatch& batch, const EncodeOptions& eo) {
+    return with_encoder(enc.config(), [&enc](HiddenStates<T, B>& states, const TokenBatch& batch, const ForwardOptions& eo) {
       enc.forward(states, batch, eo);
     });
   });

@@ -662,13 +662,13 @@ struct Backbone {
   EncoderConfig config;
   std::function<std::string()> id;  ///< io::backbone_id() (a hash of every weight: computed when asked)
   /// io::feature_cache_key(encoder, ids, mask, seq, options)
-  std::function<std::map<std::string, std::string>(Ids, Ids, index_t, const EncodeOptions&)> cache_key;
+  std::function<std::map<std::string, std::string>(Ids, Ids, index_t, const ForwardOptions&)> cache_key;
   /// io::fill_feature_cache(cache, encoder, ids, mask, seq, options, batch, report)
-  std::function<void(io::FeatureCache&, Ids, Ids, index_t, const EncodeOptions&, index_t,
+  std::function<void(io::FeatureCache&, Ids, Ids, index_t, const ForwardOptions&, index_t,
                      const std::function<void(index_t)>&)>
       fill_cache;
   /// encoder.forward(states, batch, options)
-  std::function<void(HiddenStates<T, Dev>&, const TokenBatch&, const EncodeOptions&)> forward;
+  std::function<void(HiddenStates<T, Dev>&, const TokenBatch&, const ForwardOptions&)> forward;
 };
 
 template <class Enc>
@@ -677,15 +677,15 @@ Backbone<typename Enc::scalar_type, typename Enc::backend_type> backbone_of(Enc&
   Backbone<typename Enc::scalar_type, typename Enc::backend_type> b;
   b.config = enc.config();
   b.id = [&enc] { return io::backbone_id(enc); };
-  b.cache_key = [&enc](Ids ids, Ids mask, index_t seq, const EncodeOptions& eo) {
+  b.cache_key = [&enc](Ids ids, Ids mask, index_t seq, const ForwardOptions& eo) {
     return io::feature_cache_key(enc, ids, mask, seq, eo);
   };
-  b.fill_cache = [&enc](io::FeatureCache& cache, Ids ids, Ids mask, index_t seq, const EncodeOptions& eo, index_t batch,
+  b.fill_cache = [&enc](io::FeatureCache& cache, Ids ids, Ids mask, index_t seq, const ForwardOptions& eo, index_t batch,
                         const std::function<void(index_t)>& report) {
     io::fill_feature_cache(cache, enc, ids, mask, seq, eo, batch, report);
   };
   b.forward = [&enc](HiddenStates<typename Enc::scalar_type, typename Enc::backend_type>& states, const TokenBatch& in,
-                     const EncodeOptions& eo) { enc.forward(states, in, eo); };
+                     const ForwardOptions& eo) { enc.forward(states, in, eo); };
   return b;
 }
 
@@ -1437,7 +1437,7 @@ TrainResult train_with(const detail::Backbone<T, Dev>& enc, const detail::Packer
   std::vector<std::unique_ptr<BatchSlot>> slots;
   for (index_t i = 0; i < (evaluate_only ? 1 : accumulation); ++i) slots.push_back(std::make_unique<BatchSlot>(ec.layers, keep));
   HiddenStates<T> staged(ec.layers, keep);  // cached states on their way to the device
-  EncodeOptions eo;
+  ForwardOptions eo;
   if (official) {
     eo.positions = PositionScheme::official;
     eo.mask_fill = MaskFill::minus_10000;

@@ -84,6 +84,23 @@ BOOST_AUTO_TEST_CASE(trains_scores_and_saves) {
   io::SafetensorsFile saved(out);
   BOOST_TEST(saved.contains("fac_adapter.adapter.0.down_project.weight"));
   BOOST_TEST(saved.contains("out_proj.weight"));
+  // Its metadata says how to use it: the labels in logit order (as many as out_proj has
+  // rows), the adapter's plug-in points (a fresh one taps states 0, L/2 and L of the 6-layer
+  // MiniLM) and the encoder it was trained on.
+  const auto& meta = saved.metadata();
+  BOOST_TEST(meta.at("task") == "entity_typing");
+  const auto types = io::read_label_list(kData / "types.txt");
+  const auto labels = nlohmann::json::parse(meta.at("labels"));
+  BOOST_TEST(labels == nlohmann::json(types));
+  BOOST_TEST(saved.info("out_proj.weight").shape.at(0) == static_cast<std::int64_t>(types.size()));
+  BOOST_TEST(meta.at("adapter") == "fac");
+  const auto ac = nlohmann::json::parse(meta.at("adapter_config"));
+  BOOST_TEST(ac.at("adapter_list") == nlohmann::json({0, 3, 6}));
+  BOOST_TEST(ac.at("hidden") == saved.info("fac_adapter.adapter.0.down_project.weight").shape.at(1));
+  BOOST_TEST(meta.at("max_seq_length") == "64");
+  FrozenEncoder<dynamic_encoder, float> encoder(io::read_hf_config(kModel / "config.json"));
+  io::load_encoder_weights(encoder, io::SafetensorsFile(kModel / "model.safetensors"));
+  BOOST_TEST(meta.at("backbone") == io::backbone_id(encoder));
 }
 
 namespace {

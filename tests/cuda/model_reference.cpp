@@ -18,7 +18,7 @@ std::vector<std::vector<float>> encode_cpu(const std::string& dir, kadapter::ind
   using namespace kadapter;
   return io::with_encoder_dir<float>(dir, [&](auto& enc, const io::EncoderLoadReport&) {
     HiddenStates<float> states(enc.config().layers);
-    enc.forward(states, TokenBatch{batch, seq, ids, mask, types}, EncodeOptions{positions, MaskFill::lowest});
+    enc.forward(states, TokenBatch{batch, seq, ids, mask, types}, ForwardOptions{positions, MaskFill::lowest});
     std::vector<std::vector<float>> out;
     for (index_t k : states.kept()) {
       const auto s = states[k];

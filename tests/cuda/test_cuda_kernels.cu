@@ -118,6 +118,41 @@ BOOST_AUTO_TEST_CASE(gemm_batched_transposed_matches_loops) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(gemm_refuses_bad_sizes_and_writes_empty_sums) {
+  Pair c(6 * 5, 3);
+  auto product = [&] {
+    cuda::Gemm g;
+    g.m = 6;
+    g.n = 5;
+    g.k = 0;  // an empty sum: C = 0
+    g.lda = 1;
+    g.ldb = 5;
+    g.c = c.dev.data();
+    g.ldc = 5;
+    return g;
+  };
+  cuda::gemm(cuda::context(), product());
+  c.host.assign(c.host.size(), 0.0f);
+  CHECK_CLOSE(c, "k = 0 writes zeros");
+  auto refused = [&](cuda::Gemm g, const std::string& words) {
+    try {
+      cuda::gemm(cuda::context(), g);
+      BOOST_ERROR("accepted: " << words);
+    } catch (const cuda::CudaError& e) {
+      BOOST_TEST(std::string(e.what()).find(words) != std::string::npos, e.what());
+    }
+  };
+  auto g = product();
+  g.batch = 0;
+  refused(g, "batch >= 1, got m 6, n 5, k 0, batch 0");
+  g = product();
+  g.k = -1;
+  refused(g, "must be >= 0");
+  g = product();
+  g.beta = 1.0f;
+  refused(g, "k = 0 and beta != 0 or a bias is not supported");
+}
+
 BOOST_AUTO_TEST_CASE(linear_forward_and_backward) {
   const index_t rows = 37, in = 96, out = 80;
   for (int bias : {0, 1, 2}) {  // none, in cuBLASLt's epilogue, a 4-byte aligned one in a kernel

@@ -203,7 +203,7 @@ BOOST_AUTO_TEST_CASE(encoder_matches_huggingface_on_the_gpu) {
       io::SafetensorsFile expected(dir / "expected.safetensors");
       io::with_encoder_dir<float, Cuda>(dir, [&](auto& enc, const io::EncoderLoadReport&) {
         HiddenStates<float, Cuda> states(enc.config().layers);
-        enc.forward(states, TokenBatch{B, S, ids, mask, types}, EncodeOptions{f.positions, MaskFill::lowest});
+        enc.forward(states, TokenBatch{B, S, ids, mask, types}, ForwardOptions{f.positions, MaskFill::lowest});
         HiddenStates<float> host(enc.config().layers);
         host.assign(states);
         BOOST_REQUIRE_EQUAL(host.kept().size(), cpu.size());

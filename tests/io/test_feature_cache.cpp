@@ -210,17 +210,17 @@ BOOST_AUTO_TEST_CASE(filled_states_equal_a_direct_pass) {
     s.hidden = c.hidden;
     s.dtype = DType::F32;
     s.lengths = io::cache_lengths(mask, S, trim);
-    s.key = io::feature_cache_key(enc, ids, mask, S, EncodeOptions{});
+    s.key = io::feature_cache_key(enc, ids, mask, S, ForwardOptions{});
     BOOST_TEST(s.lengths[1] == (trim ? 9 : 9));
     BOOST_TEST(s.lengths[2] == (trim ? 2 : 9));
     auto cache = io::FeatureCache::in_memory(s);
     index_t done = 0;
-    io::fill_feature_cache(cache, enc, ids, mask, S, EncodeOptions{}, 3, [&](index_t d) { done = d; });
+    io::fill_feature_cache(cache, enc, ids, mask, S, ForwardOptions{}, 3, [&](index_t d) { done = d; });
     BOOST_TEST(done == n);
     BOOST_TEST(cache.complete());
     // Direct: all sequences padded to S in one batch.
     HiddenStates<float> direct(c.layers);
-    enc.forward(direct, TokenBatch{n, S, ids, mask, {}}, EncodeOptions{});
+    enc.forward(direct, TokenBatch{n, S, ids, mask, {}}, ForwardOptions{});
     double worst = 0, scale = 0;
     std::vector<float> out(static_cast<std::size_t>(S * c.hidden));
     for (index_t k : s.states)
@@ -237,11 +237,11 @@ BOOST_AUTO_TEST_CASE(filled_states_equal_a_direct_pass) {
     BOOST_TEST(worst <= 1e-6 * scale);
   }
   // The key changes with the weights and with the data.
-  const auto k1 = io::feature_cache_key(enc, ids, mask, S, EncodeOptions{});
+  const auto k1 = io::feature_cache_key(enc, ids, mask, S, ForwardOptions{});
   ids[3] += 1;
-  const auto k2 = io::feature_cache_key(enc, ids, mask, S, EncodeOptions{});
+  const auto k2 = io::feature_cache_key(enc, ids, mask, S, ForwardOptions{});
   enc.parameters()[0] += 1.0f;
-  const auto k3 = io::feature_cache_key(enc, ids, mask, S, EncodeOptions{});
+  const auto k3 = io::feature_cache_key(enc, ids, mask, S, ForwardOptions{});
   BOOST_TEST(k1.at("data") != k2.at("data"));
   BOOST_TEST(k1.at("model") == k2.at("model"));
   BOOST_TEST(k2.at("model") != k3.at("model"));
@@ -269,11 +269,11 @@ BOOST_AUTO_TEST_CASE(token_types_reach_the_states_and_the_key) {
   s.lengths = io::cache_lengths(mask, S, true);
   auto none = [](index_t) {};
   auto with_types = io::FeatureCache::in_memory(s);
-  io::fill_feature_cache(with_types, enc, ids, mask, types, S, EncodeOptions{}, 2, none);
+  io::fill_feature_cache(with_types, enc, ids, mask, types, S, ForwardOptions{}, 2, none);
   auto without = io::FeatureCache::in_memory(s);
-  io::fill_feature_cache(without, enc, ids, mask, S, EncodeOptions{}, 2, none);
+  io::fill_feature_cache(without, enc, ids, mask, S, ForwardOptions{}, 2, none);
   HiddenStates<float> direct(c.layers);
-  enc.forward(direct, TokenBatch{n, S, ids, mask, types}, EncodeOptions{});
+  enc.forward(direct, TokenBatch{n, S, ids, mask, types}, ForwardOptions{});
   double worst = 0, scale = 0, apart = 0;
   std::vector<float> a(static_cast<std::size_t>(S * c.hidden)), b(a.size());
   for (index_t k : s.states)
@@ -294,7 +294,7 @@ BOOST_AUTO_TEST_CASE(token_types_reach_the_states_and_the_key) {
   // All-zero types store what no types store.
   const std::vector<std::int64_t> zeros(types.size(), 0);
   auto zero_types = io::FeatureCache::in_memory(s);
-  io::fill_feature_cache(zero_types, enc, ids, mask, zeros, S, EncodeOptions{}, 2, none);
+  io::fill_feature_cache(zero_types, enc, ids, mask, zeros, S, ForwardOptions{}, 2, none);
   for (index_t k : s.states)
     for (index_t r = 0; r < n; ++r) {
       zero_types.load(r, k, a.data(), S);
@@ -302,27 +302,27 @@ BOOST_AUTO_TEST_CASE(token_types_reach_the_states_and_the_key) {
       BOOST_TEST((a == b));
     }
 
-  const auto plain = io::feature_cache_key(enc, ids, mask, S, EncodeOptions{});
-  BOOST_TEST((io::feature_cache_key(enc, ids, mask, zeros, S, EncodeOptions{}) == plain));
-  const auto typed = io::feature_cache_key(enc, ids, mask, types, S, EncodeOptions{});
+  const auto plain = io::feature_cache_key(enc, ids, mask, S, ForwardOptions{});
+  BOOST_TEST((io::feature_cache_key(enc, ids, mask, zeros, S, ForwardOptions{}) == plain));
+  const auto typed = io::feature_cache_key(enc, ids, mask, types, S, ForwardOptions{});
   BOOST_TEST(typed.count("token_types") == 1u);
   BOOST_TEST(plain.count("token_types") == 0u);
   auto flipped = types;
   flipped[3] = 1 - flipped[3];
-  BOOST_TEST(io::feature_cache_key(enc, ids, mask, flipped, S, EncodeOptions{}).at("token_types") != typed.at("token_types"));
+  BOOST_TEST(io::feature_cache_key(enc, ids, mask, flipped, S, ForwardOptions{}).at("token_types") != typed.at("token_types"));
 
-  refused([&] { auto f = io::FeatureCache::in_memory(s); io::fill_feature_cache(f, enc, ids, mask, std::span(types).first(7), S, EncodeOptions{}, 2, none); },
+  refused([&] { auto f = io::FeatureCache::in_memory(s); io::fill_feature_cache(f, enc, ids, mask, std::span(types).first(7), S, ForwardOptions{}, 2, none); },
           "types must be empty or hold rows() * seq = 5 * 8 values, got 7");
   auto bad = types;
   bad[2 * S + 4] = 2;
-  refused([&] { auto f = io::FeatureCache::in_memory(s); io::fill_feature_cache(f, enc, ids, mask, bad, S, EncodeOptions{}, 2, none); },
+  refused([&] { auto f = io::FeatureCache::in_memory(s); io::fill_feature_cache(f, enc, ids, mask, bad, S, ForwardOptions{}, 2, none); },
           "token type id 2 of sequence 2 at position 4 is outside the encoder's 0..1");
-  refused([&] { (void)io::feature_cache_key(enc, ids, mask, std::span(zeros).first(39), S, EncodeOptions{}); },
+  refused([&] { (void)io::feature_cache_key(enc, ids, mask, std::span(zeros).first(39), S, ForwardOptions{}); },
           "types must be empty or hold as many values as ids (40), got 39");
   // RoBERTa has one token type.
   const EncoderConfig rc{Family::roberta, 50, 20, 1, 16, 2, 2, 32, 1e-5, 1};
   FrozenEncoder<dynamic_encoder, float> roberta(rc);
-  refused([&] { auto f = io::FeatureCache::in_memory(s); io::fill_feature_cache(f, roberta, ids, mask, types, S, EncodeOptions{}, 2, none); },
+  refused([&] { auto f = io::FeatureCache::in_memory(s); io::fill_feature_cache(f, roberta, ids, mask, types, S, ForwardOptions{}, 2, none); },
           "token type id 1 of sequence 0 at position 4 is outside the encoder's 0..0");
 }
 
@@ -365,18 +365,18 @@ BOOST_AUTO_TEST_CASE(misuse_is_an_error) {
     return io::FeatureCache::in_memory(s);
   };
   auto none = [](index_t) {};
-  refused([&] { auto f = fresh(); io::fill_feature_cache(f, enc, std::span(ids).first(19), mask, 5, EncodeOptions{}, 2, none); },
+  refused([&] { auto f = fresh(); io::fill_feature_cache(f, enc, std::span(ids).first(19), mask, 5, ForwardOptions{}, 2, none); },
           "ids and mask must each hold rows() * seq = 4 * 5 values, got 19 and 20");
-  refused([&] { auto f = fresh(); io::fill_feature_cache(f, enc, ids, mask, 5, EncodeOptions{}, 0, none); }, "batch must be positive");
+  refused([&] { auto f = fresh(); io::fill_feature_cache(f, enc, ids, mask, 5, ForwardOptions{}, 0, none); }, "batch must be positive");
   const std::vector<std::int64_t> short_ids(4 * 4, 3), short_mask(4 * 4, 1);
-  refused([&] { auto f = fresh(); io::fill_feature_cache(f, enc, short_ids, short_mask, 4, EncodeOptions{}, 2, none); },
+  refused([&] { auto f = fresh(); io::fill_feature_cache(f, enc, short_ids, short_mask, 4, ForwardOptions{}, 2, none); },
           "sequence 2 has length 5 beyond seq = 4");
-  refused([&] { io::fill_feature_cache(cache, enc, ids, mask, 5, EncodeOptions{}, 2, none); }, "the cache is already complete");
+  refused([&] { io::fill_feature_cache(cache, enc, ids, mask, 5, ForwardOptions{}, 2, none); }, "the cache is already complete");
   const EncoderConfig wide{Family::roberta, 50, 20, 1, 8, 4, 2, 12, 1e-5, 1};
   FrozenEncoder<dynamic_encoder, float> other(wide);
-  refused([&] { auto f = fresh(); io::fill_feature_cache(f, other, ids, mask, 5, EncodeOptions{}, 2, none); },
+  refused([&] { auto f = fresh(); io::fill_feature_cache(f, other, ids, mask, 5, ForwardOptions{}, 2, none); },
           "the encoder's hidden size 8 is not the cache's 6");
   auto f = fresh();
-  io::fill_feature_cache(f, enc, ids, mask, 5, EncodeOptions{}, 3, none);
+  io::fill_feature_cache(f, enc, ids, mask, 5, ForwardOptions{}, 3, none);
   BOOST_TEST(f.complete());
 }

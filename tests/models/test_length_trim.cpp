@@ -190,8 +190,8 @@ BOOST_AUTO_TEST_CASE(encoder_states_do_not_depend_on_padding) {
       }
     }
   HiddenStates<double> full(c.layers), trim(c.layers);
-  enc.forward(full, TokenBatch{kB, kFull, ids_full, mask_full, {}}, EncodeOptions{});
-  enc.forward(trim, TokenBatch{kB, kTrim, ids_trim, mask_trim, {}}, EncodeOptions{});
+  enc.forward(full, TokenBatch{kB, kFull, ids_full, mask_full, {}}, ForwardOptions{});
+  enc.forward(trim, TokenBatch{kB, kTrim, ids_trim, mask_trim, {}}, ForwardOptions{});
   double worst = 0;
   for (index_t k = 0; k <= c.layers; ++k)
     for (index_t b = 0; b < kB; ++b)

@@ -355,3 +355,46 @@ BOOST_AUTO_TEST_CASE(bad_model_settings_and_targets_are_errors) {
     BOOST_TEST(std::string(e.what()).find("targets must be (B, 2) in [0, 1], got 3 values") != std::string::npos, e.what());
   }
 }
+
+// TaskBatch::last left at its default reads the backbone's last state (L); it once defaulted
+// to 0, and a batch that kept state 0 (a plug-in point) then read the embeddings silently.
+BOOST_AUTO_TEST_CASE(the_head_reads_the_last_state_unless_told_otherwise) {
+  TaskModel<dynamic_adapter, double> model(relation({"fac"}), adapter());
+  init_parameters(model.parameters(), 4);
+  Data data(3);
+  // Data writes the same marker rows (the ones the head reads) into every state: shift states
+  // 0 and 1 so that a head reading either of them sees something else than state 2.
+  for (index_t i = 0; i < 3 * kT * kH; ++i) {
+    data.states.slot(0)[i] -= 0.3;
+    data.states.slot(1)[i] += 0.5;
+  }
+  TaskBatch<double> b = data.batch();
+  BOOST_TEST_REQUIRE(b.last == kL);
+  const double explicit_last = model.forward(b, StepInfo{});
+  b.last = -1;
+  BOOST_TEST(model.forward(b, StepInfo{}) == explicit_last);
+  TaskBatch<double> defaulted{.batch = b.batch, .seq = b.seq, .hidden = b.hidden, .attention_mask = b.attention_mask,
+                              .labels = b.labels, .targets = {}, .subj = b.subj, .obj = b.obj, .start = {}};
+  BOOST_TEST(defaulted.last == -1);
+  BOOST_TEST(model.forward(defaulted, StepInfo{}) == explicit_last);
+  for (index_t other : {0, 1}) {  // another state is read when asked for
+    b.last = other;
+    BOOST_TEST(model.forward(b, StepInfo{}) != explicit_last, "last = " << other);
+  }
+
+  auto refused = [&](const TaskBatch<double>& batch, const std::string& words) {
+    try {
+      (void)model.forward(batch, StepInfo{});
+      BOOST_ERROR("accepted: " << words);
+    } catch (const Error& e) {
+      BOOST_TEST(std::string(e.what()).find(words) != std::string::npos, e.what());
+    }
+  };
+  b.last = -2;
+  refused(b, "last is -2, expected -1 (the backbone's last state) or a state index");
+  // States 0 and 2 kept (the plug-in points), but not the last one of a 3-layer backbone.
+  HiddenStates<double> partial(3, {0, 2});
+  partial.prepare(b.batch, b.seq, kH);
+  defaulted.hidden = &partial;
+  refused(defaulted, "hidden state 3 (TaskBatch::last) was not kept");
+}

@@ -5,7 +5,7 @@
 ///
 /// The backbone is frozen and takes nothing from the adapters, so its hidden states at the
 /// adapters' plug-in points (and the last one) are a pure function of the model, the token ids
-/// and the encode options. The cache stores, for each sequence, only its first `length` rows
+/// and the forward options. The cache stores, for each sequence, only its first `length` rows
 /// (its real tokens when batches are trimmed, all `max_seq_length` rows when the authors'
 /// full padding is kept), in fp16, bf16 or fp32.
 ///
@@ -108,7 +108,7 @@ struct FeatureCacheSpec {
   index_t hidden = 0;                  ///< H
   DType dtype = DType::F16;            ///< F16, BF16 or F32
   std::vector<std::int32_t> lengths;   ///< rows stored per sequence
-  /// Identity of the contents: model, data, tokenizer, max length, encode options. Every
+  /// Identity of the contents: model, data, tokenizer, max length, forward options. Every
   /// entry is written to the file's metadata and checked when the file is opened again.
   std::map<std::string, std::string> key;
 
@@ -447,7 +447,7 @@ inline std::vector<std::int32_t> cache_lengths(std::span<const std::int64_t> mas
 
 /// @brief The identity of the encoder's states of a data set: the model's weights and sizes,
 /// the token ids and masks (which capture the data, the tokenizer and the max length), the
-/// token type ids when any is not 0, and the encode options.
+/// token type ids when any is not 0, and the forward options.
 /// @param types (n, seq) token type ids (BERT sentence pairs), or empty for all zeros; all
 /// zeros give the same key as none
 /// @throws Error when @p types is neither empty nor as long as @p ids
@@ -455,7 +455,7 @@ template <class Enc>
 std::map<std::string, std::string> feature_cache_key(Enc& enc, std::span<const std::int64_t> ids,
                                                      std::span<const std::int64_t> mask,
                                                      std::span<const std::int64_t> types, index_t seq,
-                                                     const kadapter::EncodeOptions& eo) {
+                                                     const kadapter::ForwardOptions& eo) {
   const EncoderConfig& c = enc.config();
   using T = typename Enc::scalar_type;
   const std::string sizes = std::to_string(static_cast<int>(c.family)) + "," + std::to_string(c.vocab_size) + "," +
@@ -482,7 +482,7 @@ std::map<std::string, std::string> feature_cache_key(Enc& enc, std::span<const s
 template <class Enc>
 std::map<std::string, std::string> feature_cache_key(Enc& enc, std::span<const std::int64_t> ids,
                                                      std::span<const std::int64_t> mask, index_t seq,
-                                                     const kadapter::EncodeOptions& eo) {
+                                                     const kadapter::ForwardOptions& eo) {
   return feature_cache_key(enc, ids, mask, {}, seq, eo);
 }
 
@@ -502,7 +502,7 @@ std::map<std::string, std::string> feature_cache_key(Enc& enc, std::span<const s
 template <class Enc, class Report>
 void fill_feature_cache(FeatureCache& cache, Enc& enc, std::span<const std::int64_t> ids,
                         std::span<const std::int64_t> mask, std::span<const std::int64_t> types, index_t seq,
-                        const kadapter::EncodeOptions& eo, index_t batch, const Report& report) {
+                        const kadapter::ForwardOptions& eo, index_t batch, const Report& report) {
   const index_t n = cache.rows(), H = cache.spec().hidden;
   if (seq < 1 || static_cast<index_t>(ids.size()) != n * seq || mask.size() != ids.size())
     throw Error("fill_feature_cache: ids and mask must each hold rows() * seq = " + std::to_string(n) + " * " +
@@ -565,7 +565,7 @@ void fill_feature_cache(FeatureCache& cache, Enc& enc, std::span<const std::int6
 /// @brief fill_feature_cache() with token type 0 everywhere (RoBERTa; BERT single sentences).
 template <class Enc, class Report>
 void fill_feature_cache(FeatureCache& cache, Enc& enc, std::span<const std::int64_t> ids,
-                        std::span<const std::int64_t> mask, index_t seq, const kadapter::EncodeOptions& eo,
+                        std::span<const std::int64_t> mask, index_t seq, const kadapter::ForwardOptions& eo,
                         index_t batch, const Report& report) {
   fill_feature_cache(cache, enc, ids, mask, {}, seq, eo, batch, report);
 }

@@ -41,7 +41,7 @@ enum class MaskFill {
 };
 
 /// @brief Options of one encoder forward pass.
-struct EncodeOptions {
+struct ForwardOptions {
   PositionScheme positions = PositionScheme::huggingface;
   MaskFill mask_fill = MaskFill::lowest;
 };
@@ -272,7 +272,7 @@ class FrozenEncoder {
   /// @param in token ids, attention mask and optional token types, (B, T) each
   /// @param opt position numbering and mask fill
   /// @throws Error when an id, token type or position falls outside the model's tables
-  void forward(HiddenStates<T, B>& out, const TokenBatch& in, const EncodeOptions& opt = {}) {
+  void forward(HiddenStates<T, B>& out, const TokenBatch& in, const ForwardOptions& opt = {}) {
     const index_t Bt = in.batch, S = in.seq, H = cfg_.hidden, F = cfg_.ffn, N = Bt * S;
     if (out.num_layers() != cfg_.layers)
       throw Error("HiddenStates was made for " + std::to_string(out.num_layers()) +

@@ -91,7 +91,9 @@ struct TaskBatch {
   index_t seq = 0;    ///< T
   /// Backbone hidden states (HuggingFace numbering); must hold the plug-in points and `last`.
   const HiddenStates<T, B>* hidden = nullptr;
-  index_t last = 0;                               ///< index of the backbone's last state (L)
+  /// The backbone state the head reads besides the adapters' output: by default (-1) the
+  /// last one, `hidden->num_layers()` (L); another index reads that state instead.
+  index_t last = -1;
   std::span<const std::int64_t> attention_mask;   ///< (B, T): 1 for a token, 0 for padding
   /// fac, relation: (B) class ids; lin: (B, T) head positions; multiple choice: (B / choices)
   /// the right choice of each question. -100 leaves a row out of the loss (PyTorch's
@@ -242,7 +244,7 @@ class TaskModel {
       auto v = (*b.hidden)[p];
       return MatrixView<const T>(v.data(), N, H);
     };
-    const MatrixView<const T> h_last = hidden(b.last);
+    const MatrixView<const T> h_last = hidden(last_state(b));
 
     // --- adapters ------------------------------------------------------------------------
     caches_.resize(adapters_.size());
@@ -505,8 +507,11 @@ class TaskModel {
   }
   Dropout head_dropout() const { return dropout_at((std::uint64_t{1} << 30) + 3); }
 
+  /// TaskBatch::last, with -1 meaning the backbone's last state.
+  static index_t last_state(const TaskBatch<T, B>& b) noexcept { return b.last < 0 ? b.hidden->num_layers() : b.last; }
+
   MatrixView<const T> h_last(const TaskBatch<T, B>& b) const {
-    auto v = (*b.hidden)[b.last];
+    auto v = (*b.hidden)[last_state(b)];
     return MatrixView<const T>(v.data(), b.batch * b.seq, acfg_.hidden);
   }
 
@@ -604,7 +609,9 @@ class TaskModel {
       if (!b.hidden->has(acfg_.plug_in[static_cast<std::size_t>(k)]))
         fail("hidden state " + std::to_string(acfg_.plug_in[static_cast<std::size_t>(k)]) +
              " (an adapter plug-in point) was not kept");
-    if (!b.hidden->has(b.last)) fail("hidden state " + std::to_string(b.last) + " (TaskBatch::last) was not kept");
+    if (b.last < -1) fail("last is " + std::to_string(b.last) + ", expected -1 (the backbone's last state) or a state index");
+    if (!b.hidden->has(last_state(b)))
+      fail("hidden state " + std::to_string(last_state(b)) + " (TaskBatch::last) was not kept");
     if (b.attention_mask.size() != n) fail("attention_mask must hold B*T values");
     const std::size_t Bn = static_cast<std::size_t>(b.batch);
     switch (task_.task) {

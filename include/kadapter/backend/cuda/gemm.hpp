@@ -129,8 +129,13 @@ inline void build_plan(Context& ctx, GemmPlan& plan, const GemmKey& key, const G
 }  // namespace detail
 
 /// @brief Run @p g on @p ctx's stream (see the file comment for the mapping to cuBLASLt).
-/// @throws CudaError when cuBLASLt has no algorithm for the shape or the call fails
+/// @throws CudaError when cuBLASLt has no algorithm for the shape or the call fails, when a
+/// size is negative or the batch is below 1, and for an empty sum (k = 0) with beta != 0 or
+/// a bias
 inline void gemm(Context& ctx, const Gemm& g) {
+  if (g.m < 0 || g.n < 0 || g.k < 0 || g.batch < 1)
+    throw CudaError("cuda::gemm: m, n, k must be >= 0 and batch >= 1, got m " + std::to_string(g.m) + ", n " +
+                    std::to_string(g.n) + ", k " + std::to_string(g.k) + ", batch " + std::to_string(g.batch));
   if (g.m == 0 || g.n == 0) return;
   if (g.k == 0) {
     // An empty sum: C = beta · C (+ bias). Only the zero result is needed (no model has an
