@@ -16,9 +16,11 @@
 //           of training and of the dev scores, and their number is printed
 // --out     a file to save the trained task model's parameters in (safetensors, the
 //           authors' tensor names; default: not saved). Its metadata holds the task, the
-//           label names in logit order ("labels", a JSON list), the adapter's name and
-//           sizes ("adapter_config", the fields of kadapter's adapter_config.json),
-//           max_seq_length and the encoder's io::backbone_id ("backbone").
+//           label names in logit order ("labels", a JSON list), the adapter's name
+//           ("adapter") and sizes ("adapter_config": hidden, adapter_size,
+//           adapter_transformer_layers, adapter_heads, adapter_list, adapter_skip_layers, as
+//           in adapter_config.json), max_seq_length and the encoder's io::backbone_id
+//           ("backbone").
 //
 // The features follow the authors' OpenEntity conversion with this library's standard
 // tokenization (Convention::standard, docs/data.md). The backbone runs once per batch and
@@ -179,6 +181,7 @@ int run(const Options& o, const Tok& tok) {
   FrozenEncoder<dynamic_encoder, float> encoder(io::read_hf_config(o.model / "config.json"));
   io::load_encoder_weights(encoder, io::SafetensorsFile(o.model / "model.safetensors"));
   const index_t L = encoder.config().layers;
+  const std::string backbone = io::backbone_id(encoder);  // a fingerprint of the weights
 
   // Position ids run from position_offset() (RoBERTa: pad_id + 1); the model needs rows for all.
   if (o.max_seq_length + encoder.config().position_offset() > encoder.config().max_positions)
@@ -196,7 +199,7 @@ int run(const Options& o, const Tok& tok) {
   std::string name = "fac";
   AdapterConfig ac;
   if (!o.adapter.empty()) {
-    std::tie(name, ac) = pretrained_adapter(o.adapter, encoder.config(), io::backbone_id(encoder));
+    std::tie(name, ac) = pretrained_adapter(o.adapter, encoder.config(), backbone);
   } else {
     ac.hidden = encoder.config().hidden;
     ac.size = 192;
@@ -301,7 +304,7 @@ int run(const Options& o, const Tok& tok) {
                          {"adapter", name},
                          {"adapter_config", adapter_config.dump()},
                          {"max_seq_length", std::to_string(o.max_seq_length)},
-                         {"backbone", io::backbone_id(encoder)}});
+                         {"backbone", backbone}});
     std::printf("saved %s\n", o.out.string().c_str());
   }
   return 0;

@@ -97,6 +97,11 @@ BOOST_AUTO_TEST_CASE(trains_scores_and_saves) {
   const auto ac = nlohmann::json::parse(meta.at("adapter_config"));
   BOOST_TEST(ac.at("adapter_list") == nlohmann::json({0, 3, 6}));
   BOOST_TEST(ac.at("hidden") == saved.info("fac_adapter.adapter.0.down_project.weight").shape.at(1));
+  BOOST_TEST(ac.at("adapter_size") == saved.info("fac_adapter.adapter.0.down_project.weight").shape.at(0));
+  BOOST_TEST(ac.at("adapter_size") == 192);  // the example's fresh adapter: 192 wide, 1 layer, 4 heads
+  BOOST_TEST(ac.at("adapter_transformer_layers") == 1);
+  BOOST_TEST(ac.at("adapter_heads") == 4);
+  BOOST_TEST(ac.at("adapter_skip_layers") == 0);
   BOOST_TEST(meta.at("max_seq_length") == "64");
   FrozenEncoder<dynamic_encoder, float> encoder(io::read_hf_config(kModel / "config.json"));
   io::load_encoder_weights(encoder, io::SafetensorsFile(kModel / "model.safetensors"));

@@ -149,6 +149,12 @@ BOOST_AUTO_TEST_CASE(gemm_refuses_bad_sizes_and_writes_empty_sums) {
   g.k = -1;
   refused(g, "must be >= 0");
   g = product();
+  g.m = -1;
+  refused(g, "got m -1");
+  g = product();
+  g.n = -1;
+  refused(g, "n -1");
+  g = product();
   g.beta = 1.0f;
   refused(g, "k = 0 and beta != 0 or a bias is not supported");
 }

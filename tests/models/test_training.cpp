@@ -391,7 +391,9 @@ BOOST_AUTO_TEST_CASE(the_head_reads_the_last_state_unless_told_otherwise) {
     }
   };
   b.last = -2;
-  refused(b, "last is -2, expected -1 (the backbone's last state) or a state index");
+  refused(b, "last is -2, expected -1 (the backbone's last state) or a state index 0..2");
+  b.last = kL + 1;
+  refused(b, "last is 3, expected -1 (the backbone's last state) or a state index 0..2");
   // States 0 and 2 kept (the plug-in points), but not the last one of a 3-layer backbone.
   HiddenStates<double> partial(3, {0, 2});
   partial.prepare(b.batch, b.seq, kH);

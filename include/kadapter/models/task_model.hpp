@@ -92,7 +92,8 @@ struct TaskBatch {
   /// Backbone hidden states (HuggingFace numbering); must hold the plug-in points and `last`.
   const HiddenStates<T, B>* hidden = nullptr;
   /// The backbone state the head reads besides the adapters' output: by default (-1) the
-  /// last one, `hidden->num_layers()` (L); another index reads that state instead.
+  /// last one, `hidden->num_layers()` (L); an index 0..L reads that state instead (anything
+  /// else is refused).
   index_t last = -1;
   std::span<const std::int64_t> attention_mask;   ///< (B, T): 1 for a token, 0 for padding
   /// fac, relation: (B) class ids; lin: (B, T) head positions; multiple choice: (B / choices)
@@ -609,7 +610,9 @@ class TaskModel {
       if (!b.hidden->has(acfg_.plug_in[static_cast<std::size_t>(k)]))
         fail("hidden state " + std::to_string(acfg_.plug_in[static_cast<std::size_t>(k)]) +
              " (an adapter plug-in point) was not kept");
-    if (b.last < -1) fail("last is " + std::to_string(b.last) + ", expected -1 (the backbone's last state) or a state index");
+    if (b.last < -1 || b.last > b.hidden->num_layers())
+      fail("last is " + std::to_string(b.last) + ", expected -1 (the backbone's last state) or a state index 0.." +
+           std::to_string(b.hidden->num_layers()));
     if (!b.hidden->has(last_state(b)))
       fail("hidden state " + std::to_string(last_state(b)) + " (TaskBatch::last) was not kept");
     if (b.attention_mask.size() != n) fail("attention_mask must hold B*T values");
