@@ -8,6 +8,7 @@
 #include <vector>
 #include <unistd.h>
 
+#include "cli/convert.hpp"
 #include "cli/encode.hpp"
 #include "cli/grads.hpp"
 #include "cli/demo.hpp"
@@ -24,6 +25,7 @@ constexpr const char* kUsage =
     "  finetune train a downstream task (relation, entity-typing, multiple-choice) with adapters\n"
     "  evaluate score a finished run on its dev or test split\n"
     "  demo     pre-train both adapters and fine-tune with each on the bundled data\n"
+    "  convert  write a PyTorch checkpoint (pytorch_model.bin) as safetensors, for --adapter-dirs\n"
     "Run 'kadapter <command> --help' for the options of a command.\n";
 
 }  // namespace
@@ -57,6 +59,7 @@ int main(int argc, char** argv) {
     if (command == "encode") return kadapter::cli::run_encode(args);
     if (command == "grads") return kadapter::cli::run_grads(args);
     if (command == "demo") return kadapter::cli::run_demo(args);
+    if (command == "convert") return kadapter::cli::run_convert(args);
     if (command == "pretrain" || command == "finetune" || command == "evaluate")
       return kadapter::cli::run_train_command(command, args);
     std::fprintf(stderr, "kadapter: unknown command '%s'\n%s", command.c_str(), kUsage);

@@ -826,9 +826,14 @@ TrainResult train_with(const detail::Backbone<T, Dev>& enc, const detail::Packer
                   "random initialisation");
     for (std::size_t j = 0; j < adapter_dirs.size() && !evaluate_only; ++j) {
       const fs::path d = adapter_dirs[j];
-      if (!fs::is_regular_file(d / "model.safetensors"))
+      if (!fs::is_regular_file(d / "model.safetensors")) {
+        if (fs::is_regular_file(d / "pytorch_model.bin"))
+          throw Error("--adapter-dirs: " + (d / "model.safetensors").string() + " not found, but " + (d / "pytorch_model.bin").string() +
+                      " is there (a PyTorch checkpoint, such as the K-Adapter authors' released adapters): convert it first with "
+                      "`kadapter convert --in " + (d / "pytorch_model.bin").string() + " --out " + (d / "model.safetensors").string() + "`");
         throw Error("--adapter-dirs: " + (d / "model.safetensors").string() +
                     " not found (expected the --out directory of a finished pretrain run)");
+      }
       // The pre-training run's adapter_config.json (runs of older versions may lack it): the
       // adapter must be of the sizes and plug-in points of this run's flags (same-shaped
       // tensors with other heads or plug-in points would load and compute something else),

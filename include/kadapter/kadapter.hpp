@@ -39,3 +39,4 @@
 #include "kadapter/io/wordpiece.hpp"
 #include "kadapter/io/bpe.hpp"
 #include "kadapter/io/feature_cache.hpp"
+#include "kadapter/io/torch_checkpoint.hpp"

@@ -164,3 +164,38 @@ BOOST_AUTO_TEST_CASE(grads_writes_loss_logits_and_every_gradient) {
             out.string() + "'",
         "input_ids has 3 rows, not a multiple of --choices 4");
 }
+
+BOOST_AUTO_TEST_CASE(convert_writes_a_torch_checkpoint_as_safetensors) {
+  TempDir tmp;
+  const fs::path torch_dir = fs::path(KA_FIXTURE_DIR) / "torch";
+  for (const char* name : {"state_legacy.pt", "state_zip.pt"}) {
+    const fs::path in = torch_dir / name, out = tmp.path / (std::string(name) + ".safetensors");
+    const Run r = run("convert --in '" + in.string() + "' --out '" + out.string() + "'", tmp.path);
+    BOOST_TEST_REQUIRE(r.code == 0, r.output);
+    const io::TorchCheckpoint c(in);
+    BOOST_TEST(r.output.find("converted " + in.string() + " (" + c.format() + " format): " + std::to_string(c.names().size()) +
+                             " tensors") != std::string::npos, r.output);
+    BOOST_TEST(r.output.find("'epoch' is not a tensor; left out") != std::string::npos, r.output);
+    const io::SafetensorsFile f(out);
+    BOOST_TEST(f.names().size() == c.names().size());
+    for (const auto& n : c.names()) {
+      BOOST_TEST_REQUIRE(f.contains(n));
+      const auto b = f.bytes(n);
+      BOOST_TEST(std::vector<std::byte>(b.begin(), b.end()) == c.tensor(n).data, n);
+    }
+  }
+  auto fails = [&](const std::string& args, const std::string& words) {
+    const Run r = run(args, tmp.path);
+    BOOST_TEST_INFO(args << " ->\n" << r.output);
+    BOOST_TEST(r.code == 2);
+    BOOST_TEST(r.output.find(words) != std::string::npos);
+  };
+  const std::string in = "--in '" + (torch_dir / "state_zip.pt").string() + "'";
+  fails("convert " + in, "missing required option --out");
+  fails("convert " + in + " --out '" + tmp.path.string() + "'", "expected a file in an existing directory");
+  fails("convert " + in + " --out '" + (tmp.path / "no" / "x.safetensors").string() + "'", "expected a file in an existing directory");
+  fails("convert " + in + " --out '" + (torch_dir / "state_zip.pt").string() + "'", "is the --in file");
+  fails("convert --in '" + (kEnc / "tiny_roberta" / "config.json").string() + "' --out '" + (tmp.path / "x.safetensors").string() + "'",
+        "config.json: not a PyTorch checkpoint");
+  BOOST_TEST(!fs::exists(tmp.path / "x.safetensors"));
+}

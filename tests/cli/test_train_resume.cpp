@@ -782,6 +782,17 @@ BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
     fs::create_directories(tmp / "bare");
     fs::copy_file(tmp / "run" / "model.safetensors", tmp / "bare" / "model.safetensors");
     fails(ft_base + " --adapter-size 32 --adapter-heads 2 --adapters fac --adapter-dirs '" + (tmp / "bare").string() + "'", "tensors do not fit the model");
+    // A directory with the authors' pytorch_model.bin: the error says how to convert it; once
+    // converted, its tensors (a fac model of width 32, the parity fixture's) are checked
+    // against this model like any other.
+    fs::create_directories(tmp / "authors");
+    fs::copy_file(fs::path(KA_FIXTURE_DIR) / "torch" / "fac_official_legacy.bin", tmp / "authors" / "pytorch_model.bin");
+    const std::string authors = " --adapters fac --adapter-dirs '" + (tmp / "authors").string() + "'";
+    fails(ft + authors, "pytorch_model.bin is there (a PyTorch checkpoint, such as the K-Adapter authors' released adapters): convert it first with `kadapter convert --in ");
+    const auto [code, text] = run_output("convert --in '" + (tmp / "authors" / "pytorch_model.bin").string() + "' --out '" +
+                                             (tmp / "authors" / "model.safetensors").string() + "'", tmp / "log.txt");
+    BOOST_TEST_REQUIRE(code == 0, text);
+    fails(ft + authors, "tensors do not fit the model");
     // A downstream run is no pre-trained adapter.
     fs::create_directories(tmp / "downstream");
     std::ofstream(tmp / "downstream" / "adapter_config.json") << R"({"task": "relation"})";

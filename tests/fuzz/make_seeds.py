@@ -2,7 +2,7 @@
 """Write seed corpora for the fuzz targets (tests/fuzz/targets.hpp) from the bundled demo data
 and the tokenizer fixtures.
 
-    python3 tests/fuzz/make_seeds.py OUT_DIR      # writes OUT_DIR/{data,tokenizer,safetensors,checkpoint}
+    python3 tests/fuzz/make_seeds.py OUT_DIR      # writes OUT_DIR/{data,tokenizer,safetensors,checkpoint,torch}
 
 Each seed starts with the two selector bytes its target reads (see targets.hpp).
 """
@@ -96,6 +96,10 @@ def main():
             blob += struct.pack(f"<{count}f", *([value] * count))
     text = json.dumps(header).encode()
     seed("checkpoint", "fac_optimizer", [], struct.pack("<Q", len(text)) + text + blob)
+    os.makedirs(os.path.join(out, "torch"), exist_ok=True)
+    for name in ("state_zip.pt", "state_legacy.pt"):
+        with open(os.path.join(ROOT, "tests", "fixtures", "torch", name), "rb") as f:
+            seed("torch", name, [], f.read())
     header = json.dumps({"__metadata__": {"step": "4"}, "t": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
     seed("safetensors", "minimal", [], struct.pack("<Q", len(header)) + header + b"\0" * 8)
 

@@ -1,7 +1,7 @@
 /// @file targets.hpp
 /// @brief Fuzz targets for the readers of outside files: the data sets (with their feature
-/// builders), the tokenizers, safetensors files, HuggingFace config.json, and the encoder,
-/// task-model and optimizer checkpoints.
+/// builders), the tokenizers, safetensors files, HuggingFace config.json, PyTorch
+/// checkpoints, and the encoder, task-model and optimizer checkpoints.
 ///
 /// Each target takes arbitrary bytes. A kadapter::Error is the expected answer to bad input;
 /// any other exception (an unclear message) escapes, and so does any memory error, which
@@ -180,6 +180,28 @@ inline void safetensors(const std::uint8_t* bytes, std::size_t size) {
   std::filesystem::remove(path, ignored);
   if (size >= 2)
     refused_cleanly([&] { (void)parse_hf_config(std::string(reinterpret_cast<const char*>(bytes + 2), size - 2), "config.json"); });
+}
+
+/// The bytes as a PyTorch checkpoint (pytorch_model.bin, zip or legacy format): every tensor
+/// read, then the whole converted to safetensors and read back.
+inline void torch(const std::uint8_t* bytes, std::size_t size) {
+  static const std::filesystem::path path =
+      std::filesystem::temp_directory_path() / ("ka_fuzz_" + std::to_string(::getpid()) + ".pt");
+  static const std::filesystem::path out =
+      std::filesystem::temp_directory_path() / ("ka_fuzz_" + std::to_string(::getpid()) + "_converted.safetensors");
+  {
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    f.write(reinterpret_cast<const char*>(bytes), static_cast<std::streamsize>(size));
+  }
+  refused_cleanly([&] {
+    const TorchCheckpoint c = convert_torch_checkpoint(path, out);
+    const SafetensorsFile f(out);
+    for (const auto& name : c.names())
+      if (f.bytes(name).size() != c.tensor(name).data.size()) std::abort();  // converted wrongly
+  });
+  std::error_code ignored;
+  std::filesystem::remove(path, ignored);
+  std::filesystem::remove(out, ignored);
 }
 
 /// The bytes as a model.safetensors for the tiny RoBERTa fixture's encoder (byte 0 bit 0:

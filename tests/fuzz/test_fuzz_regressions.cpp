@@ -38,3 +38,13 @@ BOOST_AUTO_TEST_CASE(data_sets) { BOOST_TEST(replay("data", ka_fuzz::data) > 0u)
 BOOST_AUTO_TEST_CASE(tokenizers) { BOOST_TEST(replay("tokenizer", ka_fuzz::tokenizer) > 0u); }
 BOOST_AUTO_TEST_CASE(safetensors_and_config) { BOOST_TEST(replay("safetensors", ka_fuzz::safetensors) > 0u); }
 BOOST_AUTO_TEST_CASE(checkpoints) { BOOST_TEST(replay("checkpoint", ka_fuzz::checkpoint) > 0u); }
+BOOST_AUTO_TEST_CASE(torch_checkpoints) {
+  // The fuzzing seeds (the committed checkpoints) go through the target too; it aborts if a
+  // checkpoint it reads converts to other bytes.
+  for (const char* name : {"state_zip.pt", "state_legacy.pt", "fac_official_legacy.bin"}) {
+    const auto b = bytes_of(fs::path(KA_FIXTURE_DIR) / "torch" / name);
+    BOOST_TEST_REQUIRE(b.size() > 1000u);
+    BOOST_CHECK_NO_THROW(ka_fuzz::torch(b.data(), b.size()));
+  }
+  if (fs::exists(kDir / "torch")) BOOST_TEST(replay("torch", ka_fuzz::torch) > 0u);
+}
