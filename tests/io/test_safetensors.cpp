@@ -483,6 +483,19 @@ BOOST_AUTO_TEST_CASE(writer_rejects_size_mismatch_and_bad_names) {
   BOOST_CHECK_NO_THROW(writer.add<float>("w", {3}, view(values)));
 }
 
+BOOST_AUTO_TEST_CASE(writer_refuses_names_that_are_not_utf8) {
+  TempDir tmp;
+  const std::vector<float> values = {1, 2, 3};
+  for (const bool in_metadata : {false, true}) {
+    SafetensorsWriter writer;
+    writer.add<float>(in_metadata ? "w" : "w\xff", {3}, view(values));
+    if (in_metadata) writer.set_metadata("note", "\xc3(");
+    BOOST_CHECK_EXCEPTION(writer.write(tmp.file("bad.safetensors")), Error,
+                          MessageHas(std::string("SafetensorsWriter"), {"not valid UTF-8"}));
+    BOOST_TEST(!fs::exists(tmp.file("bad.safetensors")));
+  }
+}
+
 BOOST_AUTO_TEST_CASE(writer_reports_io_failure) {
   TempDir tmp;
   const fs::path path = tmp.file("no_such_dir") / "out.safetensors";

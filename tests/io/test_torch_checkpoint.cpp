@@ -275,3 +275,12 @@ BOOST_AUTO_TEST_CASE(deep_nesting_and_many_keys_are_read_without_recursion) {
   // A dict inside itself: nested more than 32 deep when its names are collected.
   refused(file_with(std::string("}q\x00X\x01\x00\x00\x00" "ah\x00s", 12)), "dicts nested more than 32 deep");
 }
+
+BOOST_AUTO_TEST_CASE(a_key_that_is_not_utf8_is_refused) {
+  // A pickled bytes key (SHORT_BINSTRING) may hold any byte; safetensors names are UTF-8 JSON.
+  test::TempDir tmp("kadapter_torch_");
+  const std::string b = std::string("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.", 15) + std::string("\x80\x02M\xe9\x03.", 6) +
+                        std::string("\x80\x02}.", 4) + std::string("\x80\x02}(U\x02\xff\xfeNu.", 11) + std::string("\x80\x02].", 4);
+  write_bytes(tmp.path / "x.pt", std::vector<char>(b.begin(), b.end()));
+  refused(tmp.path / "x.pt", "a key of the state dict: invalid UTF-8 at byte offset 0");
+}

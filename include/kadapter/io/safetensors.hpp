@@ -543,7 +543,8 @@ class SafetensorsWriter {
   /// Writes PATH.tmp, syncs it and renames it over @p path, so a reader never sees a
   /// half-written file. The header is padded with spaces so the data area starts 8-byte aligned;
   /// tensors are laid out contiguously in sorted-name order.
-  /// @throws Error naming the path and strerror on any I/O failure.
+  /// @throws Error naming the path and strerror on any I/O failure, and (before anything is
+  /// written) when a tensor name or metadata entry is not valid UTF-8
   void write(const std::filesystem::path& path) const {
     const std::string header = build_header();
     unsigned char length_field[8];
@@ -606,7 +607,12 @@ class SafetensorsWriter {
       offset += tensor.bytes.size();
       header[name] = std::move(entry);
     }
-    std::string text = header.dump();
+    std::string text;
+    try {
+      text = header.dump();
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(std::string("SafetensorsWriter: a tensor name or metadata entry is not valid UTF-8 (") + e.what() + ")");
+    }
     text.append((8 - text.size() % 8) % 8, ' ');
     return text;
   }

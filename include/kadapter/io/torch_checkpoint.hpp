@@ -44,6 +44,7 @@
 #include "kadapter/core/dtype.hpp"
 #include "kadapter/core/error.hpp"
 #include "kadapter/io/safetensors.hpp"
+#include "kadapter/io/unicode.hpp"
 
 namespace kadapter::io {
 
@@ -611,6 +612,8 @@ class TorchCheckpoint {
     for (std::size_t j = 0; j + 1 < d->items.size(); j += 2) {
       const auto& k = d->items[j];
       const std::string name = prefix + (k->kind == tp::Value::Kind::text ? k->s : std::to_string(k->i));
+      // Names become safetensors (JSON) keys: UTF-8 only (a pickled bytes key may be anything).
+      (void)unicode::decode_utf8(name, path_.string() + ": a key of the state dict");
       const auto& v = d->items[j + 1];
       if (v->kind == tp::Value::Kind::dict) {
         collect(v, name + ".", data, depth + 1);
@@ -701,7 +704,12 @@ inline TorchCheckpoint convert_torch_checkpoint(const std::filesystem::path& in,
     const TorchTensor& t = ckpt.tensor(name);
     w.add(name, t.dtype, t.shape, std::span<const std::byte>(t.data));
   }
-  metadata.try_emplace("converted_from", in.filename().string());
+  try {  // a file name that is not UTF-8 is left out (safetensors metadata is JSON)
+    const std::string from = in.filename().string();
+    (void)unicode::decode_utf8(from);
+    metadata.try_emplace("converted_from", from);
+  } catch (const Error&) {
+  }
   for (const auto& [k, v] : metadata) w.set_metadata(k, v);
   w.write(out);
   return ckpt;
