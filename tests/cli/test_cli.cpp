@@ -199,3 +199,162 @@ BOOST_AUTO_TEST_CASE(convert_writes_a_torch_checkpoint_as_safetensors) {
         "config.json: not a PyTorch checkpoint");
   BOOST_TEST(!fs::exists(tmp.path / "x.safetensors"));
 }
+
+// The authors' adapter directories hold training_args.bin (their pre-training script's
+// arguments) beside pytorch_model.bin: convert makes adapter_config.json of it, checked against
+// the tensors (here the fac parity fixture's weights and Namespaces describing them).
+BOOST_AUTO_TEST_CASE(convert_writes_adapter_config_from_the_authors_training_args) {
+  TempDir tmp;
+  const fs::path torch_dir = fs::path(KA_FIXTURE_DIR) / "torch";
+  auto authors_dir = [&](const std::string& name, const std::string& args_bytes) {
+    const fs::path d = tmp.path / name;
+    fs::create_directories(d);
+    fs::copy_file(torch_dir / "fac_official_legacy.bin", d / "pytorch_model.bin");
+    if (!args_bytes.empty()) std::ofstream(d / "training_args.bin", std::ios::binary) << args_bytes;
+    return d;
+  };
+  auto read_all = [](const fs::path& p) {
+    std::ifstream f(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  };
+  const std::string fac_args = read_all(torch_dir / "training_args_fac.bin");
+  auto convert = [&](const fs::path& d, const std::string& more = "") {
+    return run("convert --in '" + (d / "pytorch_model.bin").string() + "' --out '" + (d / "model.safetensors").string() + "'" + more,
+               tmp.path);
+  };
+  const fs::path fac = authors_dir("fac", fac_args);
+  Run r = convert(fac, " --adapter-heads 2");
+  BOOST_TEST_REQUIRE(r.code == 0, r.output);
+  BOOST_TEST(r.output.find("wrote " + (fac / "adapter_config.json").string() + " from " + (fac / "training_args.bin").string() +
+                           " (the fac adapter: plug-in points [0,1,2], width 16, 2 layers, 2 heads)") != std::string::npos,
+             r.output);
+  const auto config = nlohmann::json::parse(read_all(fac / "adapter_config.json"));
+  BOOST_TEST(config.at("task") == "fac");
+  BOOST_TEST(config.at("hidden") == 32);
+  BOOST_TEST(config.at("adapter_size") == 16);
+  BOOST_TEST(config.at("adapter_transformer_layers") == 2);
+  BOOST_TEST(config.at("adapter_heads") == 2);
+  BOOST_TEST(config.at("adapter_list") == nlohmann::json({0, 1, 2}));
+  BOOST_TEST(config.at("adapter_skip_layers") == 0);
+  BOOST_TEST(config.at("max_seq_length") == 8);
+  BOOST_TEST(config.at("adapters") == nlohmann::json({"fac"}));
+  BOOST_TEST(config.at("compat") == "official");
+  BOOST_TEST(config.at("converted_from").at("model_name_or_path") == "tests/fixtures/encoder/tiny_roberta");
+  BOOST_TEST(io::SafetensorsFile(fac / "model.safetensors").names().size() == io::TorchCheckpoint(fac / "pytorch_model.bin").names().size());
+  // Converting again gives the same files; the lin adapter's arguments (zip format), named
+  // with --training-args, give the lin task.
+  const std::string weights = read_all(fac / "model.safetensors"), config_text = read_all(fac / "adapter_config.json");
+  r = convert(fac, " --adapter-heads 2");
+  BOOST_TEST(r.code == 0, r.output);
+  BOOST_TEST((read_all(fac / "model.safetensors") == weights));
+  BOOST_TEST((read_all(fac / "adapter_config.json") == config_text));
+  // The same adapter under another file name: the same adapter_config.json but for where it
+  // was converted from.
+  fs::copy_file(fac / "pytorch_model.bin", fac / "fac.bin");
+  r = run("convert --adapter-heads 2 --in '" + (fac / "fac.bin").string() + "' --out '" + (fac / "model.safetensors").string() + "'",
+          tmp.path);
+  BOOST_TEST(r.code == 0, r.output);
+  BOOST_TEST(nlohmann::json::parse(read_all(fac / "adapter_config.json")).at("converted_from").at("weights") == "fac.bin");
+  const fs::path lin = authors_dir("lin", "");
+  r = convert(lin, " --adapter-heads 2 --training-args '" + (torch_dir / "training_args_lin_zip.bin").string() + "'");
+  BOOST_TEST_REQUIRE(r.code == 0, r.output);
+  BOOST_TEST(nlohmann::json::parse(read_all(lin / "adapter_config.json")).at("task") == "lin");
+  // Without training_args.bin there is no adapter_config.json, and convert says so.
+  const fs::path bare = authors_dir("bare", "");
+  r = convert(bare);
+  BOOST_TEST(r.code == 0, r.output);
+  BOOST_TEST(r.output.find("no adapter_config.json written") != std::string::npos, r.output);
+  BOOST_TEST(!fs::exists(bare / "adapter_config.json"));
+  // Nor with --training-args none.
+  const fs::path skip = authors_dir("skip", fac_args);
+  r = convert(skip, " --training-args none");
+  BOOST_TEST(r.code == 0, r.output);
+  BOOST_TEST(!fs::exists(skip / "adapter_config.json"));
+  // An adapter_config.json already there is kept, and convert says that it is what
+  // --adapter-dirs will check.
+  fs::copy_file(fac / "adapter_config.json", bare / "adapter_config.json");
+  r = convert(bare);
+  BOOST_TEST(r.code == 0, r.output);
+  BOOST_TEST(r.output.find((bare / "adapter_config.json").string() + " was already there and is kept") != std::string::npos, r.output);
+  // A file name that is not UTF-8 is left out of the JSON.
+  const fs::path odd = authors_dir("odd", fac_args);
+  fs::rename(odd / "pytorch_model.bin", odd / "model\xff.bin");
+  r = run("convert --adapter-heads 2 --in '" + (odd / "model\xff.bin").string() + "' --out '" + (odd / "model.safetensors").string() + "'",
+          tmp.path);
+  BOOST_TEST_REQUIRE(r.code == 0, r.output);
+  const auto odd_config = nlohmann::json::parse(read_all(odd / "adapter_config.json"));
+  BOOST_TEST(!odd_config.at("converted_from").contains("weights"));
+  BOOST_TEST(odd_config.at("converted_from").at("training_args") == "training_args.bin");
+
+  // Arguments that do not fit the tensors, or are not the authors', are refused before
+  // anything is written.
+  auto fails = [&](const std::string& name, const std::string& args_bytes, const std::string& more, const std::string& words) {
+    const fs::path d = authors_dir(name, args_bytes);
+    const Run bad = convert(d, more);
+    BOOST_TEST_INFO(name << " ->\n" << bad.output);
+    BOOST_TEST(bad.code == 2);
+    BOOST_TEST(bad.output.find(words) != std::string::npos);
+    BOOST_TEST(!fs::exists(d / "model.safetensors"));
+    BOOST_TEST(!fs::exists(d / "adapter_config.json"));
+  };
+  fails("heads", fac_args, "", "--adapter-heads 12 does not divide \"adapter_size\": 16 in ");
+  auto changed = [&](const std::string& from, const std::string& to) {
+    std::string b = fac_args;
+    std::size_t n = 0;
+    for (std::size_t at = b.find(from); at != std::string::npos; at = b.find(from, at + to.size()), ++n) b.replace(at, from.size(), to);
+    BOOST_TEST_REQUIRE(n > 0u, from);
+    return b;
+  };
+  // The authors' fine-tuning scripts save a training_args.bin beside their weights too: found
+  // beside --in, it is not used (and said so); named, it is refused.
+  const std::string finetuning = changed("trex", "tre_");
+  const fs::path ft = authors_dir("finetuning", finetuning);
+  r = convert(ft, " --adapter-heads 2");
+  BOOST_TEST(r.code == 0, r.output);
+  BOOST_TEST(r.output.find("training_args.bin is not the arguments of the authors' adapter pre-training (\"task_name\": \"tre_\")") !=
+                 std::string::npos, r.output);
+  BOOST_TEST(!fs::exists(ft / "adapter_config.json"));
+  fails("task", "", " --adapter-heads 2 --training-args '" + (ft / "training_args.bin").string() + "'",
+        "\"task_name\" is \"tre_\", expected one of the authors' pre-training tasks: \"trex\" (the fac adapter) or \"find_head\" (the lin adapter)");
+  // adapter_size 16 -> 32: the BININT1 after the key and its memo slot.
+  std::string wide = fac_args;
+  const std::size_t key = wide.find("adapter_size");
+  BOOST_TEST_REQUIRE(key != std::string::npos);
+  BOOST_TEST_REQUIRE(wide.substr(key + 12, 1) == "q");
+  BOOST_TEST_REQUIRE(wide.substr(key + 14, 2) == std::string("K\x10", 2));
+  wide[key + 15] = '\x20';
+  fails("size", wide, " --adapter-heads 2",
+        "tensor 'adapter.0.down_project.weight' has shape [16,32], expected [32, hidden size] (\"adapter_size\": 32 in ");
+  fails("size_found", wide, " --adapter-heads 2", "training_args.bin was found beside --in; --training-args none converts without adapter_config.json)");
+  fails("layers", changed("adapter_transformer_layers", "adapter_transformer_layerz"), " --adapter-heads 2",
+        "no argument \"adapter_transformer_layers\" (expected the training_args.bin of the authors' fac-adapter.py or lin-adapter.py)");
+  fails("missing", "", " --training-args '" + (tmp.path / "none.bin").string() + "'", "none.bin: not found (expected the authors' training_args.bin)");
+  fails("state_dict", "", " --training-args '" + (torch_dir / "state_legacy.pt").string() + "'",
+        "state_legacy.pt: no argument \"task_name\" (expected the training_args.bin of the authors' fac-adapter.py or lin-adapter.py)");
+  fails("args_dir", "", " --training-args '" + tmp.path.string() + "'", ": not a file (expected the authors' training_args.bin)");
+  {  // the training arguments are not overwritten with the weights
+    const fs::path d = authors_dir("out_args", fac_args);
+    const Run bad = run("convert --adapter-heads 2 --in '" + (d / "pytorch_model.bin").string() + "' --out '" +
+                            (d / "training_args.bin").string() + "'",
+                        tmp.path);
+    BOOST_TEST(bad.code == 2, bad.output);
+    BOOST_TEST(bad.output.find("training_args.bin is the training arguments file ") != std::string::npos, bad.output);
+    BOOST_TEST((read_all(d / "training_args.bin") == fac_args));
+  }
+  {  // weights written as adapter_config.json would be overwritten by it
+    const fs::path d = authors_dir("out_config", fac_args);
+    const Run bad = run("convert --adapter-heads 2 --in '" + (d / "pytorch_model.bin").string() + "' --out '" +
+                            (d / "adapter_config.json").string() + "'",
+                        tmp.path);
+    BOOST_TEST(bad.code == 2, bad.output);
+    BOOST_TEST(bad.output.find("adapter_config.json: the adapter_config.json made from ") != std::string::npos, bad.output);
+    BOOST_TEST(!fs::exists(d / "adapter_config.json"));
+  }
+  // An adapter_config.json of another run is not overwritten.
+  const fs::path other = authors_dir("other", fac_args);
+  std::ofstream(other / "adapter_config.json") << R"({"task": "fac", "adapter_size": 64})";
+  r = convert(other, " --adapter-heads 2");
+  BOOST_TEST(r.code == 2, r.output);
+  BOOST_TEST(r.output.find("adapter_config.json exists and differs from the adapter_config.json made from") != std::string::npos, r.output);
+  BOOST_TEST(!fs::exists(other / "model.safetensors"));
+}

@@ -793,6 +793,14 @@ BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
                                              (tmp / "authors" / "model.safetensors").string() + "'", tmp / "log.txt");
     BOOST_TEST_REQUIRE(code == 0, text);
     fails(ft + authors, "tensors do not fit the model");
+    // With the authors' training_args.bin beside it, convert also writes adapter_config.json,
+    // and the mismatch is named by what it is: the adapter was pre-trained on another encoder.
+    fs::copy_file(fs::path(KA_FIXTURE_DIR) / "torch" / "training_args_fac.bin", tmp / "authors" / "training_args.bin");
+    const auto [code2, text2] = run_output("convert --adapter-heads 2 --in '" + (tmp / "authors" / "pytorch_model.bin").string() +
+                                               "' --out '" + (tmp / "authors" / "model.safetensors").string() + "'", tmp / "log.txt");
+    BOOST_TEST_REQUIRE(code2 == 0, text2);
+    fails(ft + authors, "differs from \"hidden\": 32 in " + (tmp / "authors" / "adapter_config.json").string() +
+                            " (the adapter was pre-trained on another --model)");
     // A downstream run is no pre-trained adapter.
     fs::create_directories(tmp / "downstream");
     std::ofstream(tmp / "downstream" / "adapter_config.json") << R"({"task": "relation"})";

@@ -97,7 +97,7 @@ def main():
     text = json.dumps(header).encode()
     seed("checkpoint", "fac_optimizer", [], struct.pack("<Q", len(text)) + text + blob)
     os.makedirs(os.path.join(out, "torch"), exist_ok=True)
-    for name in ("state_zip.pt", "state_legacy.pt"):
+    for name in ("state_zip.pt", "state_legacy.pt", "training_args_fac.bin", "training_args_lin_zip.bin"):
         with open(os.path.join(ROOT, "tests", "fixtures", "torch", name), "rb") as f:
             seed("torch", name, [], f.read())
     header = json.dumps({"__metadata__": {"step": "4"}, "t": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()

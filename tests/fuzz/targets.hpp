@@ -183,7 +183,8 @@ inline void safetensors(const std::uint8_t* bytes, std::size_t size) {
 }
 
 /// The bytes as a PyTorch checkpoint (pytorch_model.bin, zip or legacy format): every tensor
-/// read, then the whole converted to safetensors and read back.
+/// read, then the whole converted to safetensors and read back; and as any saved object
+/// (training_args.bin) read as JSON, which must then dump.
 inline void torch(const std::uint8_t* bytes, std::size_t size) {
   static const std::filesystem::path path =
       std::filesystem::temp_directory_path() / ("ka_fuzz_" + std::to_string(::getpid()) + ".pt");
@@ -193,6 +194,7 @@ inline void torch(const std::uint8_t* bytes, std::size_t size) {
     std::ofstream f(path, std::ios::binary | std::ios::trunc);
     f.write(reinterpret_cast<const char*>(bytes), static_cast<std::streamsize>(size));
   }
+  refused_cleanly([&] { (void)read_torch_object(path).dump(); });
   refused_cleanly([&] {
     const TorchCheckpoint c = convert_torch_checkpoint(path, out);
     const SafetensorsFile f(out);

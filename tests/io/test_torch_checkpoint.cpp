@@ -2,6 +2,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <cstddef>
+#include <cstdlib>
 #include <cstdint>
 #include <algorithm>
 #include <cstring>
@@ -10,6 +11,10 @@
 #include <iterator>
 #include <string>
 #include <vector>
+
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -283,4 +288,193 @@ BOOST_AUTO_TEST_CASE(a_key_that_is_not_utf8_is_refused) {
                         std::string("\x80\x02}.", 4) + std::string("\x80\x02}(U\x02\xff\xfeNu.", 11) + std::string("\x80\x02].", 4);
   write_bytes(tmp.path / "x.pt", std::vector<char>(b.begin(), b.end()));
   refused(tmp.path / "x.pt", "a key of the state dict: invalid UTF-8 at byte offset 0");
+}
+
+// The K-Adapter authors' training_args.bin: an argparse.Namespace saved with torch.save
+// (tests/fixtures/torch/make_args_fixtures.py); training_args_expected.json is what Python
+// itself makes of each Namespace.
+BOOST_AUTO_TEST_CASE(saved_arguments_read_as_json_as_python_gives_them) {
+  std::ifstream f(kDir / "training_args_expected.json");
+  const auto want = nlohmann::json::parse(f);
+  for (const char* name : {"training_args_fac.bin", "training_args_lin_zip.bin"}) {
+    const nlohmann::json got = io::read_torch_object(kDir / name);
+    BOOST_TEST(got == want.at(name), name << ":\n" << got.dump(1));
+  }
+  // A Namespace is not a state dict.
+  refused(kDir / "training_args_fac.bin", "the saved object is not a dict (expected a state dict)");
+}
+
+BOOST_AUTO_TEST_CASE(a_state_dict_reads_as_json_with_tensors_as_their_shapes) {
+  std::ifstream f(kDir / "expected.json");
+  const auto want = nlohmann::json::parse(f);
+  for (const char* name : {"state_legacy.pt", "state_zip.pt", "state_legacy_p4.pt"}) {
+    const nlohmann::json got = io::read_torch_object(kDir / name);
+    for (const auto& [tensor, t] : want.at("tensors").items()) {
+      const auto dot = tensor.find('.');
+      const nlohmann::json& g = tensor.starts_with("nested.") ? got.at("nested").at(tensor.substr(dot + 1)) : got.at(tensor);
+      BOOST_TEST(g == nlohmann::json({{"__class__", "torch.Tensor"}, {"dtype", t.at("dtype")}, {"shape", t.at("shape")}}),
+                 name << " " << tensor << ": " << g.dump());
+    }
+    BOOST_TEST(got.at("epoch") == 3);
+    BOOST_TEST(got.at("note") == "not a tensor");
+    BOOST_TEST(got.at("args") == nlohmann::json({{"__class__", "argparse.Namespace"}, {"learning_rate", 1e-4}, {"adapter_list", "0,11,22"}}),
+               got.at("args").dump());
+  }
+}
+
+namespace {
+/// A legacy-format file whose object pickle is @p object (protocol 2, without PROTO/STOP).
+void write_legacy(const fs::path& p, const std::string& object) {
+  const std::string magic("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.", 15);
+  const std::string version("\x80\x02M\xe9\x03.", 6), info("\x80\x02}.", 4), keys("\x80\x02].", 4);
+  const std::string all = magic + version + info + std::string("\x80\x02", 2) + object + "." + keys;
+  write_bytes(p, std::vector<char>(all.begin(), all.end()));
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(objects_that_would_not_end_are_refused) {
+  test::TempDir tmp("kadapter_torch_");
+  write_legacy(tmp.path / "ok.pt", "(K\x01K\x02l");  // [1, 2]: the hand-made container is right
+  BOOST_TEST(io::read_torch_object(tmp.path / "ok.pt") == nlohmann::json({1, 2}));
+  write_legacy(tmp.path / "self.pt", std::string("]q\x00h\x00" "a", 6));  // a list that contains itself
+  try {
+    (void)io::read_torch_object(tmp.path / "self.pt");
+    BOOST_FAIL("a list that contains itself was read");
+  } catch (const Error& e) {
+    BOOST_TEST(std::string(e.what()).find("nested more than 64 deep (or an object that contains itself)") != std::string::npos, e.what());
+  }
+  // A list of the same list twice, 40 times over: 2^40 values from a few hundred bytes.
+  std::string bomb("]q\x00" "0", 4);  // EMPTY_LIST, BINPUT 0, POP
+  for (int k = 0; k < 40; ++k) bomb += std::string("(h\x00h\x00lq\x00" "0", 9);  // memo 0 = [memo 0, memo 0]
+  bomb += std::string("h\x00", 2);
+  write_legacy(tmp.path / "bomb.pt", bomb);
+  try {
+    (void)io::read_torch_object(tmp.path / "bomb.pt");
+    BOOST_FAIL("a value shared 2^40 times was expanded");
+  } catch (const Error& e) {
+    BOOST_TEST(std::string(e.what()).find("expands to too much JSON") != std::string::npos, e.what());
+  }
+}
+
+BOOST_AUTO_TEST_CASE(shared_values_do_not_multiply_memory) {
+  test::TempDir tmp("kadapter_torch_");
+  auto le32 = [](std::uint32_t x) {
+    std::string b(4, '\0');
+    for (int k = 0; k < 4; ++k) b[static_cast<std::size_t>(k)] = static_cast<char>((x >> (8 * k)) & 0xff);
+    return b;
+  };
+  // One string of 100 kB referenced 2000 times: 200 MB of JSON from a 100 kB file.
+  std::string strings = le32(100000);
+  strings.insert(strings.begin(), 'X');
+  strings += std::string(100000, 'a');
+  strings += std::string("q\x00" "0(", 4);
+  for (int k = 0; k < 2000; ++k) strings += std::string("h\x00", 2);
+  strings += "l";
+  write_legacy(tmp.path / "strings.pt", strings);
+  try {
+    (void)io::read_torch_object(tmp.path / "strings.pt");
+    BOOST_FAIL("a string shared 2000 times was expanded");
+  } catch (const Error& e) {
+    BOOST_TEST(std::string(e.what()).find("expands to too much JSON") != std::string::npos, e.what());
+  }
+  // A dict of 30000 objects made by one class (REDUCE, or NEWOBJ) with one shared tuple of
+  // 30000 arguments: the objects share the tuple (a copy each would take 7 GB). Read, as a
+  // state dict and as JSON, in a child process that may take 2 GiB more than it has.
+  for (const char* call : {"R", "\x81"}) {
+    std::string objects = std::string("cargparse\nNamespace\nq\x00" "0(", 24);
+    for (int k = 0; k < 30000; ++k) objects += "K\x01";
+    objects += std::string("tq\x01" "0}(", 6);
+    for (std::uint32_t k = 0; k < 30000; ++k) {
+      objects += 'J';
+      objects += le32(k);
+      objects += std::string("h\x00h\x01", 4) + call;
+    }
+    objects += "u";
+    write_legacy(tmp.path / "objects.pt", objects);
+    const pid_t child = ::fork();
+    BOOST_TEST_REQUIRE(child >= 0);
+    if (child == 0) {
+      long pages = 0;
+      std::ifstream("/proc/self/statm") >> pages;
+      const rlim_t limit = static_cast<rlim_t>(pages) * static_cast<rlim_t>(::sysconf(_SC_PAGESIZE)) + (rlim_t{2} << 30);
+      const rlimit lim{limit, limit};
+      int code = 0;
+      if (::setrlimit(RLIMIT_AS, &lim) != 0) std::_Exit(7);
+      try {
+        io::TorchCheckpoint c(tmp.path / "objects.pt");
+        code = 1;
+      } catch (const Error& e) {
+        if (std::string(e.what()).find("the state dict holds no tensor") == std::string::npos) code = 2;
+      } catch (...) {
+        code = 3;  // std::bad_alloc: the 2 GiB did not suffice
+      }
+      try {
+        (void)io::read_torch_object(tmp.path / "objects.pt");
+        code = code ? code : 4;
+      } catch (const Error& e) {
+        if (std::string(e.what()).find("expands to too much JSON") == std::string::npos) code = code ? code : 5;
+      } catch (...) {
+        code = code ? code : 6;
+      }
+      std::_Exit(code);
+    }
+    int status = 0;
+    BOOST_TEST_REQUIRE(::waitpid(child, &status, 0) == child);
+    BOOST_TEST(WIFEXITED(status));
+    BOOST_TEST(WEXITSTATUS(status) == 0, (call[0] == 'R' ? "REDUCE" : "NEWOBJ")
+                                             << ": exit " << WEXITSTATUS(status)
+                                             << " (state dict: 1 read, 2 another error, 3 out of memory; JSON: 4 read, 5 another "
+                                                "error, 6 out of memory; 7 no limit)");
+  }
+}
+
+BOOST_AUTO_TEST_CASE(other_python_values_read_as_json) {
+  test::TempDir tmp("kadapter_torch_");
+  // A pickle literal with its NUL bytes (length from the array).
+  auto P = []<std::size_t N>(const char (&s)[N]) { return std::string(s, N - 1); };
+  auto json_of = [&](const std::string& object) {
+    write_legacy(tmp.path / "v.pt", object);
+    return io::read_torch_object(tmp.path / "v.pt");
+  };
+  using J = nlohmann::json;
+  const J bytes3 = {{"__class__", "bytes"}, {"size", 3}}, bytes0 = {{"__class__", "bytes"}, {"size", 0}};
+  BOOST_TEST(json_of(P("C\x03" "abc")) == bytes3);                                  // SHORT_BINBYTES (protocol 3)
+  BOOST_TEST(json_of(P("B\x03\x00\x00\x00" "abc")) == bytes3);                      // BINBYTES
+  BOOST_TEST(json_of(P("c__builtin__\nbytes\n)R")) == bytes0);                        // b"" (protocol 2)
+  BOOST_TEST(json_of(P("c_codecs\nencode\nX\x04\x00\x00\x00\xc3\xbf" "abX\x06\x00\x00\x00" "latin1\x86R")) == bytes3);  // b"\xffab"
+  BOOST_TEST(json_of(P("\x8f(K\x01K\x02\x90")) == J({1, 2}));                          // a set
+  BOOST_TEST(json_of(P("(K\x01\x91")) == J({1}));                                       // a frozenset
+  BOOST_TEST(json_of(P("cpathlib\nPosixPath\n)R")) == ".");
+  BOOST_TEST(json_of(P("cpathlib\nPosixPath\nX\x01\x00\x00\x00/X\x01\x00\x00\x00" "a\x86R")) == "/a");
+  BOOST_TEST(json_of(P("ctorch\ndevice\nX\x04\x00\x00\x00" "cudaK\x01\x86R")) == "cuda:1");
+  // The class marker wins over an attribute of that name.
+  BOOST_TEST(json_of(P("cargparse\nNamespace\n)\x81}(X\x09\x00\x00\x00" "__class__K\x01ub")) == J({{"__class__", "argparse.Namespace"}}));
+  // A dict key that is not a string or an integer is refused, whichever opcode builds it.
+  write_legacy(tmp.path / "key.pt", P("()K\x01" "d"));
+  refused(tmp.path / "key.pt", "a dict key that is not a string or an integer");
+}
+
+BOOST_AUTO_TEST_CASE(every_truncation_and_corrupted_byte_of_saved_arguments_is_an_error_or_json) {
+  test::TempDir tmp("kadapter_torch_");
+  for (const char* name : {"training_args_fac.bin", "training_args_lin_zip.bin"}) {
+    const auto good = bytes_of(kDir / name);
+    std::size_t errors = 0, read = 0;
+    auto attempt = [&](const std::vector<char>& b) {
+      write_bytes(tmp.path / "x.bin", b);
+      try {
+        (void)io::read_torch_object(tmp.path / "x.bin").dump();  // what is read is valid JSON
+        ++read;
+      } catch (const Error&) {
+        ++errors;
+      }
+    };
+    for (std::size_t n = 0; n < good.size(); ++n) attempt(std::vector<char>(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(n)));
+    BOOST_TEST(read == 0u, name << ": a truncated file was read");
+    for (std::size_t k = 0; k < good.size(); ++k) {
+      auto b = good;
+      b[k] = static_cast<char>(b[k] ^ 0x5a);
+      attempt(b);
+    }
+    BOOST_TEST_MESSAGE(name << ": " << errors << " errors, " << read << " read");
+  }
 }

@@ -14,23 +14,27 @@
 /// is ever executed. It knows the opcodes and the few callables a state dict pickles to
 /// (`collections.OrderedDict`, `torch._utils._rebuild_tensor_v2`, `_rebuild_tensor`,
 /// `_rebuild_parameter`) and the storage classes (`torch.FloatStorage`, ...,
-/// `torch.cuda.FloatStorage`, ...). Another `torch.` callable (a quantized or sparse tensor) is
-/// an error naming the file, the byte and the callable; any other object (an
-/// `argparse.Namespace` saved beside the weights) is not called and is listed as skipped.
-/// Tensors are copied out as contiguous row-major arrays (views with strides, offsets or
+/// `torch.cuda.FloatStorage`, ...). Another `torch.` callable (a quantized or sparse tensor;
+/// `torch.device` excepted) is an error naming the file, the byte and the callable; any other
+/// object (an `argparse.Namespace` saved beside the weights) is not called and is listed as
+/// skipped.
+/// read_torch_object() gives any other saved object (the authors' `training_args.bin`) as
+/// JSON. Tensors are copied out as contiguous row-major arrays (views with strides, offsets or
 /// stride 0 included); all of them together may take four times the file plus 64 MiB, so a
-/// malformed file cannot ask for unbounded memory. Values live in an arena: no recursion
-/// over them, however deeply they nest.
+/// malformed file cannot ask for unbounded memory. Values live in an arena: freeing them does
+/// not recurse, however deeply they nest (read_torch_object() stops at 64 levels). The file is
+/// mapped while it is read, as SafetensorsFile maps its file: it must not be truncated
+/// meanwhile (the system then ends the process with SIGBUS).
 #pragma once
 
 #include <algorithm>
 #include <bit>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <deque>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <map>
 #include <memory>
@@ -40,6 +44,13 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
 
 #include "kadapter/core/dtype.hpp"
 #include "kadapter/core/error.hpp"
@@ -62,13 +73,15 @@ using Ref = Value*;  // owned by an Arena: no recursion on destruction, cycles f
 
 /// A pickled value, as far as a state dict needs one.
 struct Value {
-  /// `object`: what a callable other than the known ones returned (never called; kept
-  /// only as a value that is not a tensor).
+  /// `object`: what a callable other than the known ones returned, never called: `s` names
+  /// the callable, `args` is its argument tuple (shared, not copied) and `state` what BUILD
+  /// gave it.
   enum class Kind { none, boolean, integer, big_integer, real, text, tuple, list, dict, global, object, storage, tensor };
   Kind kind = Kind::none;
   std::int64_t i = 0;          // boolean, integer
   double f = 0;                // real
   std::string s;               // text; global: "module.name"; big_integer: its bytes
+  bool bytes = false;          // text: pickled as bytes (BINBYTES), not str
   std::vector<Ref> items;      // tuple, list; dict: key, value, key, value, ...
   // storage
   std::string key;             // storage key
@@ -78,6 +91,8 @@ struct Value {
   Ref storage;
   std::int64_t storage_offset = 0;
   std::vector<std::int64_t> size, stride;
+  // object
+  Ref args = nullptr, state = nullptr;
 };
 
 /// Owns every value of the pickles of one file.
@@ -163,8 +178,14 @@ class Machine {
         case 'X': push(text(le(4))); break;                        // BINUNICODE
         case 0x8c: push(text(le(1))); break;                       // SHORT_BINUNICODE
         case 0x8d: push(text(le(8))); break;                       // BINUNICODE8
-        case 'T': case 'B': push(text(le(4))); break;              // BINSTRING, BINBYTES
-        case 'U': case 'C': push(text(le(1))); break;              // SHORT_BINSTRING, SHORT_BINBYTES
+        case 'T': push(text(le(4))); break;                        // BINSTRING
+        case 'U': push(text(le(1))); break;                        // SHORT_BINSTRING
+        case 'B': case 'C': case 0x8e: {                           // BINBYTES, SHORT_BINBYTES, BINBYTES8
+          auto v = text(op == 'B' ? le(4) : op == 'C' ? le(1) : le(8));
+          v->bytes = true;
+          push(v);
+          break;
+        }
         case ')': push(arena_.make(Value::Kind::tuple)); break;           // EMPTY_TUPLE
         case ']': push(arena_.make(Value::Kind::list)); break;            // EMPTY_LIST
         case '}': push(arena_.make(Value::Kind::dict)); break;            // EMPTY_DICT
@@ -178,6 +199,20 @@ class Machine {
           auto v = arena_.make(op == 't' ? Value::Kind::tuple : op == 'l' ? Value::Kind::list : Value::Kind::dict);
           v->items = pop_mark(at);
           if (op == 'd' && v->items.size() % 2) fail(at, "DICT with an odd number of items");
+          for (std::size_t k = 0; op == 'd' && k < v->items.size(); k += 2) key_kind(at, v->items[k]);
+          push(v);
+          break;
+        }
+        case 0x8f: push(arena_.make(Value::Kind::list)); break;    // EMPTY_SET (kept as a list)
+        case 0x90: {                                               // ADDITEMS
+          auto xs = pop_mark(at);
+          auto& l = container(at, Value::Kind::list)->items;
+          l.insert(l.end(), xs.begin(), xs.end());
+          break;
+        }
+        case 0x91: {                                               // FROZENSET from MARK (a list)
+          auto v = arena_.make(Value::Kind::list);
+          v->items = pop_mark(at);
           push(v);
           break;
         }
@@ -226,17 +261,21 @@ class Machine {
           push(reduce(at, fn, args));
           break;
         }
-        case 'b': {                                                // BUILD: the state is not applied
-          (void)pop(at);
+        case 'b': {                                                // BUILD: an object keeps the state
+          const auto state = pop(at);
           const auto obj = top(at);
           if (obj->kind != Value::Kind::dict && obj->kind != Value::Kind::tensor && obj->kind != Value::Kind::object)
             fail(at, "BUILD on something that is not a dict, a tensor or an object");
+          if (obj->kind == Value::Kind::object) obj->state = state;
           break;
         }
         case 0x81: {                                               // NEWOBJ: cls(*args), not called
-          (void)pop(at);
-          if (pop(at)->kind != Value::Kind::global) fail(at, "NEWOBJ of something that is not a class");
-          push(arena_.make(Value::Kind::object));
+          const auto args = pop(at), cls = pop(at);
+          if (cls->kind != Value::Kind::global) fail(at, "NEWOBJ of something that is not a class");
+          auto obj = arena_.make(Value::Kind::object);
+          obj->s = cls->s;
+          if (args->kind == Value::Kind::tuple) obj->args = args;
+          push(obj);
           break;
         }
         case 0x30: (void)pop(at); break;                           // POP
@@ -333,8 +372,11 @@ class Machine {
   }
   // Keys are appended as they come (a pickled dict names each key once; a repeated tensor
   // name is refused when the tensors are collected).
-  void set_item(std::size_t at, Ref d, Ref k, Ref v) {
+  void key_kind(std::size_t at, const Ref& k) {
     if (k->kind != Value::Kind::text && k->kind != Value::Kind::integer) fail(at, "a dict key that is not a string or an integer");
+  }
+  void set_item(std::size_t at, Ref d, Ref k, Ref v) {
+    key_kind(at, k);
     d->items.push_back(k);
     d->items.push_back(v);
   }
@@ -407,11 +449,14 @@ class Machine {
       if (a.empty() || a[0]->kind != Value::Kind::tensor) fail(at, "torch._utils._rebuild_parameter without a tensor");
       return a[0];
     }
-    if (fn->s.starts_with("torch._utils._rebuild") || fn->s.starts_with("torch."))
+    if (fn->s != "torch.device" && (fn->s.starts_with("torch._utils._rebuild") || fn->s.starts_with("torch.")))
       fail(at, "the checkpoint calls " + fn->s + ", which a state dict of dense tensors does not (not supported)");
-    // Anything else (an argparse.Namespace, a numpy scalar) is not called: it stays an
-    // opaque value, which is not a tensor and is listed as skipped.
-    return arena_.make(Value::Kind::object);
+    // Anything else (an argparse.Namespace, a pathlib path, a torch.device) is not called: it
+    // stays a value that is not a tensor (listed as skipped in a state dict).
+    auto obj = arena_.make(Value::Kind::object);
+    obj->s = fn->s;
+    obj->args = args;
+    return obj;
   }
 
   Arena& arena_;
@@ -484,6 +529,207 @@ inline std::map<std::string, std::span<const std::byte>> zip_entries(const std::
   return out;
 }
 
+/// A torch.save file read: its bytes (mapped, not copied), its format and the pickled object
+/// (values in an arena).
+struct File {
+  File() = default;
+  File(const File&) = delete;
+  File& operator=(const File&) = delete;
+  ~File() {
+    if (map != nullptr) ::munmap(map, bytes.size());
+  }
+  void* map = nullptr;
+  std::span<const std::byte> bytes;                         // the whole file
+  std::string format;                                       // "zip" or "legacy"
+  Ref root = nullptr;
+  std::map<std::string, std::span<const std::byte>> data;  // storage key -> bytes (views of `bytes`)
+};
+
+/// Read @p path (either container format) into @p f, its values into @p arena.
+inline void read_file(const std::filesystem::path& path, Arena& arena, File& f) {
+  const std::string file = path.string();
+  {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO does not block: fstat refuses it
+    if (fd < 0) throw Error(file + ": cannot open (" + std::strerror(errno) + ")");
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      throw Error(file + ": not a regular file");
+    }
+    const auto n = static_cast<std::size_t>(st.st_size);
+    if (n > 0) {
+      void* m = ::mmap(nullptr, n, PROT_READ, MAP_PRIVATE, fd, 0);
+      const int saved = errno;
+      ::close(fd);
+      if (m == MAP_FAILED) throw Error(file + ": cannot read (mmap: " + std::strerror(saved) + ")");
+      f.map = m;
+      f.bytes = std::span<const std::byte>(static_cast<const std::byte*>(m), n);
+    } else {
+      ::close(fd);
+    }
+  }
+  const std::span<const std::byte> all = f.bytes;
+  auto starts = [&](std::string_view magic) {
+    return all.size() >= magic.size() && std::memcmp(all.data(), magic.data(), magic.size()) == 0;
+  };
+  Ref& root = f.root;
+  auto& data = f.data;
+  std::map<std::string, DType> types;
+  if (starts("PK\x03\x04")) {
+    f.format = "zip";
+    const auto entries = zip_entries(file, all);
+    std::string prefix;
+    for (const auto& [name, span] : entries)
+      if (name.ends_with("/data.pkl") && name.find('/') == name.size() - 9) prefix = name.substr(0, name.size() - 8);
+    if (prefix.empty()) throw Error(file + ": a zip archive without PREFIX/data.pkl (not a torch.save checkpoint)");
+    if (const auto bo = entries.find(prefix + "byteorder"); bo != entries.end() &&
+        std::string_view(reinterpret_cast<const char*>(bo->second.data()), bo->second.size()) != "little")
+      throw Error(file + ": " + prefix + "byteorder is not \"little\" (a big-endian checkpoint is not supported)");
+    Machine m(arena, file + ": " + prefix + "data.pkl", entries.at(prefix + "data.pkl"), false);
+    root = m.run();
+    types = m.storages();
+    for (const auto& [key, dtype] : types) {
+      const auto it = entries.find(prefix + "data/" + key);
+      if (it == entries.end()) throw Error(file + ": storage " + key + " has no entry " + prefix + "data/" + key);
+      data[key] = it->second;
+    }
+  } else if (all.size() >= 2 && all[0] == std::byte{0x80} && all[1] >= std::byte{2} && all[1] <= std::byte{5}) {
+    // A pickle (protocol 2 to 5): torch.save's legacy format begins with its magic number.
+    f.format = "legacy";
+    std::size_t pos = 0;
+    auto next = [&](const char* what) {
+      Machine m(arena, file + ": the " + std::string(what) + " pickle (at byte " + std::to_string(pos) + ")", all.subspan(pos),
+                true);
+      auto v = m.run();
+      pos += m.end();
+      return std::pair{v, m.storages()};
+    };
+    const auto magic = next("magic number").first;
+    static constexpr unsigned char kMagic[] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
+    if (magic->kind != Value::Kind::big_integer || magic->s != std::string(reinterpret_cast<const char*>(kMagic), 10))
+      throw Error(file + ": the first pickle is not torch's magic number (not a torch.save checkpoint)");
+    const auto version = next("protocol version").first;
+    if (version->kind != Value::Kind::integer || version->i != 1001)
+      throw Error(file + ": protocol version " + (version->kind == Value::Kind::integer ? std::to_string(version->i) : "?") +
+                  ", expected 1001");
+    const auto info = next("system info").first;
+    if (info->kind == Value::Kind::dict)
+      for (std::size_t j = 0; j + 1 < info->items.size(); j += 2)
+        if (info->items[j]->s == "little_endian" && info->items[j + 1]->i != 1)
+          throw Error(file + ": written on a big-endian machine (not supported)");
+    std::tie(root, types) = next("object");
+    const auto keys = next("storage keys").first;
+    if (keys->kind != Value::Kind::list) throw Error(file + ": the storage-key pickle is not a list");
+    for (const auto& k : keys->items) {
+      if (k->kind != Value::Kind::text) throw Error(file + ": a storage key that is not a string");
+      const auto t = types.find(k->s);
+      if (t == types.end()) throw Error(file + ": storage " + k->s + " is stored but no tensor uses it");
+      if (all.size() - pos < 8) throw Error(file + ": storage " + k->s + " is missing (the file ends at byte " + std::to_string(pos) + ")");
+      std::uint64_t n = 0;
+      for (int b = 0; b < 8; ++b) n |= static_cast<std::uint64_t>(all[pos + static_cast<std::size_t>(b)]) << (8 * b);
+      pos += 8;
+      const std::uint64_t room = (all.size() - pos) / dtype_size(t->second);
+      if (n > room)
+        throw Error(file + ": storage " + k->s + " has " + std::to_string(n) + " elements but the file holds only " +
+                    std::to_string(room) + " more (truncated?)");
+      data[k->s] = all.subspan(pos, static_cast<std::size_t>(n) * dtype_size(t->second));
+      pos += static_cast<std::size_t>(n) * dtype_size(t->second);
+    }
+    for (const auto& [key, dtype] : types)
+      if (!data.count(key)) throw Error(file + ": storage " + key + " is used but not stored");
+  } else if (all.size() > 262 && std::memcmp(all.data() + 257, "ustar", 5) == 0) {
+    throw Error(file + ": a tar archive (torch < 0.4's format), not supported: load and save it again with a newer torch");
+  } else {
+    throw Error(file + ": not a PyTorch checkpoint (neither a zip archive nor a pickle with torch's magic number)");
+  }
+}
+
+/// @p v as JSON (see read_torch_object()). @p budget is what the JSON may still take, in
+/// bytes (about 16 per value plus its strings), so that a value the pickle shares many times
+/// (memo) cannot expand without bound.
+inline nlohmann::json to_json(const Ref& v, const std::string& file, std::uint64_t& budget, int depth) {
+  if (depth > 64) throw Error(file + ": values nested more than 64 deep (or an object that contains itself)");
+  auto charge = [&](std::uint64_t bytes) {
+    if (bytes > budget) throw Error(file + ": the object expands to too much JSON (a value shared many times)");
+    budget -= bytes;
+  };
+  charge(16);
+  // A string in the JSON: valid UTF-8 only (what nlohmann can dump).
+  auto utf8 = [&](const std::string& s) {
+    charge(s.size());
+    try {
+      (void)unicode::decode_utf8(s);
+      return true;
+    } catch (const Error&) {
+      return false;
+    }
+  };
+  auto bytes = [](std::uint64_t n) { return nlohmann::json{{"__class__", "bytes"}, {"size", n}}; };
+  using K = Value::Kind;
+  switch (v->kind) {
+    case K::none: return nullptr;
+    case K::boolean: return v->i != 0;
+    case K::integer: return v->i;
+    case K::big_integer: return {{"__class__", "int"}, {"bytes", v->s.size()}};  // beyond 64 bits
+    case K::real: return v->f;
+    case K::text:
+      if (!v->bytes && utf8(v->s)) return v->s;
+      return bytes(v->s.size());
+    case K::tuple:
+    case K::list: {
+      nlohmann::json a = nlohmann::json::array();
+      for (const auto& x : v->items) a.push_back(to_json(x, file, budget, depth + 1));
+      return a;
+    }
+    case K::dict: {
+      nlohmann::json o = nlohmann::json::object();
+      for (std::size_t j = 0; j + 1 < v->items.size(); j += 2) {
+        const auto& k = v->items[j];
+        const std::string key = k->kind == K::text ? k->s : std::to_string(k->i);
+        if (!utf8(key)) throw Error(file + ": a dict key that is not UTF-8");
+        o[key] = to_json(v->items[j + 1], file, budget, depth + 1);
+      }
+      return o;
+    }
+    case K::global: return {{"__global__", utf8(v->s) ? v->s : std::string("?")}};
+    case K::storage: return {{"__class__", "storage"}, {"dtype", std::string(dtype_name(v->dtype))}};
+    case K::tensor: return {{"__class__", "torch.Tensor"}, {"dtype", std::string(dtype_name(v->storage->dtype))}, {"shape", v->size}};
+    case K::object: break;
+  }
+  static const std::vector<Ref> none;
+  const std::vector<Ref>& args = v->args ? v->args->items : none;
+  const bool text_args = std::all_of(args.begin(), args.end(), [](const Ref& a) { return a->kind == K::text; });
+  if ((v->s == "pathlib.PosixPath" || v->s == "pathlib.PurePosixPath") && text_args && !v->state) {
+    std::filesystem::path p;  // a path pickles as its class and its parts
+    for (const auto& a : args) p /= a->s;
+    const std::string text = p.empty() ? std::string(".") : p.generic_string();
+    if (utf8(text)) return text;
+  }
+  if (v->s == "torch.device" && !args.empty() && args[0]->kind == K::text && utf8(args[0]->s)) {
+    if (args.size() == 1) return args[0]->s;
+    if (args.size() == 2 && args[1]->kind == K::integer) return args[0]->s + ":" + std::to_string(args[1]->i);
+  }
+  if (v->s == "_codecs.encode" && args.size() == 2 && text_args && args[1]->s == "latin1") {
+    // Protocol 2 pickles bytes as _codecs.encode(its bytes as latin-1 text, "latin1"): one
+    // byte per character, which UTF-8 stores in one or two bytes (count the lead bytes).
+    charge(args[0]->s.size());
+    std::uint64_t n = 0;
+    for (char c : args[0]->s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+    return bytes(n);
+  }
+  if ((v->s == "__builtin__.bytes" || v->s == "builtins.bytes") && args.empty() && !v->state) return bytes(0);  // b"", protocol 2
+  nlohmann::json o = nlohmann::json::object();
+  if (v->state && v->state->kind == K::dict) {
+    // An object's attributes (an argparse.Namespace's arguments): its __dict__.
+    o = to_json(v->state, file, budget, depth + 1);
+  } else if (v->state) {
+    o["__state__"] = to_json(v->state, file, budget, depth + 1);
+  }
+  if (!args.empty()) o["__args__"] = to_json(v->args, file, budget, depth + 1);
+  o["__class__"] = utf8(v->s) ? v->s : std::string("?");
+  return o;
+}
+
 }  // namespace detail::torch_pickle
 
 /// @brief The tensors of a PyTorch checkpoint: a (possibly nested) dict of tensors, as
@@ -493,98 +739,18 @@ inline std::map<std::string, std::span<const std::byte>> zip_entries(const std::
 /// are not tensors (an epoch number, a string) are listed in skipped().
 class TorchCheckpoint {
  public:
-  /// @brief Read @p path (the whole file is read once; tensors are copied out).
+  /// @brief Read @p path (the file is mapped while it is read; tensors are copied out).
   /// @throws Error naming the file and, for a malformed pickle, the byte and what is wrong
   explicit TorchCheckpoint(const std::filesystem::path& path) : path_(path) {
     namespace tp = detail::torch_pickle;
     const std::string file = path.string();
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error(file + ": cannot open");
-    std::vector<std::byte> bytes;
-    {
-      in.seekg(0, std::ios::end);
-      const auto n = static_cast<std::streamoff>(in.tellg());
-      if (n < 0) throw Error(file + ": cannot read");
-      in.seekg(0);
-      bytes.resize(static_cast<std::size_t>(n));
-      file_size_ = static_cast<std::uint64_t>(n);
-      if (!in.read(reinterpret_cast<char*>(bytes.data()), n)) throw Error(file + ": cannot read");
-    }
-    const std::span<const std::byte> all(bytes);
-    auto starts = [&](std::string_view magic) {
-      return all.size() >= magic.size() && std::memcmp(all.data(), magic.data(), magic.size()) == 0;
-    };
     tp::Arena arena;
-    tp::Ref root = nullptr;
-    std::map<std::string, std::span<const std::byte>> data;  // storage key -> bytes
-    std::map<std::string, DType> types;
-    if (starts("PK\x03\x04")) {
-      format_ = "zip";
-      const auto entries = tp::zip_entries(file, all);
-      std::string prefix;
-      for (const auto& [name, span] : entries)
-        if (name.ends_with("/data.pkl") && name.find('/') == name.size() - 9) prefix = name.substr(0, name.size() - 8);
-      if (prefix.empty()) throw Error(file + ": a zip archive without PREFIX/data.pkl (not a torch.save checkpoint)");
-      if (const auto bo = entries.find(prefix + "byteorder"); bo != entries.end() &&
-          std::string_view(reinterpret_cast<const char*>(bo->second.data()), bo->second.size()) != "little")
-        throw Error(file + ": " + prefix + "byteorder is not \"little\" (a big-endian checkpoint is not supported)");
-      tp::Machine m(arena, file + ": " + prefix + "data.pkl", entries.at(prefix + "data.pkl"), false);
-      root = m.run();
-      types = m.storages();
-      for (const auto& [key, dtype] : types) {
-        const auto it = entries.find(prefix + "data/" + key);
-        if (it == entries.end()) throw Error(file + ": storage " + key + " has no entry " + prefix + "data/" + key);
-        data[key] = it->second;
-      }
-    } else if (all.size() >= 2 && all[0] == std::byte{0x80} && all[1] >= std::byte{2} && all[1] <= std::byte{5}) {
-      // A pickle (protocol 2 to 5): torch.save's legacy format begins with its magic number.
-      format_ = "legacy";
-      std::size_t pos = 0;
-      auto next = [&](const char* what) {
-        tp::Machine m(arena, file + ": the " + std::string(what) + " pickle (at byte " + std::to_string(pos) + ")", all.subspan(pos),
-                      true);
-        auto v = m.run();
-        pos += m.end();
-        return std::pair{v, m.storages()};
-      };
-      const auto magic = next("magic number").first;
-      static constexpr unsigned char kMagic[] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
-      if (magic->kind != tp::Value::Kind::big_integer || magic->s != std::string(reinterpret_cast<const char*>(kMagic), 10))
-        throw Error(file + ": the first pickle is not torch's magic number (not a torch.save checkpoint)");
-      const auto version = next("protocol version").first;
-      if (version->kind != tp::Value::Kind::integer || version->i != 1001)
-        throw Error(file + ": protocol version " + (version->kind == tp::Value::Kind::integer ? std::to_string(version->i) : "?") +
-                    ", expected 1001");
-      const auto info = next("system info").first;
-      if (info->kind == tp::Value::Kind::dict)
-        for (std::size_t j = 0; j + 1 < info->items.size(); j += 2)
-          if (info->items[j]->s == "little_endian" && info->items[j + 1]->i != 1)
-            throw Error(file + ": written on a big-endian machine (not supported)");
-      std::tie(root, types) = next("object");
-      const auto keys = next("storage keys").first;
-      if (keys->kind != tp::Value::Kind::list) throw Error(file + ": the storage-key pickle is not a list");
-      for (const auto& k : keys->items) {
-        if (k->kind != tp::Value::Kind::text) throw Error(file + ": a storage key that is not a string");
-        const auto t = types.find(k->s);
-        if (t == types.end()) throw Error(file + ": storage " + k->s + " is stored but no tensor uses it");
-        if (all.size() - pos < 8) throw Error(file + ": storage " + k->s + " is missing (the file ends at byte " + std::to_string(pos) + ")");
-        std::uint64_t n = 0;
-        for (int b = 0; b < 8; ++b) n |= static_cast<std::uint64_t>(all[pos + static_cast<std::size_t>(b)]) << (8 * b);
-        pos += 8;
-        const std::uint64_t room = (all.size() - pos) / dtype_size(t->second);
-        if (n > room)
-          throw Error(file + ": storage " + k->s + " has " + std::to_string(n) + " elements but the file holds only " +
-                      std::to_string(room) + " more (truncated?)");
-        data[k->s] = all.subspan(pos, static_cast<std::size_t>(n) * dtype_size(t->second));
-        pos += static_cast<std::size_t>(n) * dtype_size(t->second);
-      }
-      for (const auto& [key, dtype] : types)
-        if (!data.count(key)) throw Error(file + ": storage " + key + " is used but not stored");
-    } else if (all.size() > 262 && std::memcmp(all.data() + 257, "ustar", 5) == 0) {
-      throw Error(file + ": a tar archive (torch < 0.4's format), not supported: load and save it again with a newer torch");
-    } else {
-      throw Error(file + ": not a PyTorch checkpoint (neither a zip archive nor a pickle with torch's magic number)");
-    }
+    tp::File f;
+    tp::read_file(path, arena, f);
+    file_size_ = f.bytes.size();
+    format_ = f.format;
+    const tp::Ref root = f.root;
+    const auto& data = f.data;
     if (root->kind != tp::Value::Kind::dict) throw Error(file + ": the saved object is not a dict (expected a state dict)");
     collect(root, "", data, 0);
     if (names_.empty()) throw Error(file + ": the state dict holds no tensor");
@@ -602,6 +768,28 @@ class TorchCheckpoint {
     const auto it = tensors_.find(name);
     if (it == tensors_.end()) throw Error(path_.string() + ": no tensor '" + std::string(name) + "'");
     return it->second;
+  }
+
+  /// @brief The file read.
+  const std::filesystem::path& path() const noexcept { return path_; }
+
+  /// @brief Write the tensors to the safetensors file @p out, under the same names and element
+  /// types, with @p metadata (and `"converted_from"`: this file's name, when it is UTF-8).
+  /// @throws Error naming @p out when it cannot be written
+  void save_safetensors(const std::filesystem::path& out, std::map<std::string, std::string> metadata = {}) const {
+    SafetensorsWriter w;
+    for (const auto& name : names()) {
+      const TorchTensor& t = tensor(name);
+      w.add(name, t.dtype, t.shape, std::span<const std::byte>(t.data));
+    }
+    try {  // a file name that is not UTF-8 is left out (safetensors metadata is JSON)
+      const std::string from = path_.filename().string();
+      (void)unicode::decode_utf8(from);
+      metadata.try_emplace("converted_from", from);
+    } catch (const Error&) {
+    }
+    for (const auto& [k, v] : metadata) w.set_metadata(k, v);
+    w.write(out);
   }
 
  private:
@@ -699,20 +887,36 @@ class TorchCheckpoint {
 inline TorchCheckpoint convert_torch_checkpoint(const std::filesystem::path& in, const std::filesystem::path& out,
                                                 std::map<std::string, std::string> metadata = {}) {
   TorchCheckpoint ckpt(in);
-  SafetensorsWriter w;
-  for (const auto& name : ckpt.names()) {
-    const TorchTensor& t = ckpt.tensor(name);
-    w.add(name, t.dtype, t.shape, std::span<const std::byte>(t.data));
-  }
-  try {  // a file name that is not UTF-8 is left out (safetensors metadata is JSON)
-    const std::string from = in.filename().string();
-    (void)unicode::decode_utf8(from);
-    metadata.try_emplace("converted_from", from);
-  } catch (const Error&) {
-  }
-  for (const auto& [k, v] : metadata) w.set_metadata(k, v);
-  w.write(out);
+  ckpt.save_safetensors(out, std::move(metadata));
   return ckpt;
+}
+
+/// @brief Any object saved with `torch.save` (zip or legacy format), as JSON: what a training
+/// script saves beside its weights, such as the K-Adapter authors' `training_args.bin` (an
+/// `argparse.Namespace` of their command line).
+///
+/// Nothing is called (the closed interpreter of TorchCheckpoint). None, booleans, integers, floats
+/// and strings become JSON values; lists and tuples arrays; dicts objects (integer keys as
+/// strings); sets and frozensets arrays. Some objects have a natural value: a `PosixPath` is its
+/// string, a `torch.device` its name ("cuda", "cuda:0"). Any other object is a JSON object with
+/// `"__class__"` (the class's `module.name`), its attributes when BUILD gave it a dict (so a
+/// Namespace's arguments are its fields), `"__state__"` for another state and `"__args__"` for the
+/// arguments it was pickled with. A tensor is `{"__class__": "torch.Tensor", "dtype", "shape"}`
+/// (its values are not read); bytes (`_codecs.encode(TEXT, "latin1")` under protocol 2), and a
+/// string that is not valid UTF-8 (a str with lone surrogates), `{"__class__": "bytes", "size"}`;
+/// an integer beyond 64 bits, `{"__class__": "int", "bytes"}`; a class or function itself,
+/// `{"__global__": "module.name"}`. NaN and infinities are kept as doubles (nlohmann dumps them as
+/// null).
+/// @throws Error naming the file for what cannot be read, values nested more than 64 deep (or
+/// an object that contains itself), and shared values whose JSON would take more than 64
+/// times the file's size plus 64 KiB
+inline nlohmann::json read_torch_object(const std::filesystem::path& path) {
+  namespace tp = detail::torch_pickle;
+  tp::Arena arena;
+  tp::File f;
+  tp::read_file(path, arena, f);
+  std::uint64_t budget = 64 * static_cast<std::uint64_t>(f.bytes.size()) + 65536;
+  return tp::to_json(f.root, path.string(), budget, 0);
 }
 
 }  // namespace kadapter::io
