@@ -332,24 +332,18 @@ BOOST_AUTO_TEST_CASE(convert_writes_adapter_config_from_the_authors_training_arg
   fails("state_dict", "", " --training-args '" + (torch_dir / "state_legacy.pt").string() + "'",
         "state_legacy.pt: no argument \"task_name\" (expected the training_args.bin of the authors' fac-adapter.py or lin-adapter.py)");
   fails("args_dir", "", " --training-args '" + tmp.path.string() + "'", ": not a file (expected the authors' training_args.bin)");
-  {  // the training arguments are not overwritten with the weights
-    const fs::path d = authors_dir("out_args", fac_args);
-    const Run bad = run("convert --adapter-heads 2 --in '" + (d / "pytorch_model.bin").string() + "' --out '" +
-                            (d / "training_args.bin").string() + "'",
+  // --out naming a file the conversion reads or writes besides.
+  auto out_refused = [&](const std::string& name, const char* out_name, const std::string& words) {
+    const fs::path d = authors_dir(name, fac_args);
+    const Run bad = run("convert --adapter-heads 2 --in '" + (d / "pytorch_model.bin").string() + "' --out '" + (d / out_name).string() + "'",
                         tmp.path);
     BOOST_TEST(bad.code == 2, bad.output);
-    BOOST_TEST(bad.output.find("training_args.bin is the training arguments file ") != std::string::npos, bad.output);
-    BOOST_TEST((read_all(d / "training_args.bin") == fac_args));
-  }
-  {  // weights written as adapter_config.json would be overwritten by it
-    const fs::path d = authors_dir("out_config", fac_args);
-    const Run bad = run("convert --adapter-heads 2 --in '" + (d / "pytorch_model.bin").string() + "' --out '" +
-                            (d / "adapter_config.json").string() + "'",
-                        tmp.path);
-    BOOST_TEST(bad.code == 2, bad.output);
-    BOOST_TEST(bad.output.find("adapter_config.json: the adapter_config.json made from ") != std::string::npos, bad.output);
+    BOOST_TEST(bad.output.find(words) != std::string::npos, bad.output);
+    BOOST_TEST((read_all(d / "training_args.bin") == fac_args));  // not overwritten with the weights
     BOOST_TEST(!fs::exists(d / "adapter_config.json"));
-  }
+  };
+  out_refused("out_args", "training_args.bin", "training_args.bin is the training arguments file ");
+  out_refused("out_config", "adapter_config.json", "adapter_config.json: the adapter_config.json made from ");
   // An adapter_config.json of another run is not overwritten.
   const fs::path other = authors_dir("other", fac_args);
   std::ofstream(other / "adapter_config.json") << R"({"task": "fac", "adapter_size": 64})";
