@@ -856,6 +856,14 @@ TrainResult train_with(const detail::Backbone<T, Dev>& enc, const detail::Packer
                     " differs from \"" + field + "\": " + it->dump() + " in " + cfg.string() +
                     (flag.empty() ? " (the adapter was pre-trained on another --model)" : " (the adapter was pre-trained with that; give the same value)"));
       };
+      // Another --compat is allowed (the adapter's tensors are the same) but computes the
+      // adapter on other inputs than in pre-training: said, not refused.
+      if (const auto c = rc.find("compat"); c != rc.end() && c->is_string() && *c != (official ? "official" : "standard"))
+        std::fprintf(stderr,
+                     "note: %s: the adapter was pre-trained with --compat %s (%s) and this run uses --compat %s; give --compat %s "
+                     "to run it as it was pre-trained\n",
+                     what.c_str(), c->get<std::string>().c_str(), cfg.c_str(), official ? "official" : "standard",
+                     c->get<std::string>().c_str());
       agree("hidden", "", ac.hidden);
       agree("adapter_size", "adapter-size", ac.size);
       agree("adapter_transformer_layers", "adapter-transformer-layers", ac.layers);

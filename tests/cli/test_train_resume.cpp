@@ -801,6 +801,11 @@ BOOST_AUTO_TEST_CASE(bad_run_inputs_fail_clearly) {
     BOOST_TEST_REQUIRE(code2 == 0, text2);
     fails(ft + authors, "differs from \"hidden\": 32 in " + (tmp / "authors" / "adapter_config.json").string() +
                             " (the adapter was pre-trained on another --model)");
+    // The authors' adapters were pre-trained with their quirks (--compat official): a run
+    // without them says so.
+    fails(ft + authors, "note: --adapter-dirs " + (tmp / "authors").string() + " (fac): the adapter was pre-trained with --compat official (" +
+                            (tmp / "authors" / "adapter_config.json").string() +
+                            ") and this run uses --compat standard; give --compat official to run it as it was pre-trained");
     // A downstream run is no pre-trained adapter.
     fs::create_directories(tmp / "downstream");
     std::ofstream(tmp / "downstream" / "adapter_config.json") << R"({"task": "relation"})";
